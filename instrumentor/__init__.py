@@ -1,0 +1,112 @@
+"""instrumentor: product-analytics tracking that is correct by construction.
+
+Define every event once in an :class:`EventRegistry`, decorate the function that performs the
+action with :func:`tracks`, bind who is acting with :func:`bind_context` once per request, and
+the identify + group + track bundle is emitted after each success, never breaking the caller.
+"""
+
+from __future__ import annotations
+
+from instrumentor.config import (
+    Secret,
+    Settings,
+    configure,
+    configured,
+    current_settings,
+    reset_configuration,
+)
+from instrumentor.context import (
+    AnalyticsContext,
+    ContextToken,
+    Group,
+    bind_context,
+    bound_context,
+    clear_context,
+    current_context,
+    reset_context,
+    with_current_context,
+)
+from instrumentor.decorators import Call, tracks
+from instrumentor.diagnostics import Incident, stats
+from instrumentor.emitter import Emission, establish_group_hierarchy, group, identify, track
+from instrumentor.exceptions import (
+    ConfigurationError,
+    DuplicateEventError,
+    InstrumentorError,
+    MissingContextError,
+    NamingRuleError,
+    PlanError,
+    TrackingUsageError,
+    UnknownCategoryError,
+    UnknownGroupLevelError,
+    WaiverError,
+)
+from instrumentor.messages import GroupMessage, IdentifyMessage, Message, TrackMessage
+from instrumentor.registry import (
+    CATEGORIES,
+    DEFAULT_HIERARCHY,
+    EventRegistry,
+    EventSpec,
+    GroupHierarchy,
+    all_events,
+    event,
+    find_event,
+)
+from instrumentor.signals import event_emitted
+from instrumentor.transports import ConsoleTransport, MemoryTransport, Transport
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CATEGORIES",
+    "DEFAULT_HIERARCHY",
+    "AnalyticsContext",
+    "Call",
+    "ConfigurationError",
+    "ConsoleTransport",
+    "ContextToken",
+    "DuplicateEventError",
+    "Emission",
+    "EventRegistry",
+    "EventSpec",
+    "Group",
+    "GroupHierarchy",
+    "GroupMessage",
+    "IdentifyMessage",
+    "Incident",
+    "InstrumentorError",
+    "MemoryTransport",
+    "Message",
+    "MissingContextError",
+    "NamingRuleError",
+    "PlanError",
+    "Secret",
+    "Settings",
+    "TrackMessage",
+    "TrackingUsageError",
+    "Transport",
+    "UnknownCategoryError",
+    "UnknownGroupLevelError",
+    "WaiverError",
+    "__version__",
+    "all_events",
+    "bind_context",
+    "bound_context",
+    "clear_context",
+    "configure",
+    "configured",
+    "current_context",
+    "current_settings",
+    "establish_group_hierarchy",
+    "event",
+    "event_emitted",
+    "find_event",
+    "group",
+    "identify",
+    "reset_configuration",
+    "reset_context",
+    "stats",
+    "track",
+    "tracks",
+    "with_current_context",
+]

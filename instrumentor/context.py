@@ -1,0 +1,312 @@
+"""Who is acting: the identity and group context, one immutable snapshot per request scope.
+
+Middleware binds it once per request; ``@tracks`` reads it at emission. It lives in one
+:class:`contextvars.ContextVar`, so threads and asyncio tasks are isolated from each other and a
+task inherits the context of the code that created it.
+
+.. code-block:: python
+
+    token = bind_context(user_id="u_1", account_id="acc_1", project_id="proj_1")
+    try:
+        handle_request()
+    finally:
+        reset_context(token)
+
+Binding never raises at run time: ids are turned into strings, and traits are kept as given
+(they are normalised to JSON only when a message is built).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType, TracebackType
+from typing import Any, ParamSpec, TypeVar
+
+__all__ = [
+    "AnalyticsContext",
+    "ContextToken",
+    "Group",
+    "bind_context",
+    "bound_context",
+    "clear_context",
+    "current_context",
+    "reset_context",
+    "with_current_context",
+]
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+#: A token from :func:`bind_context`, for :func:`reset_context`.
+ContextToken = contextvars.Token["AnalyticsContext"]
+
+
+def _freeze(traits: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    if not traits:
+        return _EMPTY
+    try:
+        return MappingProxyType(dict(traits))
+    except (TypeError, ValueError):
+        return _EMPTY
+
+
+@dataclass(frozen=True)
+class Group:
+    """A group at one level of the hierarchy (an account, a workspace, a project).
+
+    Attributes:
+        id: The group id sent to the provider.
+        name: A readable name, sent as the ``name`` trait.
+        traits: Further traits of the group.
+    """
+
+    id: str
+    name: str | None = None
+    traits: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "id", str(self.id))
+        object.__setattr__(self, "traits", _freeze(self.traits))
+
+
+@dataclass(frozen=True, eq=False)
+class AnalyticsContext:
+    """An immutable snapshot of who is acting and in which groups.
+
+    Attributes:
+        user_id: The acting user's id, or ``None``.
+        user_traits: Traits of the user, sent with identify.
+        groups: The group bound at each hierarchy level, keyed by level name.
+    """
+
+    user_id: str | None = None
+    user_traits: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+    groups: Mapping[str, Group] = field(default_factory=lambda: _EMPTY)
+    # Derived, never part of equality: level -> group id for the hot path, and a per-context
+    # cache of bundle keys (see emitter).
+    _ids: dict[str, str] = field(init=False, repr=False, compare=False)
+    _keys: dict[Any, Any] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_ids", {level: g.id for level, g in self.groups.items()})
+        object.__setattr__(self, "_keys", {})
+
+    def group_id(self, level: str) -> str | None:
+        """The id of the group bound at ``level``, or ``None``."""
+        return self._ids.get(level)
+
+    @property
+    def account_id(self) -> str | None:
+        """The id bound at the ``account`` level."""
+        return self.group_id("account")
+
+    @property
+    def workspace_id(self) -> str | None:
+        """The id bound at the ``workspace`` level."""
+        return self.group_id("workspace")
+
+    @property
+    def project_id(self) -> str | None:
+        """The id bound at the ``project`` level."""
+        return self.group_id("project")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, AnalyticsContext):
+            return NotImplemented
+        return (self.user_id, dict(self.user_traits), dict(self.groups)) == (
+            other.user_id,
+            dict(other.user_traits),
+            dict(other.groups),
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        groups = ", ".join(f"{level}={g.id!r}" for level, g in self.groups.items())
+        return f"AnalyticsContext(user_id={self.user_id!r}, groups={{{groups}}})"
+
+
+_EMPTY_CONTEXT = AnalyticsContext()
+_current: contextvars.ContextVar[AnalyticsContext] = contextvars.ContextVar(
+    "instrumentor_context", default=_EMPTY_CONTEXT
+)
+
+
+def _as_group(value: str | int | Group, name: str | None, traits: Mapping[str, Any] | None) -> Group:
+    if isinstance(value, Group):
+        if name is None and traits is None:
+            return value
+        return Group(value.id, name if name is not None else value.name, traits or value.traits)
+    return Group(str(value), name, traits or _EMPTY)
+
+
+def _merged(
+    base: AnalyticsContext,
+    user_id: str | int | None,
+    user_traits: Mapping[str, Any] | None,
+    account_id: str | int | Group | None,
+    account_name: str | None,
+    account_traits: Mapping[str, Any] | None,
+    workspace_id: str | int | Group | None,
+    workspace_name: str | None,
+    project_id: str | int | Group | None,
+    project_name: str | None,
+    groups: Mapping[str, str | int | Group] | None,
+) -> AnalyticsContext:
+    new_groups = dict(base.groups)
+    for level, value in (groups or {}).items():
+        if value is not None:
+            new_groups[str(level)] = _as_group(value, None, None)
+    for level, gid, name, traits in (
+        ("account", account_id, account_name, account_traits),
+        ("workspace", workspace_id, workspace_name, None),
+        ("project", project_id, project_name, None),
+    ):
+        if gid is not None:
+            new_groups[level] = _as_group(gid, name, traits)
+        elif (name is not None or traits is not None) and level in new_groups:
+            new_groups[level] = _as_group(new_groups[level], name, traits)
+    return AnalyticsContext(
+        user_id=str(user_id) if user_id is not None else base.user_id,
+        user_traits=_freeze(user_traits) if user_traits is not None else base.user_traits,
+        groups=MappingProxyType(new_groups) if new_groups else _EMPTY,
+    )
+
+
+def bind_context(
+    *,
+    user_id: str | int | None = None,
+    user_traits: Mapping[str, Any] | None = None,
+    account_id: str | int | Group | None = None,
+    account_name: str | None = None,
+    account_traits: Mapping[str, Any] | None = None,
+    workspace_id: str | int | Group | None = None,
+    workspace_name: str | None = None,
+    project_id: str | int | Group | None = None,
+    project_name: str | None = None,
+    groups: Mapping[str, str | int | Group] | None = None,
+) -> ContextToken:
+    """Bind identity and groups for the rest of the current scope, merged into what is bound.
+
+    Ids may be strings or integers (they are sent as strings). ``groups`` binds levels of a
+    custom hierarchy by name, e.g. ``groups={"organization": "org_1", "team": Group("t_2",
+    name="Red")}``; the ``account_``/``workspace_``/``project_`` keywords are shortcuts for the
+    default hierarchy.
+
+    Returns:
+        A token that :func:`reset_context` takes to restore the previous context.
+    """
+    return _current.set(
+        _merged(
+            _current.get(),
+            user_id,
+            user_traits,
+            account_id,
+            account_name,
+            account_traits,
+            workspace_id,
+            workspace_name,
+            project_id,
+            project_name,
+            groups,
+        )
+    )
+
+
+def reset_context(token: ContextToken) -> None:
+    """Restore the context that was current before the :func:`bind_context` that gave ``token``."""
+    _current.reset(token)
+
+
+def clear_context() -> None:
+    """Unbind everything in the current scope."""
+    _current.set(_EMPTY_CONTEXT)
+
+
+def current_context() -> AnalyticsContext:
+    """The context bound in the current scope (an empty one if nothing is bound)."""
+    return _current.get()
+
+
+class bound_context:  # noqa: N801 - a context manager named like a function, as contextlib does
+    """Bind context for a ``with`` block, or for every call of a decorated function.
+
+    Takes the same keywords as :func:`bind_context`; the previous context is restored on exit,
+    also when the block raises. As a decorator it works on sync and async functions; each call
+    binds afresh, so one decorated function is safe to run concurrently.
+
+    .. code-block:: python
+
+        with bound_context(user_id="u_1", account_id="acc_1"):
+            create_report(data)
+
+        @bound_context(account_id="acc_system")
+        async def nightly_job() -> None: ...
+    """
+
+    def __init__(self, **bindings: Any) -> None:
+        self._bindings = bindings
+        self._tokens: list[ContextToken] = []
+
+    def __enter__(self) -> AnalyticsContext:
+        self._tokens.append(bind_context(**self._bindings))
+        return _current.get()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        reset_context(self._tokens.pop())
+
+    def __call__(self, func: Callable[_P, _R]) -> Callable[_P, _R]:
+        bindings = self._bindings
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def run_async(*args: Any, **kwargs: Any) -> Any:
+                token = bind_context(**bindings)
+                try:
+                    return await func(*args, **kwargs)
+                finally:
+                    reset_context(token)
+
+            return run_async  # type: ignore[return-value]
+
+        @functools.wraps(func)
+        def run(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+            token = bind_context(**bindings)
+            try:
+                return func(*args, **kwargs)
+            finally:
+                reset_context(token)
+
+        return run
+
+
+def with_current_context(func: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Capture the analytics context now, and run ``func`` inside it wherever it is called.
+
+    Thread pools do not inherit context variables (``asyncio.to_thread`` does, a bare
+    ``executor.submit`` or ``loop.run_in_executor`` does not). Wrap the function when handing
+    it over::
+
+        executor.submit(with_current_context(export_report), report_id)
+    """
+    captured = _current.get()
+
+    @functools.wraps(func)
+    def run(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        token = _current.set(captured)
+        try:
+            return func(*args, **kwargs)
+        finally:
+            _current.reset(token)
+
+    return run

@@ -1,0 +1,102 @@
+"""What goes wrong at run time: counted, logged at a bounded rate, and handed to a hook.
+
+Run-time problems never raise into business code. Each is an :class:`Incident`: it increments a
+counter that :func:`stats` reports, it is logged on the ``instrumentor`` logger the first time for
+its site and then at most once a minute with the number suppressed, and it is passed to the
+``on_error`` hook given to ``configure()``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+__all__ = ["Incident", "stats"]
+
+_log = logging.getLogger("instrumentor")
+_LOG_INTERVAL = 60.0
+
+
+@dataclass(frozen=True)
+class Incident:
+    """One run-time problem, as passed to the ``on_error`` hook.
+
+    Attributes:
+        kind: What happened: ``"missing_user"``, ``"missing_group"``, ``"receiver_error"``,
+            ``"deprecated_event"``, ``"internal_error"``, ``"bad_configuration"``.
+        message: A sentence saying what happened and what to do.
+        event: The event name concerned, if any.
+        site: Where it happened (the decorated function, or the event for imperative calls).
+        error: The exception behind it, if any.
+    """
+
+    kind: str
+    message: str
+    event: str | None = None
+    site: str | None = None
+    error: BaseException | None = None
+
+
+class _Diagnostics:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.counts: Counter[str] = Counter()
+        self.last_logged: dict[tuple[str, str], float] = {}
+        self.suppressed: Counter[tuple[str, str]] = Counter()
+
+    def report(self, incident: Incident, hook: Callable[[Incident], None] | None) -> None:
+        key = (incident.kind, incident.site or incident.event or "")
+        now = time.monotonic()
+        with self.lock:
+            self.counts[incident.kind] += 1
+            last = self.last_logged.get(key)
+            log_it = last is None or now - last >= _LOG_INTERVAL
+            if log_it:
+                if len(self.last_logged) > 10_000:
+                    self.last_logged.clear()
+                self.last_logged[key] = now
+                suppressed = self.suppressed.pop(key, 0)
+            else:
+                self.suppressed[key] += 1
+        if log_it:
+            more = f" ({suppressed} more since last logged)" if suppressed else ""
+            _log.warning(
+                "instrumentor %s: %s%s",
+                incident.kind,
+                incident.message,
+                more,
+                exc_info=incident.error if incident.kind != "missing_user" else None,
+            )
+        if hook is not None:
+            try:
+                hook(incident)
+            except Exception:  # the hook itself must not break the caller
+                with self.lock:
+                    self.counts["hook_error"] += 1
+
+    def snapshot(self) -> dict[str, int]:
+        with self.lock:
+            return dict(self.counts)
+
+    def reset(self) -> None:
+        with self.lock:
+            self.counts.clear()
+            self.last_logged.clear()
+            self.suppressed.clear()
+
+
+_diagnostics = _Diagnostics()
+
+
+def stats() -> Mapping[str, int]:
+    """Counters of run-time incidents since start (or the last reset), by kind.
+
+    Returns:
+        A snapshot such as ``{"missing_group": 3, "receiver_error": 1}``; kinds that never
+        happened are absent.
+    """
+    return _diagnostics.snapshot()

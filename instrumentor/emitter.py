@@ -1,0 +1,573 @@
+"""Emission: turn "this event happened" into one bundled :class:`Emission` and send it.
+
+On the caller's thread an emission costs a context read, a clock read, one dictionary look-up to
+decide whether identify and group calls are due, one small object and one signal send. Message
+objects, ids, datetimes and JSON are made later, when a receiver first asks for
+:attr:`Emission.messages` (a delivery worker, or the memory and console transports).
+
+Bundling: each track is preceded by an identify of its user and a group call for each level from
+the top of the hierarchy down to the event's level (with ``group_type`` and
+``parent_group_id``), unless an identical call was made in this process within ``bundle_ttl``
+seconds.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Union
+
+from instrumentor import config as _config
+from instrumentor.context import AnalyticsContext, Group, _current
+from instrumentor.diagnostics import Incident
+from instrumentor.exceptions import MissingContextError, TrackingUsageError
+from instrumentor.messages import GroupMessage, IdentifyMessage, Message, TrackMessage
+from instrumentor.registry import DEFAULT_HIERARCHY, EventRegistry, GroupHierarchy
+from instrumentor.signals import event_emitted
+
+if TYPE_CHECKING:
+    from instrumentor.config import Runtime
+
+__all__ = [
+    "Emission",
+    "PropertiesArg",
+    "establish_group_hierarchy",
+    "group",
+    "identify",
+    "track",
+]
+
+_log = logging.getLogger("instrumentor")
+_UTC = _dt.timezone.utc
+_EMPTY: Mapping[str, Any] = {}
+_MAX_SEEN = 50_000
+_NO_BUNDLE: tuple[bool, tuple[str, ...]] = (False, ())
+#: The only errors raised into callers at run time, and only in strict mode.
+STRICT_ERRORS = (MissingContextError, TrackingUsageError)
+_expand_lock = threading.Lock()
+_now = time.time
+_get_context = _current.get
+
+#: Event properties: a mapping of JSON-compatible values (normalised when sent).
+PropertiesArg = Union[Mapping[str, Any], None]
+
+
+class Emission:
+    """One tracked action, as sent on :data:`~instrumentor.signals.event_emitted`.
+
+    Attributes:
+        event: The plan member tracked (``None`` for a bare identify or group call).
+        user_id: The user id sent (the account id with instance-level tracking).
+        group_id: The group id of the event's level, or ``None`` if it was missing.
+        group_level: The event's level.
+        timestamp: Seconds since the epoch when the action completed.
+        context: The analytics context at that moment.
+        properties: Event properties, or ``None``.
+    """
+
+    __slots__ = (
+        "_bundle",
+        "_messages",
+        "context",
+        "event",
+        "group_id",
+        "properties",
+        "timestamp",
+        "user_id",
+    )
+
+    def __init__(
+        self,
+        event: EventRegistry | None,
+        user_id: str | None,
+        group_id: str | None,
+        timestamp: float,
+        context: AnalyticsContext,
+        properties: Mapping[str, Any] | None,
+        bundle: tuple[bool, tuple[str, ...]],
+        messages: tuple[Message, ...] | None = None,
+    ) -> None:
+        self.event = event
+        self.user_id = user_id
+        self.group_id = group_id
+        self.timestamp = timestamp
+        self.context = context
+        self.properties = properties
+        self._bundle = bundle
+        self._messages = messages
+
+    @property
+    def group_level(self) -> str:
+        """The event's group level (for a bare identify or group call, the level it concerns)."""
+        return self.event._level if self.event is not None else self._bundle[1][0]
+
+    @property
+    def messages(self) -> tuple[Message, ...]:
+        """The identify, group and track messages of this emission, built once on first use."""
+        messages = self._messages
+        if messages is None:
+            with _expand_lock:
+                messages = self._messages
+                if messages is None:
+                    messages = self._messages = _expand(self)
+        return messages
+
+    def __repr__(self) -> str:
+        name = self.event._value_.name if self.event is not None else "-"
+        return f"<Emission {name} user={self.user_id!r} group={self.group_id!r}>"
+
+
+def _hierarchy_of(event: EventRegistry | None) -> GroupHierarchy:
+    return type(event).hierarchy if event is not None else DEFAULT_HIERARCHY
+
+
+def _parent_id(ctx: AnalyticsContext, hierarchy: GroupHierarchy, level: str) -> str | None:
+    for upper in reversed(hierarchy.levels[: hierarchy.index(level)]):
+        gid = ctx.group_id(upper)
+        if gid is not None:
+            return gid
+    return None
+
+
+def _group_message(
+    ctx: AnalyticsContext,
+    hierarchy: GroupHierarchy,
+    level: str,
+    group: Group,
+    user_id: str | None,
+    when: _dt.datetime,
+) -> GroupMessage:
+    parent = _parent_id(ctx, hierarchy, level)
+    traits: dict[str, Any] = dict(group.traits)
+    if group.name is not None:
+        traits["name"] = group.name
+    traits["group_type"] = level
+    if parent is not None:
+        traits["parent_group_id"] = parent
+    return GroupMessage(group.id, level, parent, user_id, traits, when)
+
+
+def _identify_message(
+    ctx: AnalyticsContext, hierarchy: GroupHierarchy, user_id: str, when: _dt.datetime
+) -> IdentifyMessage:
+    top = ctx.groups.get(hierarchy.top)
+    if top is not None and user_id == top.id and ctx.user_id != user_id:
+        # Instance-level tracking: the "user" is the account; describe it as such.
+        traits: dict[str, Any] = dict(top.traits)
+        if top.name is not None:
+            traits.setdefault("name", top.name)
+    else:
+        traits = dict(ctx.user_traits)
+    return IdentifyMessage(user_id, top.id if top is not None else None, traits, when)
+
+
+def _expand(emission: Emission) -> tuple[Message, ...]:
+    ctx = emission.context
+    event = emission.event
+    hierarchy = _hierarchy_of(event)
+    when = _dt.datetime.fromtimestamp(emission.timestamp, _UTC)
+    out: list[Message] = []
+    identify, group_levels = emission._bundle if event is not None else _NO_BUNDLE
+    if identify and emission.user_id is not None:
+        out.append(_identify_message(ctx, hierarchy, emission.user_id, when))
+    for level in group_levels:
+        group = ctx.groups.get(level)
+        if level == emission.group_level and emission.group_id is not None:
+            if group is None or group.id != emission.group_id:
+                group = Group(emission.group_id)
+        if group is not None:
+            out.append(_group_message(ctx, hierarchy, level, group, emission.user_id, when))
+    if event is not None and emission.user_id is not None:
+        spec = event._value_
+        out.append(
+            TrackMessage(
+                user_id=emission.user_id,
+                event=spec.name,
+                group_id=emission.group_id,
+                group_type=emission.group_level,
+                category=spec.category,
+                properties=dict(emission.properties or _EMPTY),
+                timestamp=when,
+            )
+        )
+    return tuple(out)
+
+
+# --- bundle de-duplication ------------------------------------------------------------------
+
+
+def _fingerprint(*parts: Any) -> int:
+    try:
+        return hash(repr(parts))
+    except Exception:  # an unrepresentable trait: never equal, so always sent
+        return hash(object())
+
+
+def _identify_key(ctx: AnalyticsContext, hierarchy: GroupHierarchy, user_id: str) -> tuple[Any, ...]:
+    top = ctx.groups.get(hierarchy.top)
+    traits = top if user_id != ctx.user_id and top is not None else ctx.user_traits
+    return ("identify", user_id, top.id if top else None, _fingerprint(traits))
+
+
+def _group_key(
+    ctx: AnalyticsContext, hierarchy: GroupHierarchy, level: str, group: Group
+) -> tuple[Any, ...]:
+    parent = _parent_id(ctx, hierarchy, level)
+    return ("group", level, group.id, parent, _fingerprint(group.name, group.traits))
+
+
+def _due_calls(
+    rt: Runtime,
+    ctx: AnalyticsContext,
+    hierarchy: GroupHierarchy,
+    user_id: str,
+    level: str,
+    group_id: str | None,
+    now: float,
+) -> tuple[bool, tuple[str, ...]]:
+    """Which identify/group calls the bundle needs: the slow path, once per key and TTL."""
+    seen = rt.seen
+    if len(seen) > _MAX_SEEN:
+        seen.clear()
+    expiry = now + rt.bundle_ttl
+    always = rt.bundle_ttl <= 0
+    key = _identify_key(ctx, hierarchy, user_id)
+    identify = always or seen.get(key, 0.0) <= now
+    if identify and not always:
+        seen[key] = expiry
+    levels: list[str] = []
+    for upper in hierarchy.path_to(level):
+        group = ctx.groups.get(upper)
+        if upper == level and group_id is not None and (group is None or group.id != group_id):
+            group = Group(group_id)
+        if group is None:
+            continue
+        gkey = _group_key(ctx, hierarchy, upper, group)
+        if always or seen.get(gkey, 0.0) <= now:
+            levels.append(upper)
+            if not always:
+                seen[gkey] = expiry
+    return identify, tuple(levels)
+
+
+# --- the hot path ---------------------------------------------------------------------------
+
+
+def _report(rt: Runtime, kind: str, message: str, event: EventRegistry | None, site: str | None) -> None:
+    rt.report(Incident(kind, message, event=event._value_.name if event else None, site=site))
+
+
+def emit_track(
+    event: EventRegistry,
+    group_id: str | None,
+    properties: Mapping[str, Any] | None,
+    site: str,
+) -> None:
+    """Emit one track of ``event`` with the current context (used by ``@tracks`` and ``track``).
+
+    This is the caller's whole cost, so it is written for speed: plain attribute and dict reads,
+    one clock read, one small object, one signal dispatch.
+
+    Raises:
+        MissingContextError: Only in strict mode, when the user or the group is missing.
+    """
+    rt = _config._runtime or _config.runtime()
+    if not rt.enabled or not event_emitted.receivers:
+        return
+    ctx = _get_context()
+    level = event._level
+    ids = ctx._ids
+    if rt.instance_level:
+        user_id = ids.get(type(event).hierarchy.levels[0])
+    else:
+        user_id = ctx.user_id
+    if user_id is None:
+        _missing(rt, "missing_user", event, site)
+        return
+    if group_id is None:
+        group_id = ids.get(level)
+        if group_id is None:
+            _missing(rt, "missing_group", event, site)
+        key: Any = level
+    else:
+        key = (level, group_id)
+    if event._deprecated:
+        _deprecated(rt, event, site)
+    now = _now()
+    # The bundle verdict is cached on the (immutable, per-request) context: while it is fresh
+    # for this runtime and user, identify and group calls are not due and nothing is hashed.
+    keys = ctx._keys
+    cached = keys.get(key)
+    if cached is not None and cached[0] is rt and cached[1] > now:
+        bundle = _NO_BUNDLE
+    else:
+        bundle = _bundle_for(rt, ctx, event, user_id, level, group_id, now, key)
+    emission = Emission(event, user_id, group_id, now, ctx, properties, bundle)
+    signal = event_emitted
+    sender = type(event)
+    strong, weak = signal._cache.get(sender) or signal._entries_for(sender)
+    if signal.is_muted:
+        return
+    if weak:
+        signal.dispatch(sender, emission)
+        return
+    for receiver in strong:
+        try:
+            receiver(sender, emission=emission)
+        except Exception as exc:
+            signal._receiver_failed(receiver, exc)
+
+
+def _bundle_for(
+    rt: Runtime,
+    ctx: AnalyticsContext,
+    event: EventRegistry,
+    user_id: str,
+    level: str,
+    group_id: str | None,
+    now: float,
+    key: Any,
+) -> tuple[bool, tuple[str, ...]]:
+    """The calls due with this track, decided against the process-wide record (slow path)."""
+    fast = (_fingerprint(ctx.user_traits, ctx.groups), level, user_id, group_id)
+    if rt.seen.get(fast, 0.0) > now:
+        bundle = _NO_BUNDLE
+    else:
+        bundle = _due_calls(rt, ctx, type(event).hierarchy, user_id, level, group_id, now)
+    if rt.bundle_ttl > 0:
+        expiry = rt.seen.get(fast, 0.0) if bundle is _NO_BUNDLE else now + rt.bundle_ttl
+        rt.seen[fast] = expiry
+        ctx._keys[key] = (rt, expiry)
+    return bundle
+
+
+def _missing(rt: Runtime, kind: str, event: EventRegistry, site: str) -> None:
+    name = event._value_.name
+    if kind == "missing_user":
+        what = (
+            f"no {type(event).hierarchy.top} id bound (instance-level tracking sends it as the "
+            "user id)"
+            if rt.instance_level
+            else "no user id bound"
+        )
+        message = (
+            f"{name} tracked at {site} with {what}; the event is dropped. Bind the identity "
+            "per request with bind_context(...) or the framework middleware"
+        )
+    else:
+        level = event._value_.group_level
+        message = (
+            f"{name} tracked at {site} without a {level} id: it is sent without a group. Bind "
+            f"{level}_id in the context, or pass group_id= to @tracks or track()"
+        )
+    _report(rt, kind, message, event, site)
+    if rt.strict:
+        raise MissingContextError(f"{message} (strict mode)")
+
+
+def _deprecated(rt: Runtime, event: EventRegistry, site: str) -> None:
+    spec = event._value_
+    instead = f"; use {spec.replaced_by}" if spec.replaced_by else ""
+    _report(
+        rt,
+        "deprecated_event",
+        f"{spec.name} (tracked at {site}) is deprecated: {spec.deprecated}{instead}",
+        event,
+        spec.name,
+    )
+
+
+def internal_error(exc: Exception, event: EventRegistry | None, site: str) -> None:
+    """Report an unexpected exception inside instrumentor; never raises."""
+    try:
+        rt = _config._runtime or _config.runtime()
+        rt.report(
+            Incident(
+                "internal_error",
+                f"tracking failed at {site}: {exc!r}; the caller was not affected",
+                event=event._value_.name if event is not None else None,
+                site=site,
+                error=exc,
+            )
+        )
+    except Exception:  # pragma: no cover - last resort, logging itself failed
+        pass
+
+
+# --- the public imperative API --------------------------------------------------------------
+
+
+def _caller_site(depth: int = 2) -> str:
+    import sys
+
+    frame = sys._getframe(depth)
+    return f"{frame.f_code.co_filename}:{frame.f_lineno}"
+
+
+def track(
+    event: EventRegistry,
+    *,
+    group_id: str | int | None = None,
+    properties: PropertiesArg = None,
+) -> None:
+    """Track ``event`` now, where a decorator does not fit.
+
+    Never raises into the caller, except :class:`~instrumentor.MissingContextError` (and
+    :class:`~instrumentor.TrackingUsageError` for a non-plan event) in strict mode.
+
+    Args:
+        event: A member of an :class:`~instrumentor.EventRegistry`.
+        group_id: The id of the event's group level, when the context does not hold it.
+        properties: Event properties, for providers that accept them.
+    """
+    try:
+        if not isinstance(event, EventRegistry):
+            _usage_problem(
+                _config.runtime(),
+                "invalid_event",
+                f"track() takes a member of an EventRegistry, got {event!r}; define the event "
+                "in the plan and pass Events.X",
+                TrackingUsageError,
+            )
+            return
+        props = dict(properties) if properties else None
+        emit_track(event, str(group_id) if group_id is not None else None, props, event._value_.name)
+    except STRICT_ERRORS:
+        raise
+    except Exception as exc:
+        internal_error(exc, event if isinstance(event, EventRegistry) else None, "track()")
+
+
+def _send_messages(ctx: AnalyticsContext, level: str, messages: tuple[Message, ...]) -> None:
+    if messages:
+        emission = Emission(None, ctx.user_id, None, time.time(), ctx, None, (False, (level,)), messages)
+        event_emitted.dispatch(None, emission)
+
+
+def _active_runtime() -> Runtime | None:
+    rt = _config._runtime or _config.runtime()
+    return rt if rt.enabled and event_emitted.receivers else None
+
+
+def _usage_problem(rt: Runtime, kind: str, message: str, error: type[Exception]) -> None:
+    rt.report(Incident(kind, message, site=_caller_site(3)))
+    if rt.strict:
+        raise error(message)
+
+
+def identify(
+    traits: Mapping[str, Any] | None = None, *, hierarchy: GroupHierarchy = DEFAULT_HIERARCHY
+) -> None:
+    """Send an identify for the bound user now, with the top-level group (account) as its group.
+
+    Args:
+        traits: Traits to send, merged over the context's user traits.
+        hierarchy: The hierarchy whose top level is the account (for instance-level tracking).
+    """
+    try:
+        rt = _active_runtime()
+        if rt is None:
+            return
+        ctx = _current.get()
+        user_id = ctx.group_id(hierarchy.top) if rt.instance_level else ctx.user_id
+        if user_id is None:
+            _usage_problem(
+                rt,
+                "missing_user",
+                "identify() called with no user bound; nothing sent",
+                MissingContextError,
+            )
+            return
+        when = _dt.datetime.now(_UTC)
+        message = _identify_message(ctx, hierarchy, user_id, when)
+        if traits:
+            message = IdentifyMessage(
+                message.user_id, message.group_id, {**message.traits, **traits}, when
+            )
+        elif rt.bundle_ttl > 0:
+            rt.seen[_identify_key(ctx, hierarchy, user_id)] = time.time() + rt.bundle_ttl
+        _send_messages(ctx, hierarchy.top, (message,))
+    except STRICT_ERRORS:
+        raise
+    except Exception as exc:
+        internal_error(exc, None, "identify()")
+
+
+def group(
+    level: str = "account",
+    *,
+    group_id: str | int | None = None,
+    name: str | None = None,
+    traits: Mapping[str, Any] | None = None,
+    hierarchy: GroupHierarchy = DEFAULT_HIERARCHY,
+) -> None:
+    """Send one group call now for ``level`` (``group_type`` and ``parent_group_id`` included).
+
+    Args:
+        level: The hierarchy level of the group.
+        group_id: The group's id; by default the one bound at ``level``.
+        name: The group's readable name; by default the bound one.
+        traits: Further traits, merged over the bound ones.
+        hierarchy: The hierarchy ``level`` belongs to (``Events.hierarchy`` for a custom one).
+    """
+    try:
+        rt = _active_runtime()
+        if rt is None:
+            return
+        if level not in hierarchy.levels:
+            _usage_problem(
+                rt,
+                "invalid_group_level",
+                f"group({level!r}): unknown level; the hierarchy is {' > '.join(hierarchy.levels)}",
+                TrackingUsageError,
+            )
+            return
+        ctx = _current.get()
+        bound = ctx.groups.get(level)
+        gid = str(group_id) if group_id is not None else (bound.id if bound else None)
+        if gid is None:
+            _usage_problem(
+                rt,
+                "missing_group",
+                f"group({level!r}) called with no {level} id bound or given; nothing sent",
+                MissingContextError,
+            )
+            return
+        base = bound if bound is not None and bound.id == gid else Group(gid)
+        merged = Group(gid, name if name is not None else base.name, {**base.traits, **(traits or {})})
+        when = _dt.datetime.now(_UTC)
+        message = _group_message(ctx, hierarchy, level, merged, ctx.user_id, when)
+        _send_messages(ctx, level, (message,))
+    except STRICT_ERRORS:
+        raise
+    except Exception as exc:
+        internal_error(exc, None, "group()")
+
+
+def establish_group_hierarchy(hierarchy: GroupHierarchy = DEFAULT_HIERARCHY) -> None:
+    """Send a group call for every level bound in the context, top first, each with its parent.
+
+    Call it on login or when the user enters a new group; later tracks then skip those calls
+    for ``bundle_ttl`` seconds.
+    """
+    try:
+        rt = _active_runtime()
+        if rt is None:
+            return
+        ctx = _current.get()
+        when = _dt.datetime.now(_UTC)
+        messages: list[Message] = []
+        expiry = time.time() + rt.bundle_ttl
+        for level in hierarchy.levels:
+            bound = ctx.groups.get(level)
+            if bound is None:
+                continue
+            messages.append(_group_message(ctx, hierarchy, level, bound, ctx.user_id, when))
+            if rt.bundle_ttl > 0:
+                rt.seen[_group_key(ctx, hierarchy, level, bound)] = expiry
+        _send_messages(ctx, hierarchy.top, tuple(messages))
+    except Exception as exc:
+        internal_error(exc, None, "establish_group_hierarchy()")

@@ -1,0 +1,247 @@
+"""The messages an emission becomes: identify, group and track, and their JSON normalisation.
+
+Messages are built off the caller's hot path (by a receiver or a delivery worker), each with a
+``message_id`` that stays with it across retries, so providers and tests can de-duplicate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import decimal
+import enum
+import logging
+import math
+import os
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, Union
+
+__all__ = [
+    "GroupMessage",
+    "IdentifyMessage",
+    "Message",
+    "TrackMessage",
+    "new_message_id",
+    "to_json_compatible",
+]
+
+_log = logging.getLogger("instrumentor")
+_MAX_DEPTH = 32
+_UTC = _dt.timezone.utc
+
+
+def new_message_id() -> str:
+    """A new random message id (a UUID4 in canonical form)."""
+    return str(uuid.UUID(bytes=os.urandom(16), version=4))
+
+
+def _iso(ts: _dt.datetime) -> str:
+    return ts.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _strip(value: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in value.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class IdentifyMessage:
+    """Who the user is: ``identify(userId, groupId, traits)``.
+
+    Attributes:
+        user_id: The user id (the account id with instance-level tracking).
+        group_id: The top-level group (account) the user belongs to, if known.
+        traits: The user's traits.
+        timestamp: When the action happened (UTC).
+        message_id: Stable id for de-duplication.
+    """
+
+    type: ClassVar[Literal["identify"]] = "identify"
+    user_id: str
+    group_id: str | None
+    traits: Mapping[str, Any]
+    timestamp: _dt.datetime
+    message_id: str = field(default_factory=new_message_id)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The message as JSON-compatible data, in the common ``userId``/``traits`` form."""
+        return _strip(
+            {
+                "type": self.type,
+                "messageId": self.message_id,
+                "userId": self.user_id,
+                "groupId": self.group_id,
+                "traits": to_json_compatible(dict(self.traits)),
+                "timestamp": _iso(self.timestamp),
+            }
+        )
+
+
+@dataclass(frozen=True)
+class GroupMessage:
+    """A group at one level: ``group(groupId, traits)`` with ``group_type`` and parent traits.
+
+    Attributes:
+        group_id: The group's id.
+        group_type: The hierarchy level, e.g. ``"workspace"``; also in ``traits``.
+        parent_group_id: The id of the group one level up (``None`` at the top); also in
+            ``traits`` when set.
+        user_id: The user the call is made for.
+        traits: The group's traits, including ``name``, ``group_type`` and ``parent_group_id``.
+        timestamp: When the action happened (UTC).
+        message_id: Stable id for de-duplication.
+    """
+
+    type: ClassVar[Literal["group"]] = "group"
+    group_id: str
+    group_type: str
+    parent_group_id: str | None
+    user_id: str | None
+    traits: Mapping[str, Any]
+    timestamp: _dt.datetime
+    message_id: str = field(default_factory=new_message_id)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The message as JSON-compatible data."""
+        return _strip(
+            {
+                "type": self.type,
+                "messageId": self.message_id,
+                "groupId": self.group_id,
+                "userId": self.user_id,
+                "traits": to_json_compatible(dict(self.traits)),
+                "timestamp": _iso(self.timestamp),
+            }
+        )
+
+
+@dataclass(frozen=True)
+class TrackMessage:
+    """One tracked event: ``track(userId, event)`` with the group of the event's level.
+
+    Attributes:
+        user_id: The user id (the account id with instance-level tracking).
+        event: The event name from the plan.
+        group_id: The group id of the event's level, or ``None`` when the context lacked it.
+        group_type: The event's group level.
+        category: The event's category in the plan.
+        properties: Event properties (sent only by providers that accept them).
+        timestamp: When the action happened (UTC).
+        context: Extra context, e.g. trace ids; ``groupId`` is added when sent.
+        message_id: Stable id for de-duplication.
+    """
+
+    type: ClassVar[Literal["track"]] = "track"
+    user_id: str
+    event: str
+    group_id: str | None
+    group_type: str
+    category: str
+    properties: Mapping[str, Any]
+    timestamp: _dt.datetime
+    context: Mapping[str, Any] = field(default_factory=dict)
+    message_id: str = field(default_factory=new_message_id)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The message as JSON-compatible data, the group in ``context.groupId``."""
+        context = to_json_compatible(dict(self.context))
+        if self.group_id is not None:
+            context["groupId"] = self.group_id
+        return _strip(
+            {
+                "type": self.type,
+                "messageId": self.message_id,
+                "userId": self.user_id,
+                "event": self.event,
+                "properties": to_json_compatible(dict(self.properties)),
+                "context": context,
+                "timestamp": _iso(self.timestamp),
+            }
+        )
+
+
+#: Any message an emission produces.
+Message = Union[IdentifyMessage, GroupMessage, TrackMessage]
+
+
+_warned_types: set[str] = set()
+
+
+def _fallback(value: object) -> str:
+    try:
+        text = str(value)
+    except Exception:  # a broken __str__ must not lose the message
+        text = f"<unprintable {type(value).__name__}>"
+    kind = f"{type(value).__module__}.{type(value).__qualname__}"
+    if kind not in _warned_types and len(_warned_types) < 1000:
+        _warned_types.add(kind)
+        _log.warning(
+            "instrumentor: %s is not JSON data; it is sent as its str(). Convert it before "
+            "tracking to choose the form (logged once per type)",
+            kind,
+        )
+    return text
+
+
+def to_json_compatible(value: Any, _depth: int = 0, _seen: frozenset[int] = frozenset()) -> Any:
+    """Turn any value into data ``json.dumps`` accepts, never raising.
+
+    Datetimes and dates become ISO 8601 strings (naive datetimes are taken as UTC), UUIDs and
+    Decimals strings, Enums their value, bytes UTF-8 text (or hex), sets and tuples lists,
+    dataclasses dicts; NaN and infinities become ``None``; non-string keys become strings; cycles
+    and nesting deeper than 32 become ``"<cycle>"`` / ``"<too deep>"``; anything else its ``str()``.
+    """
+    if value is None or isinstance(value, (bool, int, str)):
+        if isinstance(value, int) and not isinstance(value, bool) and type(value) is not int:
+            return int(value)
+        if isinstance(value, str) and type(value) is not str:
+            return str.__str__(value)
+        return value
+    if isinstance(value, float):
+        return float(value) if math.isfinite(value) else None
+    if _depth >= _MAX_DEPTH:
+        return "<too deep>"
+    if isinstance(value, _dt.datetime):
+        return _iso(value if value.tzinfo else value.replace(tzinfo=_UTC))
+    if isinstance(value, (_dt.date, _dt.time)):
+        return value.isoformat()
+    if isinstance(value, (uuid.UUID, decimal.Decimal)):
+        if isinstance(value, decimal.Decimal) and not value.is_finite():
+            return None
+        return str(value)
+    if isinstance(value, enum.Enum):
+        return to_json_compatible(value.value, _depth + 1, _seen)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        raw = bytes(value)
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return raw.hex()
+    ident = id(value)
+    if ident in _seen:
+        return "<cycle>"
+    seen = _seen | {ident}
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        try:
+            items = list(value.items())
+        except Exception:
+            return _fallback(value)
+        for key, item in items:
+            k = key if isinstance(key, str) else str(to_json_compatible(key, _depth + 1, seen))
+            out[k] = to_json_compatible(item, _depth + 1, seen)
+        return out
+    if isinstance(value, (list, tuple, set, frozenset)):
+        try:
+            items_list = sorted(value, key=repr) if isinstance(value, (set, frozenset)) else value
+        except Exception:
+            items_list = list(value)
+        return [to_json_compatible(item, _depth + 1, seen) for item in items_list]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        try:
+            fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+        except Exception:
+            return _fallback(value)
+        return to_json_compatible(fields, _depth + 1, seen)
+    return _fallback(value)

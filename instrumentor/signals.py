@@ -1,0 +1,134 @@
+"""The hand-off between emission and delivery: a signal in instrumentor's private blinker namespace.
+
+Every emission is sent on :data:`event_emitted` with the registry class as sender and the
+:class:`~instrumentor.emitter.Emission` as the ``emission`` keyword. Transports are receivers;
+an application may connect its own::
+
+    from instrumentor.signals import event_emitted
+
+    @event_emitted.connect_via(Events)          # or event_emitted.connect(fn) for every registry
+    def audit(sender, *, emission): ...
+
+Two of blinker's defaults are changed here, because they are wrong for a library: receivers are
+held strongly unless ``weak=True`` is asked for (a closure connected inside a function would
+otherwise vanish), and a raising receiver is logged and counted while the others still run
+(``Signal.send`` would stop at the first). Receivers run on the emitting thread, so they must be
+quick: enqueue, do not deliver.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from blinker import ANY, NamedSignal, Namespace
+from blinker._utilities import make_id
+
+from instrumentor.diagnostics import Incident
+
+__all__ = ["EmissionSignal", "event_emitted", "namespace"]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+_WEAK_TYPES = (weakref.ref, weakref.WeakMethod)
+
+
+class EmissionSignal(NamedSignal):
+    """A blinker signal whose ``send`` never raises and keeps the hot path short.
+
+    Receivers are called from a cached tuple that ``connect`` and ``disconnect`` refresh, instead of
+    the set arithmetic blinker does on every send. ``muted()`` and ``connected_to()`` work as in
+    blinker.
+    """
+
+    def __init__(self, name: str, doc: str | None = None) -> None:
+        super().__init__(name, doc)
+        # sender -> (receivers, has_weak): receivers as blinker holds them (weak refs stay weak).
+        self._cache: dict[Any, tuple[tuple[Any, ...], bool]] = {}
+        self._cache_lock = threading.Lock()
+        #: Called with an :class:`Incident` when a receiver raises; set by configuration.
+        self.on_receiver_error: Callable[[Incident], None] | None = None
+
+    def connect(self, receiver: _F, sender: Any = ANY, weak: bool = False) -> _F:
+        """Connect ``receiver``; held strongly unless ``weak=True``."""
+        result = super().connect(receiver, sender, weak)
+        self._invalidate()
+        return result
+
+    def disconnect(self, receiver: Callable[..., Any], sender: Any = ANY) -> None:
+        """Disconnect ``receiver`` from ``sender`` (by default from every sender)."""
+        super().disconnect(receiver, sender)
+        self._invalidate()
+
+    def _invalidate(self) -> None:
+        with self._cache_lock:
+            self._cache = {}
+
+    def dispatch(self, sender: Any, emission: Any) -> None:
+        """Call every receiver with ``emission=``; the hot path of :meth:`send`, no results kept."""
+        if self.is_muted:
+            return
+        entries, _ = self._cache.get(sender) or self._entries_for(sender)
+        for held in entries:
+            receiver = held() if type(held) in _WEAK_TYPES else held
+            if receiver is None:
+                continue
+            try:
+                receiver(sender, emission=emission)
+            except Exception as exc:
+                self._receiver_failed(receiver, exc)
+
+    def _receiver_failed(self, receiver: Any, exc: Exception) -> None:
+        hook = self.on_receiver_error
+        if hook is not None:
+            name = getattr(receiver, "__qualname__", None) or repr(receiver)
+            hook(
+                Incident(
+                    "receiver_error",
+                    f"receiver {name} of {self.name!r} raised {exc!r}; the other receivers "
+                    "still ran",
+                    site=name,
+                    error=exc,
+                )
+            )
+
+    def _entries_for(self, sender: Any) -> tuple[tuple[Any, ...], bool]:
+        cache = self._cache
+        entries = cache.get(sender)
+        if entries is None:
+            # Keep weak receivers weak: cache the reference blinker holds, not the object.
+            held = tuple(
+                self.receivers.get(make_id(receiver), receiver)
+                for receiver in self.receivers_for(sender)
+            )
+            entries = (held, any(type(h) in _WEAK_TYPES for h in held))
+            with self._cache_lock:
+                if self._cache is cache:
+                    cache[sender] = entries
+        return entries
+
+    def send(self, sender: Any | None = None, /, **kwargs: Any) -> list[tuple[Callable[..., Any], Any]]:  # type: ignore[override]
+        """Call every receiver for ``sender``; a raising receiver is reported, not propagated."""
+        if self.is_muted or not self.receivers:
+            return []
+        results: list[tuple[Callable[..., Any], Any]] = []
+        for held in self._entries_for(sender)[0]:
+            receiver = held() if type(held) in _WEAK_TYPES else held
+            if receiver is None:
+                continue
+            try:
+                results.append((receiver, receiver(sender, **kwargs)))
+            except Exception as exc:
+                self._receiver_failed(receiver, exc)
+        return results
+
+
+#: instrumentor's private namespace: its signals never mix with ``blinker.signal()`` users.
+namespace = Namespace()
+
+#: Sent once per emission (sender: the registry class; keyword ``emission``).
+event_emitted: EmissionSignal = EmissionSignal(
+    "instrumentor.event_emitted", doc="Sent once per emission with the Emission as `emission`."
+)
+namespace["instrumentor.event_emitted"] = event_emitted

@@ -1,0 +1,92 @@
+"""The debug transport: what ``ANALYTICS_DEBUG=true`` turns on. Prints, never sends."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from instrumentor.messages import Message
+
+__all__ = ["ConsoleTransport", "redact"]
+
+_SENSITIVE_KEY = re.compile(
+    r"pass(word|wd)?|secret|token|api[_-]?key|auth|credential|private[_-]?key|cookie|session",
+    re.IGNORECASE,
+)
+REDACTED = "[REDACTED]"
+
+
+def redact(data: Any, secrets: Sequence[str] = ()) -> Any:
+    """Replace values under sensitive keys, and any occurrence of ``secrets``, with a marker.
+
+    Args:
+        data: JSON-compatible data (as produced by ``Message.to_dict()``).
+        secrets: Exact secret strings (e.g. the API key) to blank out wherever they appear.
+    """
+    if isinstance(data, dict):
+        return {
+            k: REDACTED if _SENSITIVE_KEY.search(str(k)) else redact(v, secrets)
+            for k, v in data.items()
+        }
+    if isinstance(data, list):
+        return [redact(v, secrets) for v in data]
+    if isinstance(data, str):
+        for secret in secrets:
+            if secret and secret in data:
+                data = data.replace(secret, REDACTED)
+    return data
+
+
+class ConsoleTransport:
+    """Prints one readable line per message instead of sending it.
+
+    Values under sensitive keys (password, token, api_key, ...) and the configured API key are
+    replaced with ``[REDACTED]``.
+
+    Args:
+        stream: Where to write; standard error (looked up at each write) by default.
+        logger: Log each line on this logger at INFO instead of writing to a stream.
+        indent: Pretty-print the JSON with this indentation.
+    """
+
+    def __init__(
+        self,
+        stream: TextIO | None = None,
+        *,
+        logger: logging.Logger | None = None,
+        indent: int | None = None,
+    ) -> None:
+        self._stream = stream
+        self._logger = logger
+        self._indent = indent
+
+    def format(self, message: Message) -> str:
+        """The line printed for ``message``."""
+        from instrumentor.config import runtime
+
+        key = runtime().settings.api_key
+        data = redact(message.to_dict(), (key.reveal(),) if key else ())
+        body = json.dumps(data, indent=self._indent, ensure_ascii=False, sort_keys=False)
+        return f"[instrumentor debug] {message.type}: {body}"
+
+    def deliver(self, batch: Sequence[Message]) -> None:
+        """Print (or log) every message of ``batch``."""
+        lines = [self.format(message) for message in batch]
+        if self._logger is not None:
+            for line in lines:
+                self._logger.info("%s", line)
+            return
+        stream = self._stream or sys.stderr
+        stream.write("".join(line + "\n" for line in lines))
+        stream.flush()
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+    def __repr__(self) -> str:
+        target = "logging" if self._logger is not None else "stderr"
+        return f"ConsoleTransport({target})"
