@@ -100,8 +100,9 @@ def _parse_ttl(raw: str) -> float:
 
 @dataclass(frozen=True)
 class Settings:
-    """The active configuration. Build it with :func:`configure`; read it with
-    :func:`current_settings`.
+    """The active configuration.
+
+    Build it with :func:`configure`; read it with :func:`current_settings`.
 
     Attributes:
         api_key: The provider key, or ``None``.
@@ -179,7 +180,15 @@ def _default_transports(settings: Settings) -> tuple[Transport, ...]:
 class Runtime:
     """The installed configuration: settings, connected receivers and bundle bookkeeping."""
 
-    __slots__ = ("bundle_ttl", "enabled", "instance_level", "receivers", "seen", "settings", "strict")
+    __slots__ = (
+        "bundle_ttl",
+        "enabled",
+        "instance_level",
+        "receivers",
+        "seen",
+        "settings",
+        "strict",
+    )
 
     def __init__(self, settings: Settings) -> None:
         from instrumentor.transports.base import InlineDestination
@@ -238,9 +247,9 @@ def runtime() -> Runtime:
                 Incident("bad_configuration", f"{exc}; tracking is off until fixed", error=exc),
                 None,
             )
-        _install(Runtime(settings))
-        assert _runtime is not None
-        return _runtime
+        runtime_ = Runtime(settings)
+        _install(runtime_)
+        return runtime_
 
 
 _UNSET: Any = object()

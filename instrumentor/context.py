@@ -137,7 +137,9 @@ _current: contextvars.ContextVar[AnalyticsContext] = contextvars.ContextVar(
 )
 
 
-def _as_group(value: str | int | Group, name: str | None, traits: Mapping[str, Any] | None) -> Group:
+def _as_group(
+    value: str | int | Group, name: str | None, traits: Mapping[str, Any] | None
+) -> Group:
     if isinstance(value, Group):
         if name is None and traits is None:
             return value
@@ -266,6 +268,7 @@ class bound_context:  # noqa: N801 - a context manager named like a function, as
         reset_context(self._tokens.pop())
 
     def __call__(self, func: Callable[_P, _R]) -> Callable[_P, _R]:
+        """Decorate ``func`` so that every call runs with these bindings."""
         bindings = self._bindings
         if inspect.iscoroutinefunction(func):
 

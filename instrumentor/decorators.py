@@ -24,7 +24,7 @@ import inspect
 import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar, Union
+from typing import Any, TypeVar, Union, cast
 
 import wrapt
 
@@ -34,7 +34,9 @@ from instrumentor.registry import EventRegistry
 
 __all__ = ["Call", "tracks"]
 
-_F = TypeVar("_F", bound=Union[Callable[..., Any], "classmethod[Any, Any, Any]", "staticmethod[Any, Any]"])
+_F = TypeVar(
+    "_F", bound=Union[Callable[..., Any], "classmethod[Any, Any, Any]", "staticmethod[Any, Any]"]
+)
 _RESULT_NAMES = ("result", "return")
 _COROUTINE = types.CoroutineType
 
@@ -88,7 +90,7 @@ def _site(raw: Any) -> str:
 
 def _is_async(raw: Any) -> bool:
     return inspect.iscoroutinefunction(raw) or (
-        not inspect.isroutine(raw) and inspect.iscoroutinefunction(getattr(raw, "__call__", None))
+        not inspect.isroutine(raw) and inspect.iscoroutinefunction(type(raw).__call__)
     )
 
 
@@ -150,9 +152,11 @@ def tracks(
                 f"@tracks on {where}: group_id= takes a parameter name, a dotted path or a "
                 f"callable, got {group_id!r}"
             )
-        wrapper = _make_wrapper(event, where, raw, get_group, properties, isinstance(func, staticmethod))
-        tracked: _F = wrapt.FunctionWrapper(func, wrapper)  # type: ignore[assignment]
-        return tracked
+        wrapper = _make_wrapper(
+            event, where, raw, get_group, properties, isinstance(func, staticmethod)
+        )
+        tracked: Any = wrapt.FunctionWrapper(func, wrapper)  # type: ignore[arg-type, unused-ignore]
+        return cast(_F, tracked)
 
     return decorate
 
@@ -170,7 +174,9 @@ def _make_wrapper(
     constant_props = dict(properties) if isinstance(properties, Mapping) else None
     signature: list[inspect.Signature] = []  # computed on first need, then cached
 
-    def call_details(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any) -> tuple[str | None, Mapping[str, Any] | None]:
+    def call_details(
+        instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any
+    ) -> tuple[str | None, Mapping[str, Any] | None]:
         if not signature:
             signature.append(inspect.signature(raw))
         full = args if instance is None or is_static else (instance, *args)
@@ -197,21 +203,27 @@ def _make_wrapper(
         except Exception as exc:
             internal_error(exc, event, site)
 
-    async def await_then_emit(awaitable: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    async def await_then_emit(
+        awaitable: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
         result = await awaitable
         emit(instance, args, kwargs, result)
         return result
 
     if _is_async(raw):
 
-        def async_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        def async_wrapper(
+            wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+        ) -> Any:
             return await_then_emit(wrapped(*args, **kwargs), instance, args, kwargs)
 
         return async_wrapper
 
     if needs_call:
 
-        def sync_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        def sync_wrapper(
+            wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+        ) -> Any:
             result = wrapped(*args, **kwargs)
             if type(result) is _COROUTINE:
                 # A function hiding its async nature: emit after the await, not before the body.
@@ -221,7 +233,9 @@ def _make_wrapper(
 
         return sync_wrapper
 
-    def fast_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def fast_wrapper(
+        wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
         result = wrapped(*args, **kwargs)
         if type(result) is _COROUTINE:
             return await_then_emit(result, instance, args, kwargs)

@@ -175,9 +175,9 @@ def _expand(emission: Emission) -> tuple[Message, ...]:
         out.append(_identify_message(ctx, hierarchy, emission.user_id, when))
     for level in group_levels:
         group = ctx.groups.get(level)
-        if level == emission.group_level and emission.group_id is not None:
-            if group is None or group.id != emission.group_id:
-                group = Group(emission.group_id)
+        gid = emission.group_id
+        if level == emission.group_level and gid is not None and (group is None or group.id != gid):
+            group = Group(gid)
         if group is not None:
             out.append(_group_message(ctx, hierarchy, level, group, emission.user_id, when))
     if event is not None and emission.user_id is not None:
@@ -206,7 +206,9 @@ def _fingerprint(*parts: Any) -> int:
         return hash(object())
 
 
-def _identify_key(ctx: AnalyticsContext, hierarchy: GroupHierarchy, user_id: str) -> tuple[Any, ...]:
+def _identify_key(
+    ctx: AnalyticsContext, hierarchy: GroupHierarchy, user_id: str
+) -> tuple[Any, ...]:
     top = ctx.groups.get(hierarchy.top)
     traits = top if user_id != ctx.user_id and top is not None else ctx.user_traits
     return ("identify", user_id, top.id if top else None, _fingerprint(traits))
@@ -256,7 +258,9 @@ def _due_calls(
 # --- the hot path ---------------------------------------------------------------------------
 
 
-def _report(rt: Runtime, kind: str, message: str, event: EventRegistry | None, site: str | None) -> None:
+def _report(
+    rt: Runtime, kind: str, message: str, event: EventRegistry | None, site: str | None
+) -> None:
     rt.report(Incident(kind, message, event=event._value_.name if event else None, site=site))
 
 
@@ -280,10 +284,7 @@ def emit_track(
     ctx = _get_context()
     level = event._level
     ids = ctx._ids
-    if rt.instance_level:
-        user_id = ids.get(type(event).hierarchy.levels[0])
-    else:
-        user_id = ctx.user_id
+    user_id = ids.get(type(event).hierarchy.levels[0]) if rt.instance_level else ctx.user_id
     if user_id is None:
         _missing(rt, "missing_user", event, site)
         return
@@ -424,7 +425,8 @@ def track(
         properties: Event properties, for providers that accept them.
     """
     try:
-        if not isinstance(event, EventRegistry):
+        given: object = event  # typed callers cannot get here; untyped ones can
+        if not isinstance(given, EventRegistry):
             _usage_problem(
                 _config.runtime(),
                 "invalid_event",
@@ -434,7 +436,9 @@ def track(
             )
             return
         props = dict(properties) if properties else None
-        emit_track(event, str(group_id) if group_id is not None else None, props, event._value_.name)
+        emit_track(
+            event, str(group_id) if group_id is not None else None, props, event._value_.name
+        )
     except STRICT_ERRORS:
         raise
     except Exception as exc:
@@ -443,7 +447,9 @@ def track(
 
 def _send_messages(ctx: AnalyticsContext, level: str, messages: tuple[Message, ...]) -> None:
     if messages:
-        emission = Emission(None, ctx.user_id, None, time.time(), ctx, None, (False, (level,)), messages)
+        emission = Emission(
+            None, ctx.user_id, None, time.time(), ctx, None, (False, (level,)), messages
+        )
         event_emitted.dispatch(None, emission)
 
 
@@ -537,7 +543,9 @@ def group(
             )
             return
         base = bound if bound is not None and bound.id == gid else Group(gid)
-        merged = Group(gid, name if name is not None else base.name, {**base.traits, **(traits or {})})
+        merged = Group(
+            gid, name if name is not None else base.name, {**base.traits, **(traits or {})}
+        )
         when = _dt.datetime.now(_UTC)
         message = _group_message(ctx, hierarchy, level, merged, ctx.user_id, when)
         _send_messages(ctx, level, (message,))

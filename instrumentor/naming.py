@@ -42,16 +42,16 @@ _IRREGULAR_PAST = frozenset(
     """
     Arose Ate Awoke Became Began Begun Bent Bid Bled Blew Blown Bore Born Bought Bound Broke
     Broken Brought Built Burnt Caught Chose Chosen Came Cut Dealt Dove Drank Drawn Drew Driven
-    Drove Drunk Dug Eaten Fed Fell Felt Fled Flew Flown Forbade Forbidden Forgave Forgiven Forgot
-    Forgotten Fought Found Froze Frozen Gave Given Gone Got Gotten Grew Grown Had Heard Held Hid
-    Hidden Hit Hung Kept Knew Known Laid Led Left Lent Let Lit Lost Made Meant Met Overdrawn Overran
-    Overridden Overrode Overtook Paid Put Quit Ran Read Rebuilt Redid Redone Remade Reran Reset
-    Resent Rewritten Rewrote Rode Rose Run Rung Said Sang Sat Saw Seen Sent Set Shed Shook Shot
-    Shown Shut Slept Slid Sold Sought Spent Split Spoke Spoken Spread Sprang Spun Stole Stolen Stood
-    Struck Stuck Sung Swept Swore Sworn Swum Taken Taught Tore Torn Thought Threw Thrown Told Took
-    Underwent Undid Undone Understood Unset Unsubscribed Upheld Upset Went Withdrawn Withdrew Woke
-    Woken Won Wore Worn Wound Written Wrote
-    """.split()
+    Drove Drunk Dug Eaten Fed Fell Felt Fled Flew Flown Forbade Forbidden Forgave Forgiven
+    Forgot Forgotten Fought Found Froze Frozen Gave Given Gone Got Gotten Grew Grown Had Heard
+    Held Hid Hidden Hit Hung Kept Knew Known Laid Led Left Lent Let Lit Lost Made Meant Met
+    Overdrawn Overran Overridden Overrode Overtook Paid Put Quit Ran Read Rebuilt Redid Redone
+    Remade Reran Reset Resent Rewritten Rewrote Rode Rose Run Rung Said Sang Sat Saw Seen Sent
+    Set Shed Shook Shot Shown Shut Slept Slid Sold Sought Spent Split Spoke Spoken Spread Sprang
+    Spun Stole Stolen Stood Struck Stuck Sung Swept Swore Sworn Swum Taken Taught Tore Torn
+    Thought Threw Thrown Told Took Underwent Undid Undone Understood Unset Unsubscribed Upheld
+    Upset Went Withdrawn Withdrew Woke Woken Won Wore Worn Wound Written Wrote
+    """.split()  # noqa: SIM905 - a word list reads better as text
 )
 
 

@@ -77,8 +77,6 @@ class GroupHierarchy:
     levels: tuple[str, ...]
 
     def __init__(self, *levels: str) -> None:
-        if len(levels) == 1 and not isinstance(levels[0], str):
-            levels = tuple(levels[0])
         if not levels:
             raise PlanError("a group hierarchy needs at least one level, e.g. 'account'")
         for level in levels:
@@ -110,8 +108,7 @@ class GroupHierarchy:
             return self.levels.index(level)
         except ValueError:
             raise UnknownGroupLevelError(
-                f"unknown group level {level!r}; this hierarchy declares "
-                f"{' > '.join(self.levels)}"
+                f"unknown group level {level!r}; this hierarchy declares {' > '.join(self.levels)}"
             ) from None
 
     def path_to(self, level: str) -> tuple[str, ...]:
@@ -195,8 +192,7 @@ def event(
             sunset = _dt.date.fromisoformat(sunset)
         except ValueError:
             raise PlanError(
-                f"event {name!r} at {defined_at}: sunset {sunset!r} is not an ISO date "
-                "(YYYY-MM-DD)"
+                f"event {name!r} at {defined_at}: sunset {sunset!r} is not an ISO date (YYYY-MM-DD)"
             ) from None
     return EventSpec(
         name=name,
@@ -278,8 +274,12 @@ class _RegistryMeta(enum.EnumMeta):
         hierarchy: GroupHierarchy | tuple[str, ...] | None = None,
         **kwargs: Any,
     ) -> _RegistryMeta:
-        inherited = next(
-            (b.hierarchy for b in bases if isinstance(getattr(b, "hierarchy", None), GroupHierarchy)),
+        inherited: GroupHierarchy = next(
+            (
+                h
+                for h in (getattr(b, "hierarchy", None) for b in bases)
+                if isinstance(h, GroupHierarchy)
+            ),
             DEFAULT_HIERARCHY,
         )
         resolved = (
@@ -294,12 +294,16 @@ class _RegistryMeta(enum.EnumMeta):
             value = classdict[attr]
             if isinstance(value, EventSpec):
                 specs[attr] = _validate_spec(cls_name, attr, value, resolved)
-            elif not (attr.startswith("_") or callable(value) or hasattr(value, "__get__")):
-                if attr != "hierarchy":
-                    raise PlanError(
-                        f"{cls_name}.{attr}: every member of a registry is defined with "
-                        f"event(...), got {value!r}"
-                    )
+            elif not (
+                attr.startswith("_")
+                or attr == "hierarchy"
+                or callable(value)
+                or hasattr(value, "__get__")
+            ):
+                raise PlanError(
+                    f"{cls_name}.{attr}: every member of a registry is defined with "
+                    f"event(...), got {value!r}"
+                )
         seen: dict[str, EventSpec] = {}
         for spec in specs.values():
             key = normalise_event_name(spec.name)

@@ -108,7 +108,9 @@ class EmissionSignal(NamedSignal):
                     cache[sender] = entries
         return entries
 
-    def send(self, sender: Any | None = None, /, **kwargs: Any) -> list[tuple[Callable[..., Any], Any]]:  # type: ignore[override]
+    def send(
+        self, sender: Any | None = None, /, **kwargs: Any
+    ) -> list[tuple[Callable[..., Any], Any]]:
         """Call every receiver for ``sender``; a raising receiver is reported, not propagated."""
         if self.is_muted or not self.receivers:
             return []

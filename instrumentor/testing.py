@@ -38,7 +38,10 @@ def _describe(message: Message) -> str:
             f"({message.group_type}){props}"
         )
     if isinstance(message, IdentifyMessage):
-        return f"identify user={message.user_id!r} group={message.group_id!r} traits={dict(message.traits)!r}"
+        return (
+            f"identify user={message.user_id!r} group={message.group_id!r} "
+            f"traits={dict(message.traits)!r}"
+        )
     return (
         f"group {message.group_id!r} type={message.group_type!r} "
         f"parent={message.parent_group_id!r} traits={dict(message.traits)!r}"
@@ -92,7 +95,9 @@ class CapturedEvents:
         captured = "\n".join(lines) if lines else "  (nothing)"
         text = f"Captured {len(lines)} message(s):\n{captured}"
         if self.incidents:
-            text += "\nIncidents:\n" + "\n".join(f"  - {i.kind}: {i.message}" for i in self.incidents)
+            text += "\nIncidents:\n" + "\n".join(
+                f"  - {i.kind}: {i.message}" for i in self.incidents
+            )
         return text
 
     def assert_tracked(
@@ -126,11 +131,18 @@ class CapturedEvents:
             if m.event == event.event_name
             and (user_id is _ANY or m.user_id == user_id)
             and (group_id is _ANY or m.group_id == group_id)
-            and (properties is _ANY or all(m.properties.get(k, _ANY) == v for k, v in properties.items()))
+            and (
+                properties is _ANY
+                or all(m.properties.get(k, _ANY) == v for k, v in properties.items())
+            )
         ]
         wanted = [
             f"{name}={value!r}"
-            for name, value in (("user_id", user_id), ("group_id", group_id), ("properties", properties))
+            for name, value in (
+                ("user_id", user_id),
+                ("group_id", group_id),
+                ("properties", properties),
+            )
             if value is not _ANY
         ]
         expectation = f"{event.event_name}" + (f" with {', '.join(wanted)}" if wanted else "")
@@ -146,14 +158,18 @@ class CapturedEvents:
     def assert_not_tracked(self, event: EventRegistry) -> None:
         """Assert ``event`` was not tracked at all."""
         if any(m.event == event.event_name for m in self.tracks):
-            raise AssertionError(f"Expected {event.event_name} not to be tracked.\n{self._summary()}")
+            raise AssertionError(
+                f"Expected {event.event_name} not to be tracked.\n{self._summary()}"
+            )
 
     def assert_nothing_tracked(self) -> None:
         """Assert no message at all was emitted."""
         if self.messages:
             raise AssertionError(f"Expected nothing to be tracked.\n{self._summary()}")
 
-    def assert_identified(self, user_id: str, *, traits: Mapping[str, Any] = _ANY) -> IdentifyMessage:
+    def assert_identified(
+        self, user_id: str, *, traits: Mapping[str, Any] = _ANY
+    ) -> IdentifyMessage:
         """Assert an identify of ``user_id`` was sent (with at least ``traits``, when given)."""
         for m in reversed(self.identifies):
             if m.user_id == user_id and (

@@ -44,6 +44,7 @@ class InlineDestination:
         self.transport = transport
 
     def __call__(self, sender: Any, *, emission: Emission) -> None:
+        """Deliver the emission's messages now."""
         self.transport.deliver(emission.messages)
 
     def __repr__(self) -> str:
