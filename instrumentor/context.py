@@ -170,7 +170,12 @@ def _merged(
         ("project", project_id, project_name, None),
     ):
         if gid is not None:
-            new_groups[level] = _as_group(gid, name, traits)
+            existing = new_groups.get(level)
+            if existing is not None and not isinstance(gid, Group) and existing.id == str(gid):
+                # Re-binding the same id keeps its name and traits unless new ones are given.
+                new_groups[level] = _as_group(existing, name, traits)
+            else:
+                new_groups[level] = _as_group(gid, name, traits)
         elif (name is not None or traits is not None) and level in new_groups:
             new_groups[level] = _as_group(new_groups[level], name, traits)
     return AnalyticsContext(

@@ -65,15 +65,22 @@ def _path_getter(path: str, raw: Callable[..., Any], where: str) -> Callable[[Ca
         params = inspect.signature(raw).parameters
     except (TypeError, ValueError):
         params = {}  # type: ignore[assignment]
-    has_var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    if head not in _RESULT_NAMES and head not in params and not has_var_kw:
+    var_kw = next(
+        (p.name for p in params.values() if p.kind is inspect.Parameter.VAR_KEYWORD), None
+    )
+    if head not in _RESULT_NAMES and head not in params and var_kw is None:
         raise TrackingUsageError(
             f"@tracks on {where}: group_id={path!r} names no parameter of the function "
             f"(parameters: {list(params)}); use a parameter name, 'result.<attr>', or a callable"
         )
 
     def get(call: Call) -> Any:
-        value = call.result if head in _RESULT_NAMES else call.arguments.get(head)
+        if head in _RESULT_NAMES:
+            value = call.result
+        elif head in call.arguments or var_kw is None:
+            value = call.arguments.get(head)
+        else:
+            value = call.arguments.get(var_kw, {}).get(head)
         for attr in rest:
             if value is None:
                 return None

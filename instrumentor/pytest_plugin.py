@@ -16,6 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from instrumentor.context import _current
 from instrumentor.testing import CapturedEvents, capture_events
 
 __all__ = ["tracked"]
@@ -32,10 +33,18 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture
 def tracked(request: pytest.FixtureRequest) -> Iterator[CapturedEvents]:
-    """Capture what the test tracks, in memory and in strict mode; restores configuration after."""
+    """Capture what the test tracks, in memory and in strict mode.
+
+    Configuration and the bound context are restored afterwards, so nothing a test binds
+    leaks into the next one.
+    """
     marker = request.node.get_closest_marker("instrumentor")
     settings = dict(marker.kwargs) if marker is not None else {}
     if marker is not None and marker.args:
         raise pytest.UsageError("@pytest.mark.instrumentor takes keywords only, e.g. strict=False")
-    with capture_events(**settings) as captured:
-        yield captured
+    token = _current.set(_current.get())  # whatever the test binds is undone afterwards
+    try:
+        with capture_events(**settings) as captured:
+            yield captured
+    finally:
+        _current.reset(token)

@@ -1,0 +1,211 @@
+"""Configuration from the environment and configure(); the debug console; secrets stay secret."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import pytest
+
+import instrumentor
+from instrumentor import (
+    ConfigurationError,
+    ConsoleTransport,
+    MemoryTransport,
+    Secret,
+    Settings,
+    bind_context,
+    configure,
+    configured,
+    current_settings,
+    stats,
+    track,
+)
+from tests.plan import Events
+
+KEY = "sk_live_4f9c2b7e"
+
+
+@pytest.fixture
+def identity() -> None:
+    bind_context(
+        user_id="u_1",
+        user_traits={"password": "hunter2", "note": f"key is {KEY}", "email": "a@b.c"},
+        account_id="acc_1",
+    )
+
+
+class TestEnvironment:
+    def test_defaults(self) -> None:
+        """With nothing set: no key, debug off, enabled, one hour bundle TTL."""
+        settings = Settings.from_env({})
+        assert settings.api_key is None
+        assert (settings.debug, settings.instance_level, settings.strict) == (False, False, False)
+        assert settings.enabled is True
+        assert settings.bundle_ttl == 3600
+
+    def test_reads_every_variable(self) -> None:
+        """Each ANALYTICS_* variable maps to its setting."""
+        settings = Settings.from_env(
+            {
+                "ANALYTICS_API_KEY": KEY,
+                "ANALYTICS_DEBUG": "TRUE",
+                "ANALYTICS_INSTANCE_LEVEL": "1",
+                "ANALYTICS_STRICT": "yes",
+                "ANALYTICS_ENABLED": "off",
+                "ANALYTICS_BUNDLE_TTL": "60",
+                "ANALYTICS_ENDPOINT": "http://127.0.0.1:9999",
+            }
+        )
+        assert settings.api_key == Secret(KEY)
+        assert settings.debug and settings.instance_level and settings.strict
+        assert settings.enabled is False
+        assert settings.bundle_ttl == 60
+        assert settings.endpoint == "http://127.0.0.1:9999"
+
+    @pytest.mark.parametrize(
+        ("name", "value"),
+        [
+            ("ANALYTICS_DEBUG", "maybe"),
+            ("ANALYTICS_BUNDLE_TTL", "soon"),
+            ("ANALYTICS_BUNDLE_TTL", "-1"),
+        ],
+    )
+    def test_bad_values_are_clear_errors(self, name: str, value: str) -> None:
+        """An unreadable value names the variable."""
+        with pytest.raises(ConfigurationError, match=name.split("_", 1)[1].lower() + "|" + name):
+            Settings.from_env({name: value})
+
+    def test_bad_environment_at_first_track_turns_tracking_off(
+        self, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """Read lazily at the first event, a bad variable never raises into the caller."""
+        monkeypatch.setenv("ANALYTICS_DEBUG", "maybe")
+        bind_context(user_id="u_1", account_id="acc_1")
+        with caplog.at_level(logging.WARNING, "instrumentor"):
+            track(Events.PLAN_UPGRADED)
+        assert current_settings().enabled is False
+        assert stats()["bad_configuration"] == 1
+        assert "ANALYTICS_DEBUG" in caplog.text
+
+    def test_debug_from_the_environment_prints(
+        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], identity: None
+    ) -> None:
+        """ANALYTICS_DEBUG=true alone prints what would be sent, on stderr."""
+        monkeypatch.setenv("ANALYTICS_DEBUG", "true")
+        track(Events.PLAN_UPGRADED)
+        err = capsys.readouterr().err
+        assert "[instrumentor debug] track:" in err
+        assert '"event": "Plan_Upgraded"' in err
+
+    def test_api_key_without_transport_warns_and_sends_nothing(
+        self, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, identity: None
+    ) -> None:
+        """A key alone is honest about this version having no HTTP transport."""
+        monkeypatch.setenv("ANALYTICS_API_KEY", KEY)
+        with caplog.at_level(logging.WARNING, "instrumentor"):
+            track(Events.PLAN_UPGRADED)
+        assert "no HTTP transport" in caplog.text
+        assert KEY not in caplog.text
+
+
+class TestConfigure:
+    def test_later_calls_change_only_what_they_name(self) -> None:
+        """configure() merges into the settings in force."""
+        configure(debug=True, bundle_ttl=5)
+        settings = configure(instance_level=True)
+        assert (settings.debug, settings.bundle_ttl, settings.instance_level) == (True, 5, True)
+
+    @pytest.mark.parametrize(
+        "kwargs",
+        [{"debug": "yes"}, {"bundle_ttl": -1}, {"transports": [object()]}, {"on_error": 3}],
+    )
+    def test_invalid_values_raise_and_change_nothing(self, kwargs: dict[str, object]) -> None:
+        """A bad value raises ConfigurationError and the previous settings stay."""
+        before = configure(debug=False)
+        with pytest.raises(ConfigurationError):
+            configure(**kwargs)  # type: ignore[arg-type]
+        assert current_settings() == before
+
+    def test_configured_restores_exactly(self, identity: None) -> None:
+        """configured() swaps transports for a block and puts the old ones back."""
+        outer = MemoryTransport()
+        inner = MemoryTransport()
+        configure(transports=[outer])
+        with configured(transports=[inner]):
+            track(Events.PLAN_UPGRADED)
+        track(Events.PLAN_UPGRADED)
+        assert len(inner.tracks) == 1
+        assert len(outer.tracks) == 1
+
+    def test_reset_returns_to_unconfigured(self, identity: None) -> None:
+        """After reset_configuration() nothing is connected until configured again."""
+        memory = MemoryTransport()
+        configure(transports=[memory])
+        instrumentor.reset_configuration()
+        track(Events.PLAN_UPGRADED)
+        assert memory.messages == []
+
+    def test_tracks_decorated_before_configure_honour_it(self, identity: None) -> None:
+        """The configuration is read per call, so import-time decoration is fine."""
+
+        @instrumentor.tracks(Events.PLAN_UPGRADED)
+        def upgrade() -> None:
+            pass
+
+        upgrade()
+        memory = MemoryTransport()
+        configure(transports=[memory])
+        upgrade()
+        assert len(memory.tracks) == 1
+
+
+class TestSecrets:
+    def test_secret_never_shows_itself(self) -> None:
+        """repr, str and f-strings of a Secret and of Settings hide the key."""
+        settings = configure(api_key=KEY)
+        for text in (repr(settings.api_key), str(settings.api_key), repr(settings), f"{settings}"):
+            assert KEY not in text
+        assert settings.api_key is not None
+        assert settings.api_key.reveal() == KEY
+
+    def test_console_redacts_key_and_sensitive_traits(self, identity: None) -> None:
+        """Debug output blanks the API key wherever it appears and sensitive trait names."""
+        stream = io.StringIO()
+        configure(api_key=KEY, transports=[ConsoleTransport(stream)])
+        track(Events.PLAN_UPGRADED)
+        out = stream.getvalue()
+        assert KEY not in out
+        assert "hunter2" not in out
+        identify = json.loads(out.splitlines()[0].split(": ", 1)[1])
+        assert identify["traits"] == {
+            "password": "[REDACTED]",
+            "note": "key is [REDACTED]",
+            "email": "a@b.c",
+        }
+
+    def test_console_lines_are_json_per_message(self, identity: None) -> None:
+        """One line per message: a prefix with its type, then its JSON."""
+        stream = io.StringIO()
+        configure(transports=[ConsoleTransport(stream)])
+        track(Events.PLAN_UPGRADED)
+        lines = stream.getvalue().splitlines()
+        assert [line.split(":", 1)[0] for line in lines] == [
+            "[instrumentor debug] identify",
+            "[instrumentor debug] group",
+            "[instrumentor debug] track",
+        ]
+        track_data = json.loads(lines[-1].split(": ", 1)[1])
+        assert track_data["event"] == "Plan_Upgraded"
+        assert track_data["context"] == {"groupId": "acc_1"}
+
+    def test_console_can_log_instead(
+        self, identity: None, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """With a logger, lines go to logging at INFO."""
+        logger = logging.getLogger("analytics.debug")
+        configure(transports=[ConsoleTransport(logger=logger)])
+        with caplog.at_level(logging.INFO, "analytics.debug"):
+            track(Events.PLAN_UPGRADED)
+        assert [r.levelno for r in caplog.records] == [logging.INFO] * 3

@@ -1,0 +1,216 @@
+"""The identity context: binding, isolation between threads and tasks, hand-off to pools."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+
+import pytest
+
+from instrumentor import (
+    AnalyticsContext,
+    Group,
+    bind_context,
+    bound_context,
+    clear_context,
+    current_context,
+    reset_context,
+    with_current_context,
+)
+
+
+class TestBinding:
+    def test_starts_empty(self) -> None:
+        """Nothing bound: no user, no groups."""
+        ctx = current_context()
+        assert ctx.user_id is None
+        assert dict(ctx.groups) == {}
+
+    def test_bind_merges_into_what_is_bound(self) -> None:
+        """A second bind adds to the first; given fields replace, others stay."""
+        bind_context(user_id="u_1", account_id="acc_1")
+        bind_context(project_id="proj_1")
+        ctx = current_context()
+        assert (ctx.user_id, ctx.account_id, ctx.project_id) == ("u_1", "acc_1", "proj_1")
+        assert ctx.workspace_id is None
+
+    def test_integer_ids_become_strings(self) -> None:
+        """Ids are sent as strings whatever type the application uses."""
+        bind_context(user_id=7, account_id=42)
+        assert (current_context().user_id, current_context().account_id) == ("7", "42")
+
+    def test_names_and_traits(self) -> None:
+        """Group names and traits are kept per level, user traits on the context."""
+        bind_context(
+            user_id="u_1",
+            user_traits={"email": "a@b.c"},
+            account_id="acc_1",
+            account_name="Acme",
+            account_traits={"plan": "pro"},
+            workspace_id=Group("ws_1", name="Research", traits={"seats": 3}),
+        )
+        ctx = current_context()
+        assert ctx.user_traits == {"email": "a@b.c"}
+        assert ctx.groups["account"] == Group("acc_1", "Acme", {"plan": "pro"})
+        assert ctx.groups["workspace"].traits == {"seats": 3}
+
+    def test_rebinding_same_id_keeps_name(self) -> None:
+        """Binding the bound id again (e.g. per request) does not forget its name."""
+        bind_context(account_id="acc_1", account_name="Acme")
+        bind_context(account_id="acc_1")
+        assert current_context().groups["account"].name == "Acme"
+        bind_context(account_id="acc_2")
+        assert current_context().groups["account"].name is None
+
+    def test_custom_levels(self) -> None:
+        """groups= binds any level by name."""
+        bind_context(groups={"organization": "org_1", "team": Group("t_1", name="Red")})
+        ctx = current_context()
+        assert ctx.group_id("organization") == "org_1"
+        assert ctx.groups["team"].name == "Red"
+
+    def test_snapshot_is_immutable(self) -> None:
+        """A snapshot cannot be changed, and later binds do not change it."""
+        traits = {"email": "a@b.c"}
+        bind_context(user_id="u_1", user_traits=traits)
+        snapshot = current_context()
+        traits["email"] = "changed"
+        bind_context(user_id="u_2")
+        assert snapshot.user_id == "u_1"
+        assert snapshot.user_traits == {"email": "a@b.c"}
+        with pytest.raises(AttributeError):
+            snapshot.user_id = "x"  # type: ignore[misc]
+        with pytest.raises(TypeError):
+            snapshot.user_traits["email"] = "x"  # type: ignore[index]
+
+    def test_reset_restores_the_previous_context(self) -> None:
+        """reset_context(token) undoes exactly that bind."""
+        bind_context(user_id="u_1")
+        token = bind_context(user_id="u_2")
+        reset_context(token)
+        assert current_context().user_id == "u_1"
+
+    def test_clear(self) -> None:
+        """clear_context() unbinds everything."""
+        bind_context(user_id="u_1", account_id="acc_1")
+        clear_context()
+        assert current_context() == AnalyticsContext()
+
+    def test_unhashable_and_odd_traits_are_accepted(self) -> None:
+        """Traits of any type are kept as given; binding never raises."""
+        bind_context(user_id="u_1", user_traits={"tags": ["a"], "obj": object(), 3: "int key"})  # type: ignore[dict-item]
+        assert current_context().user_traits["tags"] == ["a"]
+
+
+class TestBoundContext:
+    def test_with_block_restores_on_exit_and_on_error(self) -> None:
+        """The previous context comes back after the block, also when it raises."""
+        bind_context(user_id="u_1")
+        with bound_context(user_id="u_2") as inside:
+            assert inside.user_id == "u_2"
+        assert current_context().user_id == "u_1"
+        with pytest.raises(RuntimeError), bound_context(user_id="u_3"):
+            raise RuntimeError
+        assert current_context().user_id == "u_1"
+
+    def test_nested_reuse_of_one_instance(self) -> None:
+        """One bound_context object can be entered again while entered."""
+        binder = bound_context(project_id="p")
+        with binder, binder:
+            assert current_context().project_id == "p"
+        assert current_context().project_id is None
+
+    def test_decorates_sync_functions(self) -> None:
+        """As a decorator it binds for each call only."""
+
+        @bound_context(account_id="acc_job")
+        def job() -> str | None:
+            return current_context().account_id
+
+        assert job() == "acc_job"
+        assert current_context().account_id is None
+
+    def test_decorates_async_functions_for_the_whole_await(self) -> None:
+        """On a coroutine function the binding lasts until the coroutine finishes."""
+
+        @bound_context(account_id="acc_async")
+        async def job() -> str | None:
+            await asyncio.sleep(0)
+            return current_context().account_id
+
+        assert asyncio.run(job()) == "acc_async"
+
+    def test_concurrent_calls_of_one_decorated_function(self) -> None:
+        """Each concurrent call binds and restores its own context."""
+
+        @bound_context(workspace_id="ws")
+        async def job(user: str) -> tuple[str | None, str | None]:
+            bind_context(user_id=user)
+            await asyncio.sleep(0)
+            return current_context().user_id, current_context().workspace_id
+
+        async def main() -> list[tuple[str | None, str | None]]:
+            return await asyncio.gather(*(job(f"u_{i}") for i in range(10)))
+
+        assert asyncio.run(main()) == [(f"u_{i}", "ws") for i in range(10)]
+
+
+class TestIsolation:
+    def test_threads_do_not_see_each_other(self) -> None:
+        """A thread's binding is invisible to others (new threads start empty)."""
+        bind_context(user_id="main")
+        seen: dict[str, str | None] = {}
+        barrier = threading.Barrier(4)
+
+        def worker(name: str) -> None:
+            seen[f"{name}-before"] = current_context().user_id
+            bind_context(user_id=name)
+            barrier.wait()
+            seen[name] = current_context().user_id
+
+        threads = [threading.Thread(target=worker, args=(f"t{i}",)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert all(seen[f"t{i}"] == f"t{i}" for i in range(4))
+        assert all(seen[f"t{i}-before"] is None for i in range(4))
+        assert current_context().user_id == "main"
+
+    def test_tasks_inherit_but_do_not_leak(self) -> None:
+        """A task starts with its creator's context; its own binds stay inside it."""
+
+        async def child() -> str | None:
+            inherited = current_context().user_id
+            bind_context(user_id="child")
+            return inherited
+
+        async def main() -> tuple[str | None, str | None]:
+            bind_context(user_id="parent")
+            inherited = await asyncio.create_task(child())
+            return inherited, current_context().user_id
+
+        assert asyncio.run(main()) == ("parent", "parent")
+
+    def test_thread_pools_need_the_helper(self) -> None:
+        """executor.submit does not carry context; with_current_context does."""
+        bind_context(user_id="u_req")
+
+        def who() -> str | None:
+            return current_context().user_id
+
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            bare = pool.submit(who).result()
+            carried = pool.submit(with_current_context(who)).result()
+            after = pool.submit(who).result()
+        assert (bare, carried, after) == (None, "u_req", None)
+
+    def test_to_thread_copies_context(self) -> None:
+        """asyncio.to_thread copies the context by itself."""
+
+        async def main() -> str | None:
+            bind_context(user_id="u_async")
+            return await asyncio.to_thread(lambda: current_context().user_id)
+
+        assert asyncio.run(main()) == "u_async"

@@ -1,0 +1,149 @@
+"""Messages and JSON normalisation: anything becomes JSON, nothing raises."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import decimal
+import enum
+import json
+import math
+import uuid
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from instrumentor.messages import TrackMessage, new_message_id, to_json_compatible
+
+UTC = dt.timezone.utc
+
+
+class Color(enum.Enum):
+    RED = "red"
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+    y: float
+
+
+class Unprintable:
+    def __str__(self) -> str:
+        raise RuntimeError("no str for you")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (dt.datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC), "2026-01-02T03:04:05.678Z"),
+        (dt.datetime(2026, 1, 2, 3, 4, 5), "2026-01-02T03:04:05.000Z"),
+        (dt.date(2026, 1, 2), "2026-01-02"),
+        (uuid.UUID(int=1), "00000000-0000-0000-0000-000000000001"),
+        (decimal.Decimal("1.10"), "1.10"),
+        (decimal.Decimal("NaN"), None),
+        (Color.RED, "red"),
+        (b"caf\xc3\xa9", "café"),
+        (b"\xff\x00", "ff00"),
+        ({3, 1, 2}, [1, 2, 3]),
+        ((1, "a"), [1, "a"]),
+        (Point(1, 2.5), {"x": 1, "y": 2.5}),
+        (math.nan, None),
+        (-math.inf, None),
+        ({1: "a", None: "b"}, {"1": "a", "None": "b"}),
+        (True, True),
+    ],
+)
+def test_known_types(value: Any, expected: Any) -> None:
+    """Each common Python type has a defined JSON form."""
+    assert to_json_compatible(value) == expected
+
+
+def test_unknown_objects_become_their_str_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    """Anything else is sent as str(), logged once per type."""
+
+    class Money:
+        def __str__(self) -> str:
+            return "12.00 EUR"
+
+    assert to_json_compatible({"a": Money(), "b": Money()}) == {
+        "a": "12.00 EUR",
+        "b": "12.00 EUR",
+    }
+    assert len([r for r in caplog.records if "Money" in r.getMessage()]) == 1
+
+
+def test_broken_str_and_cycles_do_not_raise() -> None:
+    """A raising __str__ and self-references are replaced, not propagated."""
+    cyclic: dict[str, Any] = {}
+    cyclic["self"] = cyclic
+    out = to_json_compatible({"bad": Unprintable(), "cyclic": cyclic})
+    assert out["bad"] == "<unprintable Unprintable>"
+    assert out["cyclic"] == {"self": "<cycle>"}
+
+
+def test_deep_nesting_is_cut() -> None:
+    """Nesting past 32 levels becomes a marker instead of a RecursionError."""
+    deep: Any = "leaf"
+    for _ in range(5000):
+        deep = [deep]
+    json.dumps(to_json_compatible(deep))
+
+
+def test_message_ids_are_unique_uuid4() -> None:
+    """Each message id is a fresh UUID4."""
+    ids = {new_message_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    assert all(uuid.UUID(i).version == 4 for i in ids)
+
+
+def test_track_to_dict_shape() -> None:
+    """A track's dict has the group in context.groupId and an ISO timestamp."""
+    msg = TrackMessage(
+        user_id="u",
+        event="Report_Created",
+        group_id="p",
+        group_type="project",
+        category="core_value",
+        properties={"n": decimal.Decimal("2")},
+        timestamp=dt.datetime(2026, 1, 1, tzinfo=UTC),
+        message_id="m",
+    )
+    assert msg.to_dict() == {
+        "type": "track",
+        "messageId": "m",
+        "userId": "u",
+        "event": "Report_Created",
+        "properties": {"n": "2"},
+        "context": {"groupId": "p"},
+        "timestamp": "2026-01-01T00:00:00.000Z",
+    }
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text()
+    | st.binary()
+    | st.datetimes()
+    | st.dates()
+    | st.decimals()
+    | st.uuids(),
+    lambda children: (
+        st.lists(children)
+        | st.dictionaries(st.text() | st.integers(), children)
+        | st.tuples(children, children)
+        | st.frozensets(st.integers())
+    ),
+    max_leaves=30,
+)
+
+
+@given(json_values)
+def test_anything_becomes_serialisable(value: Any) -> None:
+    """Whatever goes in, json.dumps accepts what comes out (no NaN either)."""
+    json.dumps(to_json_compatible(value), allow_nan=False)
