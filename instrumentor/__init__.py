@@ -58,13 +58,13 @@ from instrumentor.transports import ConsoleTransport, MemoryTransport, Transport
 __version__ = "0.1.0"
 
 __all__ = [
-    "CATEGORIES",
-    "DEFAULT_HIERARCHY",
     "AnalyticsContext",
+    "CATEGORIES",
     "Call",
     "ConfigurationError",
     "ConsoleTransport",
     "ContextToken",
+    "DEFAULT_HIERARCHY",
     "DuplicateEventError",
     "Emission",
     "EventRegistry",

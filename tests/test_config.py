@@ -59,7 +59,7 @@ class TestEnvironment:
             }
         )
         assert settings.api_key == Secret(KEY)
-        assert settings.debug and settings.instance_level and settings.strict
+        assert (settings.debug, settings.instance_level, settings.strict) == (True, True, True)
         assert settings.enabled is False
         assert settings.bundle_ttl == 60
         assert settings.endpoint == "http://127.0.0.1:9999"

@@ -38,7 +38,7 @@ class TestCaptureEvents:
             track(Events.PLAN_UPGRADED)
             track(Events.PLAN_UPGRADED)
             tracked.assert_tracked(Events.PLAN_UPGRADED, times=2)
-            with pytest.raises(AssertionError, match="1 time.*found 2"):
+            with pytest.raises(AssertionError, match=r"1 time.*found 2"):
                 tracked.assert_tracked(Events.PLAN_UPGRADED, times=1)
             with pytest.raises(AssertionError):
                 tracked.assert_not_tracked(Events.PLAN_UPGRADED)

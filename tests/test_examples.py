@@ -1,0 +1,68 @@
+"""The examples run as documented, in a fresh interpreter (real subprocesses)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("ANALYTICS_")}
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=ROOT,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_quickstart_in_debug_mode_prints_the_bundle() -> None:
+    """ANALYTICS_DEBUG=true prints identify, the group hierarchy and the tracks."""
+    result = run(["examples/quickstart.py"], ANALYTICS_DEBUG="true")
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("[instrumentor")]
+    kinds = [line.split(":", 1)[0].rsplit(" ", 1)[1] for line in lines]
+    assert kinds == ["identify", "group", "group", "group", "track", "track", "track"]
+    tracks = [json.loads(line.split(": ", 1)[1]) for line in lines if "] track:" in line]
+    assert [(t["event"], t["context"]["groupId"]) for t in tracks] == [
+        ("Report_Created", "proj_42"),
+        ("Report_Created", "proj_42"),
+        ("Teammate_Invited", "ws_789"),
+    ]
+    assert "done; incidents: none" in result.stdout
+
+
+def test_quickstart_unconfigured_is_silent() -> None:
+    """Without ANALYTICS_* variables nothing is printed or sent."""
+    result = run(["examples/quickstart.py"])
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert "incidents: none" in result.stdout
+
+
+def test_import_starts_no_thread_and_reads_nothing() -> None:
+    """Importing and tracking unconfigured starts no thread (subprocess, clean interpreter)."""
+    code = textwrap.dedent(
+        """
+        import threading, instrumentor
+        from instrumentor import config
+        before = threading.active_count()
+        assert config._runtime is None            # nothing read at import
+        import examples.quickstart as q
+        q.handle_request()
+        assert threading.active_count() == before, threading.enumerate()
+        print("ok")
+        """
+    )
+    result = run(["-c", code])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
