@@ -27,7 +27,7 @@ from instrumentor.context import (
     with_current_context,
 )
 from instrumentor.decorators import Call, tracks
-from instrumentor.diagnostics import Incident, stats
+from instrumentor.diagnostics import Incident, reset_stats, stats
 from instrumentor.emitter import Emission, establish_group_hierarchy, group, identify, track
 from instrumentor.exceptions import (
     ConfigurationError,
@@ -51,6 +51,7 @@ from instrumentor.registry import (
     all_events,
     event,
     find_event,
+    plan_hierarchy,
 )
 from instrumentor.signals import event_emitted
 from instrumentor.transports import ConsoleTransport, MemoryTransport, Transport
@@ -103,8 +104,10 @@ __all__ = [
     "find_event",
     "group",
     "identify",
+    "plan_hierarchy",
     "reset_configuration",
     "reset_context",
+    "reset_stats",
     "stats",
     "track",
     "tracks",

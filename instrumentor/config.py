@@ -164,15 +164,21 @@ class Settings:
             raise ConfigurationError(f"on_error must be callable, got {self.on_error!r}")
 
 
+_warned_no_http = False
+
+
 def _default_transports(settings: Settings) -> tuple[Transport, ...]:
+    global _warned_no_http
     from instrumentor.transports.console import ConsoleTransport
 
     if settings.debug:
         return (ConsoleTransport(),)
-    if settings.api_key:
+    if settings.api_key and not _warned_no_http:
+        _warned_no_http = True
         _log.warning(
-            "instrumentor: ANALYTICS_API_KEY is set but this version has no HTTP transport; "
-            "nothing is sent. Set ANALYTICS_DEBUG=true to see the messages."
+            "instrumentor: an API key is configured but this version has no HTTP transport, "
+            "so nothing is sent. Set ANALYTICS_DEBUG=true (or configure(debug=True)) to see "
+            "the messages."
         )
     return ()
 
@@ -183,6 +189,7 @@ class Runtime:
     __slots__ = (
         "bundle_ttl",
         "enabled",
+        "from_bad_env",
         "instance_level",
         "receivers",
         "seen",
@@ -196,6 +203,8 @@ class Runtime:
         self.settings = settings
         self.strict = settings.strict
         self.enabled = settings.enabled
+        #: True when the environment could not be read at first use (tracking is off).
+        self.from_bad_env = False
         self.instance_level = settings.instance_level
         self.bundle_ttl = float(settings.bundle_ttl)
         #: bundle key -> monotonic expiry; see emitter.
@@ -207,9 +216,9 @@ class Runtime:
         )
         self.receivers = tuple(InlineDestination(t) for t in transports) if settings.enabled else ()
 
-    def report(self, incident: Incident) -> None:
-        """Count, log (rate-limited) and hand ``incident`` to the ``on_error`` hook."""
-        _diagnostics.report(incident, self.settings.on_error)
+    def report(self, incident: Incident, key: str | None = None) -> None:
+        """Count, log (rate-limited per ``key``, by default the site) and call ``on_error``."""
+        _diagnostics.report(incident, self.settings.on_error, key)
 
 
 _lock = threading.RLock()
@@ -241,13 +250,22 @@ def runtime() -> Runtime:
             return _runtime
         try:
             settings = Settings.from_env()
+            bad_env = False
         except ConfigurationError as exc:
+            # Never raise into the first tracked call: turn tracking off, loudly. A later
+            # configure() reads the environment again (and raises there, at start-up).
             settings = Settings(enabled=False)
+            bad_env = True
             _diagnostics.report(
-                Incident("bad_configuration", f"{exc}; tracking is off until fixed", error=exc),
+                Incident(
+                    "bad_configuration",
+                    f"{exc}; tracking is off until the variable is fixed or configure() is called",
+                    error=exc,
+                ),
                 None,
             )
         runtime_ = Runtime(settings)
+        runtime_.from_bad_env = bad_env
         _install(runtime_)
         return runtime_
 
@@ -290,7 +308,9 @@ def configure(
         ConfigurationError: If a value is invalid (nothing is changed then).
     """
     with _lock:
-        base = _runtime.settings if _runtime is not None else Settings.from_env()
+        current = _runtime
+        usable = current is not None and not current.from_bad_env
+        base = current.settings if current is not None and usable else Settings.from_env()
         changes: dict[str, Any] = {
             name: value
             for name, value in (

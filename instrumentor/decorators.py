@@ -162,12 +162,12 @@ def tracks(
         wrapper = _make_wrapper(
             event, where, raw, get_group, properties, isinstance(func, staticmethod)
         )
-        if type(func) is types.FunctionType and "__self__" not in func.__dict__:
+        if type(raw) is types.FunctionType and "__self__" not in raw.__dict__:
             # wrapt's C wrapper looks up wrapped.__self__ on every call of a plain function to
             # find a bound instance; the failing lookup (an AttributeError built and cleared)
             # costs more than our whole emission. None is exactly what wrapt passes when the
             # attribute is missing, so this changes no behaviour, only the cost (~0.4 us).
-            func.__self__ = None  # type: ignore[attr-defined]
+            raw.__self__ = None  # type: ignore[attr-defined]
         tracked: Any = wrapt.FunctionWrapper(func, wrapper)  # type: ignore[arg-type, unused-ignore]
         return cast(_F, tracked)
 

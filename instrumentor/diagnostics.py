@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-__all__ = ["Incident", "stats"]
+__all__ = ["Incident", "reset_stats", "stats"]
 
 _log = logging.getLogger("instrumentor")
 _LOG_INTERVAL = 60.0
@@ -27,7 +27,9 @@ class Incident:
 
     Attributes:
         kind: What happened: ``"missing_user"``, ``"missing_group"``, ``"receiver_error"``,
-            ``"deprecated_event"``, ``"internal_error"``, ``"bad_configuration"``.
+            ``"deprecated_event"``, ``"invalid_event"``, ``"invalid_group_level"``,
+            ``"internal_error"`` or ``"bad_configuration"``. (:func:`stats` also counts
+            ``"hook_error"``: an ``on_error`` hook that raised.)
         message: A sentence saying what happened and what to do.
         event: The event name concerned, if any.
         site: Where it happened (the decorated function, or the event for imperative calls).
@@ -48,20 +50,26 @@ class _Diagnostics:
         self.last_logged: dict[tuple[str, str], float] = {}
         self.suppressed: Counter[tuple[str, str]] = Counter()
 
-    def report(self, incident: Incident, hook: Callable[[Incident], None] | None) -> None:
-        key = (incident.kind, incident.site or incident.event or "")
+    def report(
+        self,
+        incident: Incident,
+        hook: Callable[[Incident], None] | None,
+        key: str | None = None,
+    ) -> None:
+        """Count, log (once per kind and key per interval) and hand to ``hook``."""
+        log_key = (incident.kind, key or incident.site or incident.event or "")
         now = time.monotonic()
         with self.lock:
             self.counts[incident.kind] += 1
-            last = self.last_logged.get(key)
+            last = self.last_logged.get(log_key)
             log_it = last is None or now - last >= _LOG_INTERVAL
             if log_it:
                 if len(self.last_logged) > 10_000:
                     self.last_logged.clear()
-                self.last_logged[key] = now
-                suppressed = self.suppressed.pop(key, 0)
+                self.last_logged[log_key] = now
+                suppressed = self.suppressed.pop(log_key, 0)
             else:
-                self.suppressed[key] += 1
+                self.suppressed[log_key] += 1
         if log_it:
             more = f" ({suppressed} more since last logged)" if suppressed else ""
             _log.warning(
@@ -69,7 +77,7 @@ class _Diagnostics:
                 incident.kind,
                 incident.message,
                 more,
-                exc_info=incident.error if incident.kind != "missing_user" else None,
+                exc_info=incident.error,
             )
         if hook is not None:
             try:
@@ -92,8 +100,13 @@ class _Diagnostics:
 _diagnostics = _Diagnostics()
 
 
+def reset_stats() -> None:
+    """Zero every counter of :func:`stats` and forget which sites were already logged."""
+    _diagnostics.reset()
+
+
 def stats() -> Mapping[str, int]:
-    """Counters of run-time incidents since start (or the last reset), by kind.
+    """Counters of run-time incidents since start (or the last :func:`reset_stats`), by kind.
 
     Returns:
         A snapshot such as ``{"missing_group": 3, "receiver_error": 1}``; kinds that never

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
+import os
+import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -25,7 +27,7 @@ from instrumentor.context import AnalyticsContext, Group, _current
 from instrumentor.diagnostics import Incident
 from instrumentor.exceptions import MissingContextError, TrackingUsageError
 from instrumentor.messages import GroupMessage, IdentifyMessage, Message, TrackMessage
-from instrumentor.registry import DEFAULT_HIERARCHY, EventRegistry, GroupHierarchy
+from instrumentor.registry import DEFAULT_HIERARCHY, EventRegistry, GroupHierarchy, plan_hierarchy
 from instrumentor.signals import event_emitted
 
 if TYPE_CHECKING:
@@ -215,10 +217,12 @@ def _identify_key(
 
 
 def _group_key(
-    ctx: AnalyticsContext, hierarchy: GroupHierarchy, level: str, group: Group
+    ctx: AnalyticsContext, hierarchy: GroupHierarchy, level: str, group: Group, user_id: str | None
 ) -> tuple[Any, ...]:
+    # The user is part of the key: a group call also links its user to the group, so every
+    # user of a workspace gets its own (once per bundle_ttl), not only the first one.
     parent = _parent_id(ctx, hierarchy, level)
-    return ("group", level, group.id, parent, _fingerprint(group.name, group.traits))
+    return ("group", level, group.id, parent, user_id, _fingerprint(group.name, group.traits))
 
 
 def _due_calls(
@@ -247,7 +251,7 @@ def _due_calls(
             group = Group(group_id)
         if group is None:
             continue
-        gkey = _group_key(ctx, hierarchy, upper, group)
+        gkey = _group_key(ctx, hierarchy, upper, group, user_id)
         if always or seen.get(gkey, 0.0) <= now:
             levels.append(upper)
             if not always:
@@ -268,7 +272,7 @@ def emit_track(
     event: EventRegistry,
     group_id: str | None,
     properties: Mapping[str, Any] | None,
-    site: str,
+    site: str | None,
 ) -> None:
     """Emit one track of ``event`` with the current context (used by ``@tracks`` and ``track``).
 
@@ -279,7 +283,7 @@ def emit_track(
         MissingContextError: Only in strict mode, when the user or the group is missing.
     """
     rt = _config._runtime or _config.runtime()
-    if not rt.enabled or not event_emitted.receivers:
+    if not rt.enabled or not (event_emitted.receivers or rt.strict):
         return
     ctx = _get_context()
     level = event._level
@@ -345,7 +349,8 @@ def _bundle_for(
     return bundle
 
 
-def _missing(rt: Runtime, kind: str, event: EventRegistry, site: str) -> None:
+def _missing(rt: Runtime, kind: str, event: EventRegistry, site: str | None) -> None:
+    site = site or _caller_site()
     name = event._value_.name
     if kind == "missing_user":
         what = (
@@ -369,15 +374,18 @@ def _missing(rt: Runtime, kind: str, event: EventRegistry, site: str) -> None:
         raise MissingContextError(f"{message} (strict mode)")
 
 
-def _deprecated(rt: Runtime, event: EventRegistry, site: str) -> None:
+def _deprecated(rt: Runtime, event: EventRegistry, site: str | None) -> None:
+    site = site or _caller_site()
     spec = event._value_
     instead = f"; use {spec.replaced_by}" if spec.replaced_by else ""
-    _report(
-        rt,
-        "deprecated_event",
-        f"{spec.name} (tracked at {site}) is deprecated: {spec.deprecated}{instead}",
-        event,
-        spec.name,
+    rt.report(
+        Incident(
+            "deprecated_event",
+            f"{spec.name} (tracked at {site}) is deprecated: {spec.deprecated}{instead}",
+            event=spec.name,
+            site=site,
+        ),
+        key=spec.name,  # warn once per event (per interval), wherever it is tracked
     )
 
 
@@ -401,10 +409,16 @@ def internal_error(exc: Exception, event: EventRegistry | None, site: str) -> No
 # --- the public imperative API --------------------------------------------------------------
 
 
-def _caller_site(depth: int = 2) -> str:
-    import sys
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
-    frame = sys._getframe(depth)
+
+def _caller_site() -> str:
+    """file:line of the nearest frame outside instrumentor (only computed when reporting)."""
+    frame = sys._getframe(1)
+    while frame.f_back is not None and os.path.abspath(frame.f_code.co_filename).startswith(
+        _PACKAGE_DIR
+    ):
+        frame = frame.f_back
     return f"{frame.f_code.co_filename}:{frame.f_lineno}"
 
 
@@ -436,9 +450,7 @@ def track(
             )
             return
         props = dict(properties) if properties else None
-        emit_track(
-            event, str(group_id) if group_id is not None else None, props, event._value_.name
-        )
+        emit_track(event, str(group_id) if group_id is not None else None, props, None)
     except STRICT_ERRORS:
         raise
     except Exception as exc:
@@ -459,24 +471,26 @@ def _active_runtime() -> Runtime | None:
 
 
 def _usage_problem(rt: Runtime, kind: str, message: str, error: type[Exception]) -> None:
-    rt.report(Incident(kind, message, site=_caller_site(3)))
+    rt.report(Incident(kind, message, site=_caller_site()))
     if rt.strict:
         raise error(message)
 
 
 def identify(
-    traits: Mapping[str, Any] | None = None, *, hierarchy: GroupHierarchy = DEFAULT_HIERARCHY
+    traits: Mapping[str, Any] | None = None, *, hierarchy: GroupHierarchy | None = None
 ) -> None:
     """Send an identify for the bound user now, with the top-level group (account) as its group.
 
     Args:
         traits: Traits to send, merged over the context's user traits.
-        hierarchy: The hierarchy whose top level is the account (for instance-level tracking).
+        hierarchy: The hierarchy whose top level is the account; by default the plan's (see
+            :func:`~instrumentor.registry.plan_hierarchy`).
     """
     try:
         rt = _active_runtime()
         if rt is None:
             return
+        hierarchy = hierarchy or plan_hierarchy()
         ctx = _current.get()
         user_id = ctx.group_id(hierarchy.top) if rt.instance_level else ctx.user_id
         if user_id is None:
@@ -493,7 +507,7 @@ def identify(
             message = IdentifyMessage(
                 message.user_id, message.group_id, {**message.traits, **traits}, when
             )
-        elif rt.bundle_ttl > 0:
+        if rt.bundle_ttl > 0:  # what a track would send is covered now
             rt.seen[_identify_key(ctx, hierarchy, user_id)] = time.time() + rt.bundle_ttl
         _send_messages(ctx, hierarchy.top, (message,))
     except STRICT_ERRORS:
@@ -503,26 +517,28 @@ def identify(
 
 
 def group(
-    level: str = "account",
+    level: str | None = None,
     *,
     group_id: str | int | None = None,
     name: str | None = None,
     traits: Mapping[str, Any] | None = None,
-    hierarchy: GroupHierarchy = DEFAULT_HIERARCHY,
+    hierarchy: GroupHierarchy | None = None,
 ) -> None:
     """Send one group call now for ``level`` (``group_type`` and ``parent_group_id`` included).
 
     Args:
-        level: The hierarchy level of the group.
+        level: The hierarchy level of the group; by default the top (the account).
         group_id: The group's id; by default the one bound at ``level``.
         name: The group's readable name; by default the bound one.
         traits: Further traits, merged over the bound ones.
-        hierarchy: The hierarchy ``level`` belongs to (``Events.hierarchy`` for a custom one).
+        hierarchy: The hierarchy ``level`` belongs to; by default the plan's.
     """
     try:
         rt = _active_runtime()
         if rt is None:
             return
+        hierarchy = hierarchy or plan_hierarchy()
+        level = level or hierarchy.top
         if level not in hierarchy.levels:
             _usage_problem(
                 rt,
@@ -555,16 +571,17 @@ def group(
         internal_error(exc, None, "group()")
 
 
-def establish_group_hierarchy(hierarchy: GroupHierarchy = DEFAULT_HIERARCHY) -> None:
+def establish_group_hierarchy(hierarchy: GroupHierarchy | None = None) -> None:
     """Send a group call for every level bound in the context, top first, each with its parent.
 
     Call it on login or when the user enters a new group; later tracks then skip those calls
-    for ``bundle_ttl`` seconds.
+    for ``bundle_ttl`` seconds. ``hierarchy`` defaults to the plan's.
     """
     try:
         rt = _active_runtime()
         if rt is None:
             return
+        hierarchy = hierarchy or plan_hierarchy()
         ctx = _current.get()
         when = _dt.datetime.now(_UTC)
         messages: list[Message] = []
@@ -575,7 +592,7 @@ def establish_group_hierarchy(hierarchy: GroupHierarchy = DEFAULT_HIERARCHY) -> 
                 continue
             messages.append(_group_message(ctx, hierarchy, level, bound, ctx.user_id, when))
             if rt.bundle_ttl > 0:
-                rt.seen[_group_key(ctx, hierarchy, level, bound)] = expiry
+                rt.seen[_group_key(ctx, hierarchy, level, bound, ctx.user_id)] = expiry
         _send_messages(ctx, hierarchy.top, tuple(messages))
     except Exception as exc:
         internal_error(exc, None, "establish_group_hierarchy()")

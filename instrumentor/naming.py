@@ -131,8 +131,8 @@ def check_event_name(name: str) -> list[NamingViolation]:
         problems.append(
             NamingViolation(
                 "past_tense",
-                f"{name!r} should end in a past-tense verb (what happened), "
-                f"e.g. '{'_'.join(verbs[:-1] or verbs)}_Created'",
+                f"{name!r} should end in a past-tense verb saying what happened "
+                f"(the last word is {verbs[-1]!r}), e.g. 'Report_Created', not 'Create_Report'",
             )
         )
     return problems

@@ -45,6 +45,7 @@ __all__ = [
     "all_events",
     "event",
     "find_event",
+    "plan_hierarchy",
 ]
 
 #: The eight event categories of the tracking plan.
@@ -175,9 +176,11 @@ def event(
         category: One of :data:`CATEGORIES`, e.g. ``"core_value"``.
         group_level: The hierarchy level the event belongs to (``"account"``,
             ``"workspace"``, ``"project"`` by default); defaults to the top level.
-        description: What the event means. ``instrumentor plan check`` asks for one.
+        description: What the event means, for whoever reads the plan.
         frontend: Allow the browser to send this event through the backend endpoint.
-        deprecated: Mark the event deprecated, saying why; tracking it logs a warning once.
+        deprecated: Mark the event deprecated, saying why; tracking it still sends it, logs a
+            warning (once per event, then at most once a minute) and counts a
+            ``deprecated_event``.
         replaced_by: The event name that replaces a deprecated one.
         sunset: When a deprecated event should be removed (a date or ISO date string).
         waive: Naming rules to waive for this event, each mapped to the written reason.
@@ -416,6 +419,16 @@ def all_events() -> Iterator[EventRegistry]:
     """Every event of every registry defined in this process, in definition order."""
     for registry in list(_catalog.registries):
         yield from registry
+
+
+def plan_hierarchy() -> GroupHierarchy:
+    """The hierarchy of the plan: the one every registry shares, else the default.
+
+    ``identify()``, ``group()`` and ``establish_group_hierarchy()`` use it when not told
+    otherwise, so a plan declared over ``organization > team`` needs no repetition.
+    """
+    hierarchies = {registry.hierarchy for registry in _catalog.registries}
+    return hierarchies.pop() if len(hierarchies) == 1 else DEFAULT_HIERARCHY
 
 
 def find_event(name: str) -> EventRegistry | None:

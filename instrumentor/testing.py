@@ -125,6 +125,7 @@ class CapturedEvents:
             AssertionError: Listing everything captured, when no (or the wrong number of)
                 tracks match.
         """
+        __tracebackhide__ = True
         matching = [
             m
             for m in self.tracks
@@ -157,6 +158,7 @@ class CapturedEvents:
 
     def assert_not_tracked(self, event: EventRegistry) -> None:
         """Assert ``event`` was not tracked at all."""
+        __tracebackhide__ = True
         if any(m.event == event.event_name for m in self.tracks):
             raise AssertionError(
                 f"Expected {event.event_name} not to be tracked.\n{self._summary()}"
@@ -164,6 +166,7 @@ class CapturedEvents:
 
     def assert_nothing_tracked(self) -> None:
         """Assert no message at all was emitted."""
+        __tracebackhide__ = True
         if self.messages:
             raise AssertionError(f"Expected nothing to be tracked.\n{self._summary()}")
 
@@ -171,12 +174,14 @@ class CapturedEvents:
         self, user_id: str, *, traits: Mapping[str, Any] = _ANY
     ) -> IdentifyMessage:
         """Assert an identify of ``user_id`` was sent (with at least ``traits``, when given)."""
+        __tracebackhide__ = True
         for m in reversed(self.identifies):
             if m.user_id == user_id and (
                 traits is _ANY or all(m.traits.get(k, _ANY) == v for k, v in traits.items())
             ):
                 return m
-        raise AssertionError(f"Expected an identify of {user_id!r}.\n{self._summary()}")
+        wanted = f" with traits including {dict(traits)!r}" if traits is not _ANY else ""
+        raise AssertionError(f"Expected an identify of {user_id!r}{wanted}.\n{self._summary()}")
 
     def assert_grouped(
         self,
@@ -186,6 +191,7 @@ class CapturedEvents:
         parent_group_id: str | None = _ANY,
     ) -> GroupMessage:
         """Assert a group call for ``group_id`` was sent (with the given level and parent)."""
+        __tracebackhide__ = True
         for m in reversed(self.groups):
             if (
                 m.group_id == group_id
@@ -193,7 +199,13 @@ class CapturedEvents:
                 and (parent_group_id is _ANY or m.parent_group_id == parent_group_id)
             ):
                 return m
-        raise AssertionError(f"Expected a group call for {group_id!r}.\n{self._summary()}")
+        wanted = [
+            f"{name}={value!r}"
+            for name, value in (("group_type", group_type), ("parent_group_id", parent_group_id))
+            if value is not _ANY
+        ]
+        detail = f" with {', '.join(wanted)}" if wanted else ""
+        raise AssertionError(f"Expected a group call for {group_id!r}{detail}.\n{self._summary()}")
 
     def __repr__(self) -> str:
         return f"<CapturedEvents {self.event_names!r}>"
@@ -205,22 +217,33 @@ def capture_events(*, strict: bool = True, **settings: Any) -> Iterator[Captured
 
     Args:
         strict: Raise on missing context (the default, so tests see it).
-        settings: Further :func:`~instrumentor.configure` keywords, e.g. ``instance_level=True``
-            or ``bundle_ttl=0``.
+        settings: Further :func:`~instrumentor.configure` keywords, e.g. ``instance_level=True``,
+            ``bundle_ttl=0`` or ``debug=True``. An ``on_error`` hook is called as well as the
+            capture's own.
 
     Yields:
         The :class:`CapturedEvents`, filled as the block runs.
+
+    Raises:
+        TypeError: If ``transports`` is given: the capture is the transport. Connect an extra
+            receiver to :data:`~instrumentor.signals.event_emitted` instead.
     """
+    if "transports" in settings:
+        raise TypeError(
+            "capture_events() replaces the transports with its own memory transport; connect "
+            "an extra receiver to instrumentor.event_emitted to observe emissions as well"
+        )
     transport = MemoryTransport()
     captured = CapturedEvents(transport)
-    with configured(
-        transports=(transport,),
-        strict=strict,
-        enabled=True,
-        debug=False,
-        on_error=captured.incidents.append,
-        **settings,
-    ):
+    user_hook = settings.pop("on_error", None)
+
+    def on_error(incident: Incident) -> None:
+        captured.incidents.append(incident)
+        if user_hook is not None:
+            user_hook(incident)
+
+    options: dict[str, Any] = {"enabled": True, "debug": False, **settings}
+    with configured(transports=(transport,), strict=strict, on_error=on_error, **options):
         yield captured
 
 

@@ -209,3 +209,57 @@ class TestSecrets:
         with caplog.at_level(logging.INFO, "analytics.debug"):
             track(Events.PLAN_UPGRADED)
         assert [r.levelno for r in caplog.records] == [logging.INFO] * 3
+
+
+class TestReviewFindings:
+    def test_configure_after_a_bad_environment_reads_it_again(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """After the lazy fallback, configure() raises on the bad variable; fixed, it works."""
+        monkeypatch.setenv("ANALYTICS_DEBUG", "maybe")
+        monkeypatch.setenv("ANALYTICS_INSTANCE_LEVEL", "true")
+        bind_context(user_id="u_1", account_id="acc_1")
+        track(Events.PLAN_UPGRADED)
+        assert current_settings().enabled is False
+        with pytest.raises(ConfigurationError, match="ANALYTICS_DEBUG"):
+            configure(strict=True)
+        monkeypatch.setenv("ANALYTICS_DEBUG", "false")
+        settings = configure(strict=True)
+        assert (settings.enabled, settings.instance_level, settings.strict) == (True, True, True)
+
+    def test_no_http_warning_is_given_once(self, caplog: pytest.LogCaptureFixture) -> None:
+        """The honest 'nothing is sent' warning does not repeat on every configure()."""
+        import instrumentor.config as config
+
+        config._warned_no_http = False
+        with caplog.at_level(logging.WARNING, "instrumentor"):
+            configure(api_key=KEY)
+            configure(api_key=KEY, instance_level=True)
+        assert caplog.text.count("no HTTP transport") == 1
+
+    @pytest.mark.parametrize(
+        ("key", "redacted"),
+        [
+            ("password", True),
+            ("access_token", True),
+            ("client_secret", True),
+            ("X-Api-Key", True),
+            ("sessionId", True),
+            ("author", False),
+            ("token_count", False),
+            ("secretary", False),
+            ("session_count", False),
+        ],
+    )
+    def test_redaction_by_key(self, key: str, redacted: bool) -> None:
+        """Sensitive key names are redacted by their ending; innocent look-alikes are not."""
+        from instrumentor.transports.console import redact
+
+        assert (redact({key: "v"})[key] == "[REDACTED]") is redacted
+
+    def test_console_repr_names_its_target(self) -> None:
+        """The repr says where lines go."""
+        assert repr(ConsoleTransport()) == "ConsoleTransport(stderr)"
+        assert repr(ConsoleTransport(io.StringIO())) == "ConsoleTransport(stream='StringIO')"
+        logger = logging.getLogger("dbg")
+        assert repr(ConsoleTransport(logger=logger)) == "ConsoleTransport(logger='dbg')"

@@ -342,3 +342,60 @@ class TestSilenceAndSafety:
             instrumentor.configure(on_error=bad_hook)
             track(Events.PLAN_UPGRADED)
         assert stats()["hook_error"] == 1
+
+
+class TestReviewFindings:
+    def test_strict_mode_checks_context_even_with_no_receiver(self) -> None:
+        """ANALYTICS_STRICT with nothing connected still raises on missing context."""
+        instrumentor.configure(strict=True, transports=[])
+        bind_context(user_id="u_1")
+        with pytest.raises(MissingContextError):
+            track(Events.REPORT_CREATED)
+
+    def test_imperative_track_reports_the_calling_line(self) -> None:
+        """A missing group in track() names this file and line, not the event."""
+        bind_context(user_id="u_1", account_id="acc_1")
+        with capture_events(strict=False) as tracked:
+            track(Events.REPORT_CREATED)
+        site = tracked.incidents[0].site
+        assert site is not None
+        assert site.startswith(__file__)
+        assert "tracked at " + site in tracked.incidents[0].message
+
+    def test_every_user_of_a_group_gets_its_group_call(self, tracked: CapturedEvents) -> None:
+        """A group call links its user: a second user of the workspace is grouped too."""
+        for user in ("u_1", "u_2"):
+            with bound_context(user_id=user, account_id="acc_1", workspace_id="ws_1"):
+                track(Events.WORKSPACE_SETTINGS_UPDATED)
+        assert [(g.user_id, g.group_id) for g in tracked.groups] == [
+            ("u_1", "acc_1"),
+            ("u_1", "ws_1"),
+            ("u_2", "acc_1"),
+            ("u_2", "ws_1"),
+        ]
+
+    def test_identify_with_traits_marks_the_user_seen(self, tracked: CapturedEvents) -> None:
+        """identify(traits) covers what the next track would identify."""
+        full_identity()
+        instrumentor.identify({"role": "admin"})
+        track(Events.PLAN_UPGRADED)
+        assert [m.type for m in tracked.messages] == ["identify", "group", "track"]
+
+    def test_plan_hierarchy_is_the_shared_one(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """With one hierarchy in the plan, identify/group need no hierarchy= argument."""
+        from instrumentor import registry
+
+        monkeypatch.setattr(registry._catalog, "registries", [OrgEvents])
+        assert instrumentor.plan_hierarchy() is OrgEvents.hierarchy
+        bind_context(user_id="u_1", groups={"organization": "org_1", "team": "t_1"})
+        with capture_events() as tracked:
+            instrumentor.group("team")
+            instrumentor.identify()
+            instrumentor.group()
+        assert [(g.group_type, g.parent_group_id) for g in tracked.groups] == [
+            ("team", "org_1"),
+            ("organization", None),
+        ]
+        assert tracked.identifies[0].group_id == "org_1"
+        monkeypatch.setattr(registry._catalog, "registries", [Events, OrgEvents])
+        assert instrumentor.plan_hierarchy() is instrumentor.DEFAULT_HIERARCHY

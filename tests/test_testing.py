@@ -127,3 +127,27 @@ def test_marker_rejects_positional_arguments(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.stdout.fnmatch_lines(["*keywords only*"])
     assert result.ret != 0
+
+
+class TestCaptureOptions:
+    def test_accepts_configure_keywords(self) -> None:
+        """debug= and enabled= pass through; the capture still receives everything."""
+        bind_context(user_id="u_1", account_id="acc_1")
+        with capture_events(debug=True, bundle_ttl=0) as tracked:
+            track(Events.PLAN_UPGRADED)
+            track(Events.PLAN_UPGRADED)
+        assert [m.type for m in tracked.messages] == ["identify", "group", "track"] * 2
+
+    def test_rejects_transports(self) -> None:
+        """The capture is the transport; the error says how to observe more."""
+        with pytest.raises(TypeError, match="event_emitted"), capture_events(transports=[]):
+            pass
+
+    def test_user_on_error_hook_is_chained(self) -> None:
+        """A given on_error hook sees incidents as well as the capture."""
+        seen: list[str] = []
+        bind_context(user_id="u_1")
+        with capture_events(strict=False, on_error=lambda i: seen.append(i.kind)) as tracked:
+            track(Events.REPORT_CREATED)
+        assert seen == ["missing_group"]
+        assert [i.kind for i in tracked.incidents] == ["missing_group"]

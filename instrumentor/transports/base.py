@@ -18,7 +18,8 @@ class Transport(Protocol):
 
     ``deliver`` is called with the messages of one or more emissions, in order. Returning means
     the whole batch was accepted; raising means it was not (delivery decides what to retry).
-    ``close`` releases what the transport holds; it is called once, at shutdown.
+    ``close`` releases what the transport holds. This release delivers inline and never closes a
+    transport itself: an application that retires one closes it.
     """
 
     def deliver(self, batch: Sequence[Message]) -> None:

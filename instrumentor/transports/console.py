@@ -13,10 +13,19 @@ from instrumentor.messages import Message
 
 __all__ = ["ConsoleTransport", "redact"]
 
-_SENSITIVE_KEY = re.compile(
-    r"pass(word|wd)?|secret|token|api[_-]?key|auth|credential|private[_-]?key|cookie|session",
-    re.IGNORECASE,
-)
+# A key is sensitive when, lowercased with separators removed, it ends with one of these:
+# "access_token", "client_secret", "X-Api-Key" are; "author", "token_count" are not.
+_SENSITIVE_SUFFIXES = (
+    "password", "passwd", "pwd", "passphrase", "secret", "token", "apikey", "authorization",
+    "auth", "credential", "credentials", "privatekey", "cookie", "sessionid", "signature",
+)  # fmt: skip
+
+
+def _is_sensitive(key: object) -> bool:
+    folded = re.sub(r"[^a-z0-9]", "", str(key).lower())
+    return folded.endswith(_SENSITIVE_SUFFIXES)
+
+
 REDACTED = "[REDACTED]"
 
 
@@ -28,10 +37,7 @@ def redact(data: Any, secrets: Sequence[str] = ()) -> Any:
         secrets: Exact secret strings (e.g. the API key) to blank out wherever they appear.
     """
     if isinstance(data, dict):
-        return {
-            k: REDACTED if _SENSITIVE_KEY.search(str(k)) else redact(v, secrets)
-            for k, v in data.items()
-        }
+        return {k: REDACTED if _is_sensitive(k) else redact(v, secrets) for k, v in data.items()}
     if isinstance(data, list):
         return [redact(v, secrets) for v in data]
     if isinstance(data, str):
@@ -44,8 +50,9 @@ def redact(data: Any, secrets: Sequence[str] = ()) -> Any:
 class ConsoleTransport:
     """Prints one readable line per message instead of sending it.
 
-    Values under sensitive keys (password, token, api_key, ...) and the configured API key are
-    replaced with ``[REDACTED]``.
+    Values under sensitive keys (``password``, ``access_token``, ``client_secret``, ``api_key``,
+    ...) and the configured API key wherever it appears are replaced with ``[REDACTED]``. It
+    prints on the emitting thread: a development tool, not a production transport.
 
     Args:
         stream: Where to write; standard error (looked up at each write) by default.
@@ -88,5 +95,10 @@ class ConsoleTransport:
         """Nothing to release."""
 
     def __repr__(self) -> str:
-        target = "logging" if self._logger is not None else "stderr"
+        if self._logger is not None:
+            target = f"logger={self._logger.name!r}"
+        elif self._stream is not None:
+            target = f"stream={getattr(self._stream, 'name', type(self._stream).__name__)!r}"
+        else:
+            target = "stderr"
         return f"ConsoleTransport({target})"
