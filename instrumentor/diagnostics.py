@@ -8,6 +8,7 @@ its site and then at most once a minute with the number suppressed, and it is pa
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -28,8 +29,9 @@ class Incident:
     Attributes:
         kind: What happened: ``"missing_user"``, ``"missing_group"``, ``"receiver_error"``,
             ``"deprecated_event"``, ``"invalid_event"``, ``"invalid_group_level"``,
-            ``"internal_error"`` or ``"bad_configuration"``. (:func:`stats` also counts
-            ``"hook_error"``: an ``on_error`` hook that raised.)
+            ``"internal_error"``, ``"invalid_context"``, ``"invalid_properties"`` or
+            ``"bad_configuration"``. (:func:`stats` also counts ``"hook_error"``, an ``on_error``
+            hook that raised, and ``"log_error"``, a log handler that raised.)
         message: A sentence saying what happened and what to do.
         event: The event name concerned, if any.
         site: Where it happened (the decorated function, or the event for imperative calls).
@@ -72,19 +74,31 @@ class _Diagnostics:
                 self.suppressed[log_key] += 1
         if log_it:
             more = f" ({suppressed} more since last logged)" if suppressed else ""
-            _log.warning(
-                "instrumentor %s: %s%s",
-                incident.kind,
-                incident.message,
-                more,
-                exc_info=incident.error,
-            )
+            try:
+                _log.warning(
+                    "instrumentor %s: %s%s",
+                    incident.kind,
+                    incident.message,
+                    more,
+                    exc_info=incident.error,
+                )
+            except Exception:  # a raising log handler must not reach the caller
+                with self.lock:
+                    self.counts["log_error"] += 1
         if hook is not None:
             try:
                 hook(incident)
-            except Exception:  # the hook itself must not break the caller
+            except Exception as exc:  # the hook itself must not break the caller
                 with self.lock:
                     self.counts["hook_error"] += 1
+                    first = self.counts["hook_error"] == 1
+                if first:
+                    with contextlib.suppress(Exception):
+                        _log.warning(
+                            "instrumentor: the on_error hook raised %s; further hook errors "
+                            "are only counted (stats()['hook_error'])",
+                            type(exc).__qualname__,
+                        )
 
     def snapshot(self) -> dict[str, int]:
         with self.lock:

@@ -28,10 +28,20 @@ from blinker._utilities import make_id
 
 from instrumentor.diagnostics import Incident
 
-__all__ = ["EmissionSignal", "event_emitted", "namespace"]
+__all__ = ["EmissionSignal", "event_emitted", "namespace", "receiver_name"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 _WEAK_TYPES = (weakref.ref, weakref.WeakMethod)
+
+
+def receiver_name(receiver: Any) -> str:
+    """A stable, state-free name for a receiver (for logs and rate limiting, never its repr)."""
+    name = getattr(receiver, "__qualname__", None)
+    if isinstance(name, str):
+        return name
+    transport = getattr(receiver, "transport", None)
+    inner = f"({type(transport).__qualname__})" if transport is not None else ""
+    return f"{type(receiver).__qualname__}{inner}"
 
 
 class EmissionSignal(NamedSignal):
@@ -80,18 +90,23 @@ class EmissionSignal(NamedSignal):
                 self._receiver_failed(receiver, exc)
 
     def _receiver_failed(self, receiver: Any, exc: Exception) -> None:
-        hook = self.on_receiver_error
-        if hook is not None:
-            name = getattr(receiver, "__qualname__", None) or repr(receiver)
+        """Report a receiver's failure; never raises, so the remaining receivers still run."""
+        try:
+            hook = self.on_receiver_error
+            if hook is None:
+                return
+            name = receiver_name(receiver)
             hook(
                 Incident(
                     "receiver_error",
-                    f"receiver {name} of {self.name!r} raised {exc!r}; the other receivers "
-                    "still ran",
+                    f"receiver {name} of {self.name!r} raised {type(exc).__qualname__}; the "
+                    "other receivers still ran",
                     site=name,
                     error=exc,
                 )
             )
+        except Exception:  # a broken repr, hook or log handler must not stop the loop
+            pass
 
     def _entries_for(self, sender: Any) -> tuple[tuple[Any, ...], bool]:
         cache = self._cache

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 import weakref
 from typing import Any
 
@@ -142,3 +143,72 @@ def test_signal_class_is_a_blinker_signal() -> None:
     """Applications can use every blinker API on it."""
     assert isinstance(event_emitted, blinker.NamedSignal)
     assert isinstance(event_emitted, EmissionSignal)
+
+
+class BadReprError(Exception):
+    def __repr__(self) -> str:
+        raise RuntimeError("repr exploded")
+
+    __str__ = __repr__
+
+
+class RaisingHandler(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        raise RuntimeError("handler exploded")
+
+
+@pytest.mark.parametrize("failure", ["plain", "bad_repr", "raising_log_handler"])
+def test_nothing_about_a_failure_stops_later_receivers(failure: str) -> None:
+    """A failing receiver whose error cannot be shown or logged still lets the rest run."""
+    ran: list[int] = []
+
+    def bad(sender: Any, **kw: Any) -> None:
+        raise BadReprError if failure == "bad_repr" else RuntimeError("bug")
+
+    goods = [lambda sender, i=i, **kw: ran.append(i) for i in range(8)]
+    handler = RaisingHandler()
+    logger = logging.getLogger("instrumentor")
+    configure(transports=[])
+    event_emitted.connect(bad)
+    for good in goods:
+        event_emitted.connect(good)
+    if failure == "raising_log_handler":
+        logger.addHandler(handler)
+    try:
+        track(Events.PLAN_UPGRADED)
+    finally:
+        logger.removeHandler(handler)
+        for receiver in (bad, *goods):
+            event_emitted.disconnect(receiver)
+    assert sorted(ran) == list(range(8))
+    assert stats()["receiver_error"] == 1
+
+
+def test_a_failing_transport_is_logged_once_per_interval(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The log rate limit keys on the receiver's type, not its changing repr."""
+
+    class Flaky:
+        calls = 0
+
+        def deliver(self, batch: Any) -> None:
+            Flaky.calls += 1
+            raise ConnectionError("provider down")
+
+        def close(self) -> None:
+            pass
+
+        def __repr__(self) -> str:
+            return f"Flaky(calls={Flaky.calls})"
+
+    configure(transports=[Flaky()])
+    with caplog.at_level(logging.WARNING, "instrumentor"):
+        for _ in range(200):
+            track(Events.PLAN_UPGRADED)
+    assert Flaky.calls == 200
+    assert stats()["receiver_error"] == 200
+    logged = [r for r in caplog.records if "receiver_error" in r.getMessage()]
+    assert len(logged) == 1
+    assert "InlineDestination(" in logged[0].getMessage()
+    assert "Flaky)" in logged[0].getMessage()
