@@ -46,13 +46,29 @@ _EMPTY: Mapping[str, Any] = MappingProxyType({})
 ContextToken = contextvars.Token["AnalyticsContext"]
 
 
+class _InvalidContextError(Exception):
+    """Raised inside binding for input that cannot be used; reported, never propagated."""
+
+
 def _freeze(traits: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """A snapshot of ``traits`` as JSON data: later changes by the caller do not show."""
+    if traits is None:
+        return _EMPTY
+    if not isinstance(traits, Mapping):
+        raise _InvalidContextError(f"traits must be a mapping, got {type(traits).__qualname__}")
     if not traits:
         return _EMPTY
-    try:
-        return MappingProxyType(dict(traits))
-    except (TypeError, ValueError):
-        return _EMPTY
+    from instrumentor.messages import to_json_compatible
+
+    return MappingProxyType(to_json_compatible(dict(traits)))
+
+
+def _as_id(value: object) -> str | None:
+    """An id as sent: a non-empty string, or None for 'not bound'."""
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else str(value)
+    return text or None
 
 
 @dataclass(frozen=True)
@@ -70,7 +86,10 @@ class Group:
     traits: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "id", str(self.id))
+        group_id = _as_id(self.id)
+        if group_id is None:
+            raise _InvalidContextError("a group id must not be empty")
+        object.__setattr__(self, "id", group_id)
         object.__setattr__(self, "traits", _freeze(self.traits))
 
 
@@ -93,6 +112,15 @@ class AnalyticsContext:
     _keys: dict[Any, Any] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.user_traits, MappingProxyType):
+            object.__setattr__(self, "user_traits", _freeze(self.user_traits))
+        if not isinstance(self.groups, MappingProxyType):
+            groups = {
+                str(level): g if isinstance(g, Group) else Group(g)
+                for level, g in dict(self.groups).items()
+            }
+            object.__setattr__(self, "groups", MappingProxyType(groups) if groups else _EMPTY)
+        object.__setattr__(self, "user_id", _as_id(self.user_id))
         object.__setattr__(self, "_ids", {level: g.id for level, g in self.groups.items()})
         object.__setattr__(self, "_keys", {})
 
@@ -132,6 +160,9 @@ class AnalyticsContext:
 
 
 _EMPTY_CONTEXT = AnalyticsContext()
+_entered: contextvars.ContextVar[tuple[tuple[int, ContextToken], ...]] = contextvars.ContextVar(
+    "instrumentor_bound_context", default=()
+)
 _current: contextvars.ContextVar[AnalyticsContext] = contextvars.ContextVar(
     "instrumentor_context", default=_EMPTY_CONTEXT
 )
@@ -161,25 +192,32 @@ def _merged(
     groups: Mapping[str, str | int | Group] | None,
 ) -> AnalyticsContext:
     new_groups = dict(base.groups)
+    if groups is not None and not isinstance(groups, Mapping):
+        raise _InvalidContextError(
+            f"groups must map levels to ids, got {type(groups).__qualname__}"
+        )
     for level, value in (groups or {}).items():
-        if value is not None:
+        if value is not None and (isinstance(value, Group) or _as_id(value) is not None):
             new_groups[str(level)] = _as_group(value, None, None)
     for level, gid, name, traits in (
         ("account", account_id, account_name, account_traits),
         ("workspace", workspace_id, workspace_name, None),
         ("project", project_id, project_name, None),
     ):
-        if gid is not None:
+        text_id = None if isinstance(gid, Group) else _as_id(gid)
+        if isinstance(gid, Group) or text_id is not None:
             existing = new_groups.get(level)
-            if existing is not None and not isinstance(gid, Group) and existing.id == str(gid):
+            if existing is not None and text_id is not None and existing.id == text_id:
                 # Re-binding the same id keeps its name and traits unless new ones are given.
                 new_groups[level] = _as_group(existing, name, traits)
             else:
-                new_groups[level] = _as_group(gid, name, traits)
+                chosen: str | Group = gid if isinstance(gid, Group) else str(text_id)
+                new_groups[level] = _as_group(chosen, name, traits)
         elif (name is not None or traits is not None) and level in new_groups:
             new_groups[level] = _as_group(new_groups[level], name, traits)
+    new_user = _as_id(user_id)
     return AnalyticsContext(
-        user_id=str(user_id) if user_id is not None else base.user_id,
+        user_id=new_user if new_user is not None else base.user_id,
         user_traits=_freeze(user_traits) if user_traits is not None else base.user_traits,
         groups=MappingProxyType(new_groups) if new_groups else _EMPTY,
     )
@@ -205,11 +243,17 @@ def bind_context(
     name="Red")}``; the ``account_``/``workspace_``/``project_`` keywords are shortcuts for the
     default hierarchy.
 
+    Empty ids count as not given. Traits are kept as a snapshot of JSON data, so changing the
+    dicts afterwards changes nothing. Input that cannot be used (a traits object that is not a
+    mapping, an id whose ``str()`` raises) leaves the context unchanged and is reported as an
+    ``invalid_context`` incident; in strict mode it raises
+    :class:`~instrumentor.TrackingUsageError`.
+
     Returns:
         A token that :func:`reset_context` takes to restore the previous context.
     """
-    return _current.set(
-        _merged(
+    try:
+        merged = _merged(
             _current.get(),
             user_id,
             user_traits,
@@ -222,7 +266,22 @@ def bind_context(
             project_name,
             groups,
         )
-    )
+    except Exception as exc:  # bad input from the application: reported, never raised
+        _report_invalid(exc)
+        return _current.set(_current.get())
+    return _current.set(merged)
+
+
+def _report_invalid(exc: Exception) -> None:
+    from instrumentor.config import runtime
+    from instrumentor.diagnostics import Incident
+    from instrumentor.exceptions import TrackingUsageError
+
+    rt = runtime()
+    message = f"bind_context() ignored input it cannot use ({exc}); the context is unchanged"
+    rt.report(Incident("invalid_context", message, error=exc))
+    if rt.strict:
+        raise TrackingUsageError(message) from exc
 
 
 def reset_context(token: ContextToken) -> None:
@@ -258,10 +317,12 @@ class bound_context:  # noqa: N801 - a context manager named like a function, as
 
     def __init__(self, **bindings: Any) -> None:
         self._bindings = bindings
-        self._tokens: list[ContextToken] = []
 
     def __enter__(self) -> AnalyticsContext:
-        self._tokens.append(bind_context(**self._bindings))
+        token = bind_context(**self._bindings)
+        # Tokens live in the context that entered, so one instance may be entered from many
+        # threads and tasks at once (e.g. a module-level ``SYSTEM = bound_context(...)``).
+        _entered.set((*_entered.get(), (id(self), token)))
         return _current.get()
 
     def __exit__(
@@ -270,11 +331,23 @@ class bound_context:  # noqa: N801 - a context manager named like a function, as
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        reset_context(self._tokens.pop())
+        stack = _entered.get()
+        for index in range(len(stack) - 1, -1, -1):
+            if stack[index][0] == id(self):
+                _entered.set(stack[:index] + stack[index + 1 :])
+                reset_context(stack[index][1])
+                return
 
     def __call__(self, func: Callable[_P, _R]) -> Callable[_P, _R]:
         """Decorate ``func`` so that every call runs with these bindings."""
         bindings = self._bindings
+        if inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func):
+            from instrumentor.exceptions import TrackingUsageError
+
+            raise TrackingUsageError(
+                f"@bound_context cannot decorate the generator function {func.__qualname__}: "
+                "its body runs after the call returns. Use `with bound_context(...)` inside it"
+            )
         if inspect.iscoroutinefunction(func):
 
             @functools.wraps(func)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import pytest
 
@@ -214,3 +216,128 @@ class TestIsolation:
             return await asyncio.to_thread(lambda: current_context().user_id)
 
         assert asyncio.run(main()) == "u_async"
+
+
+class BadStr:
+    def __str__(self) -> str:
+        raise RuntimeError("str exploded")
+
+
+class RaisingMapping(Mapping[str, Any]):
+    def __getitem__(self, key: str) -> Any:
+        raise RuntimeError("getitem exploded")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(["a"])
+
+    def __len__(self) -> int:
+        return 1
+
+
+class TestBadInput:
+    @pytest.mark.parametrize(
+        "kwargs",
+        [
+            {"user_id": BadStr()},
+            {"account_id": BadStr()},
+            {"user_traits": RaisingMapping()},
+            {"user_traits": ["not", "a", "mapping"]},
+            {"groups": ["acc"]},
+            {"groups": {"account": BadStr()}},
+        ],
+    )
+    def test_never_raises_and_keeps_the_context(self, kwargs: dict[str, Any]) -> None:
+        """Unusable input is reported as invalid_context and changes nothing."""
+        from instrumentor import configure, stats
+
+        configure(transports=[])
+        bind_context(user_id="u_ok")
+        token = bind_context(**kwargs)
+        assert current_context().user_id == "u_ok"
+        reset_context(token)
+        assert stats()["invalid_context"] == 1
+
+    def test_strict_mode_raises_for_unusable_input(self) -> None:
+        """In strict mode the developer sees it."""
+        from instrumentor import TrackingUsageError, configure
+
+        configure(strict=True, transports=[])
+        with pytest.raises(TrackingUsageError, match="mapping"):
+            bind_context(user_traits=["x"])  # type: ignore[arg-type]
+
+    def test_empty_ids_are_not_bound(self) -> None:
+        """An empty string is no id (a missing user stays missing)."""
+        bind_context(user_id="u_1", account_id="acc_1")
+        bind_context(user_id="", account_id="", groups={"team": ""})
+        ctx = current_context()
+        assert (ctx.user_id, ctx.account_id, ctx.group_id("team")) == ("u_1", "acc_1", None)
+
+    def test_traits_are_a_snapshot_of_json_data(self) -> None:
+        """Mutating what was bound later changes nothing that will be sent."""
+        roles = ["viewer"]
+        bind_context(
+            user_id="u",
+            user_traits={"roles": roles, "joined": __import__("datetime").date(2026, 1, 2)},
+        )
+        roles.append("admin")
+        assert current_context().user_traits == {"roles": ["viewer"], "joined": "2026-01-02"}
+
+    def test_direct_construction_is_frozen_and_coerced(self) -> None:
+        """AnalyticsContext(...) built by hand is as immutable as a bound one."""
+        traits = {"plan": "free"}
+        ctx = AnalyticsContext(user_id="u", user_traits=traits, groups={"account": "acc"})  # type: ignore[dict-item]
+        traits["plan"] = "pro"
+        assert ctx.user_traits == {"plan": "free"}
+        assert ctx.groups["account"] == Group("acc")
+        assert ctx.account_id == "acc"
+
+
+class TestSharedBoundContext:
+    def test_one_instance_entered_from_many_threads(self) -> None:
+        """A module-level bound_context used by concurrent threads restores each correctly."""
+        system = bound_context(account_id="acc_system")
+        errors: list[BaseException] = []
+        barrier = threading.Barrier(4)
+
+        def work(user: str) -> None:
+            try:
+                bind_context(user_id=user)
+                with system:
+                    barrier.wait()
+                    assert current_context().account_id == "acc_system"
+                assert current_context().account_id is None
+                assert current_context().user_id == user
+            except BaseException as exc:  # collected for the main thread's assertion
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(f"u{i}",)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+
+    def test_one_instance_entered_from_many_tasks(self) -> None:
+        """Interleaved tasks entering one instance each restore their own context."""
+        system = bound_context(workspace_id="ws_sys")
+
+        async def work(user: str) -> tuple[str | None, str | None]:
+            bind_context(user_id=user)
+            with system:
+                await asyncio.sleep(0)
+            return current_context().user_id, current_context().workspace_id
+
+        async def main() -> list[tuple[str | None, str | None]]:
+            return await asyncio.gather(*(work(f"u{i}") for i in range(10)))
+
+        assert asyncio.run(main()) == [(f"u{i}", None) for i in range(10)]
+
+    def test_rejects_generators(self) -> None:
+        """A generator's body runs after the call: decorating one is an error at definition."""
+        from instrumentor import TrackingUsageError
+
+        def gen() -> Any:
+            yield current_context().user_id
+
+        with pytest.raises(TrackingUsageError, match="generator"):
+            bound_context(user_id="u")(gen)
