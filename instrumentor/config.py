@@ -150,6 +150,15 @@ class Settings:
         settings._validate()
         return settings
 
+    def __post_init__(self) -> None:
+        key: object = self.api_key
+        if isinstance(key, str):
+            object.__setattr__(self, "api_key", Secret(key) if key else None)
+        elif key is not None and not isinstance(key, Secret):
+            raise ConfigurationError(
+                f"api_key must be a str or Secret, got {type(key).__qualname__}"
+            )
+
     def _validate(self) -> None:
         if not isinstance(self.bundle_ttl, (int, float)) or not self.bundle_ttl >= 0:
             raise ConfigurationError(

@@ -28,11 +28,11 @@ from typing import Any, TypeVar, Union, cast
 
 import wrapt
 
-from instrumentor.emitter import STRICT_ERRORS, emit_track, internal_error
+from instrumentor.emitter import STRICT_ERRORS, emit_track, internal_error, report_problem
 from instrumentor.exceptions import TrackingUsageError, UnknownGroupLevelError
 from instrumentor.registry import EventRegistry
 
-__all__ = ["Call", "tracks"]
+__all__ = ["Call", "GroupIdArg", "PropertiesSpec", "TrackedFunction", "tracks"]
 
 _F = TypeVar(
     "_F", bound=Union[Callable[..., Any], "classmethod[Any, Any, Any]", "staticmethod[Any, Any]"]
@@ -53,6 +53,18 @@ class Call:
 
     arguments: Mapping[str, Any]
     result: Any
+
+
+class TrackedFunction(wrapt.FunctionWrapper[..., Any]):
+    """What ``@tracks`` returns: a wrapt function wrapper that pickles by reference.
+
+    Pickling it (``ProcessPoolExecutor.submit``, Celery, multiprocessing) stores its module and
+    qualified name, like a plain function, and unpickles to the same tracked function.
+    """
+
+    def __reduce_ex__(self, protocol: Any) -> str:
+        name: str = self.__qualname__
+        return name
 
 
 GroupIdArg = Union[str, Callable[[Call], Any], None]
@@ -88,6 +100,31 @@ def _path_getter(path: str, raw: Callable[..., Any], where: str) -> Callable[[Ca
         return value
 
     return get
+
+
+def _extract(
+    extractor: Callable[[Call], Any], call: Call, what: str, event: EventRegistry, site: str
+) -> Any:
+    """Run a user's group_id/properties callable; its failure loses only what it computes."""
+    try:
+        return extractor(call)
+    except Exception as exc:
+        fallback = "the context's group" if what == "group_id" else "no properties"
+        report_problem(
+            f"invalid_{what}",
+            f"the {what}= callable of @tracks on {site} raised {type(exc).__qualname__}; "
+            f"{event.event_name} is sent with {fallback}",
+            TrackingUsageError,
+            event=event,
+            site=site,
+            error=exc,
+        )
+        return None
+
+
+def _as_id(value: Any) -> str | None:
+    text = value if isinstance(value, str) else str(value)
+    return text or None
 
 
 def _site(raw: Any) -> str:
@@ -168,7 +205,8 @@ def tracks(
             # costs more than our whole emission. None is exactly what wrapt passes when the
             # attribute is missing, so this changes no behaviour, only the cost (~0.4 us).
             raw.__self__ = None  # type: ignore[attr-defined]
-        tracked: Any = wrapt.FunctionWrapper(func, wrapper)  # type: ignore[arg-type, unused-ignore]
+        target: Any = func
+        tracked: Any = TrackedFunction(target, wrapper)
         return cast(_F, tracked)
 
     return decorate
@@ -200,15 +238,18 @@ def _make_wrapper(
         except TypeError:
             arguments = dict(kwargs)
         call = Call(arguments, result)
-        gid = get_group(call) if get_group is not None else None
-        props = properties(call) if callable(properties) else constant_props
-        return (str(gid) if gid is not None else None), props
+        gid = _extract(get_group, call, "group_id", event, site) if get_group else None
+        if callable(properties):
+            props = _extract(properties, call, "properties", event, site)
+        else:
+            props = constant_props
+        return (_as_id(gid) if gid is not None else None), props
 
     def emit(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any) -> None:
         try:
             if needs_call:
                 gid, props = call_details(instance, args, kwargs, result)
-                emit_track(event, gid, dict(props) if props else None, site)
+                emit_track(event, gid, props, site)
             else:
                 emit_track(event, None, constant_props, site)
         except STRICT_ERRORS:

@@ -14,6 +14,7 @@ seconds.
 from __future__ import annotations
 
 import datetime as _dt
+import itertools
 import logging
 import os
 import sys
@@ -26,7 +27,13 @@ from instrumentor import config as _config
 from instrumentor.context import AnalyticsContext, Group, _current
 from instrumentor.diagnostics import Incident
 from instrumentor.exceptions import MissingContextError, TrackingUsageError
-from instrumentor.messages import GroupMessage, IdentifyMessage, Message, TrackMessage
+from instrumentor.messages import (
+    GroupMessage,
+    IdentifyMessage,
+    Message,
+    TrackMessage,
+    to_json_compatible,
+)
 from instrumentor.registry import DEFAULT_HIERARCHY, EventRegistry, GroupHierarchy, plan_hierarchy
 from instrumentor.signals import event_emitted
 
@@ -153,9 +160,15 @@ def _group_message(
 
 
 def _identify_message(
-    ctx: AnalyticsContext, hierarchy: GroupHierarchy, user_id: str, when: _dt.datetime
+    ctx: AnalyticsContext,
+    hierarchy: GroupHierarchy,
+    user_id: str,
+    when: _dt.datetime,
+    top_id: str | None = None,
 ) -> IdentifyMessage:
     top = ctx.groups.get(hierarchy.top)
+    if top_id is not None and (top is None or top.id != top_id):
+        top = Group(top_id)  # the event named its account itself (e.g. at sign-up)
     if top is not None and user_id == top.id and ctx.user_id != user_id:
         # Instance-level tracking: the "user" is the account; describe it as such.
         traits: dict[str, Any] = dict(top.traits)
@@ -174,7 +187,8 @@ def _expand(emission: Emission) -> tuple[Message, ...]:
     out: list[Message] = []
     identify, group_levels = emission._bundle if event is not None else _NO_BUNDLE
     if identify and emission.user_id is not None:
-        out.append(_identify_message(ctx, hierarchy, emission.user_id, when))
+        top_id = emission.group_id if emission.group_level == hierarchy.top else None
+        out.append(_identify_message(ctx, hierarchy, emission.user_id, when, top_id))
     for level in group_levels:
         group = ctx.groups.get(level)
         gid = emission.group_id
@@ -201,11 +215,27 @@ def _expand(emission: Emission) -> tuple[Message, ...]:
 # --- bundle de-duplication ------------------------------------------------------------------
 
 
-def _fingerprint(*parts: Any) -> int:
+_unique = itertools.count(1)
+_FINGERPRINT = "fingerprint"  # the key of a context's own fingerprint in ctx._keys
+
+
+def _fingerprint(*parts: Any) -> Any:
+    """A value equal for equal traits. Traits are JSON snapshots, so their repr is faithful."""
     try:
         return hash(repr(parts))
-    except Exception:  # an unrepresentable trait: never equal, so always sent
-        return hash(object())
+    except Exception:  # unrepresentable: a value never seen before, so always re-sent
+        return ("unique", next(_unique))
+
+
+def _remember(rt: Runtime, key: Any, expiry: float, now: float) -> None:
+    """Record a sent identify/group (or bundle) in the bounded process-wide record."""
+    seen = rt.seen
+    if len(seen) >= _MAX_SEEN:
+        live = {k: v for k, v in seen.items() if v > now}
+        seen.clear()
+        if len(live) < _MAX_SEEN // 2:
+            seen.update(live)
+    seen[key] = expiry
 
 
 def _identify_key(
@@ -236,14 +266,12 @@ def _due_calls(
 ) -> tuple[bool, tuple[str, ...]]:
     """Which identify/group calls the bundle needs: the slow path, once per key and TTL."""
     seen = rt.seen
-    if len(seen) > _MAX_SEEN:
-        seen.clear()
     expiry = now + rt.bundle_ttl
     always = rt.bundle_ttl <= 0
     key = _identify_key(ctx, hierarchy, user_id)
     identify = always or seen.get(key, 0.0) <= now
     if identify and not always:
-        seen[key] = expiry
+        _remember(rt, key, expiry, now)
     levels: list[str] = []
     for upper in hierarchy.path_to(level):
         group = ctx.groups.get(upper)
@@ -255,11 +283,8 @@ def _due_calls(
         if always or seen.get(gkey, 0.0) <= now:
             levels.append(upper)
             if not always:
-                seen[gkey] = expiry
+                _remember(rt, gkey, expiry, now)
     return identify, tuple(levels)
-
-
-# --- the hot path ---------------------------------------------------------------------------
 
 
 def _report(
@@ -283,39 +308,41 @@ def emit_track(
         MissingContextError: Only in strict mode, when the user or the group is missing.
     """
     rt = _config._runtime or _config.runtime()
-    if not rt.enabled or not (event_emitted.receivers or rt.strict):
+    if not rt.enabled or not (event_emitted.receivers or rt.strict) or event_emitted.is_muted:
         return
     ctx = _get_context()
     level = event._level
     ids = ctx._ids
-    user_id = ids.get(type(event).hierarchy.levels[0]) if rt.instance_level else ctx.user_id
+    explicit = group_id is not None
+    if rt.instance_level:
+        # The account is the user; an event at the top level may name its account itself.
+        user_id = group_id if explicit and event._top_level else ids.get(event._top)
+    else:
+        user_id = ctx.user_id
     if user_id is None:
         _missing(rt, "missing_user", event, site)
         return
-    if group_id is None:
+    if not explicit:
         group_id = ids.get(level)
         if group_id is None:
             _missing(rt, "missing_group", event, site)
-        key: Any = level
-    else:
-        key = (level, group_id)
     if event._deprecated:
         _deprecated(rt, event, site)
+    if properties is not None:
+        properties = _snapshot_properties(rt, properties, event, site)
     now = _now()
-    # The bundle verdict is cached on the (immutable, per-request) context: while it is fresh
-    # for this runtime and user, identify and group calls are not due and nothing is hashed.
-    keys = ctx._keys
-    cached = keys.get(key)
+    # The bundle verdict is cached on the (immutable, per-request) context, per hierarchy
+    # path: while it is fresh for this runtime, identify and group calls are not due and
+    # nothing is hashed. Explicit group ids are not cached there (they are unbounded).
+    cached = None if explicit else ctx._keys.get(event._bundle_key)
     if cached is not None and cached[0] is rt and cached[1] > now:
         bundle = _NO_BUNDLE
     else:
-        bundle = _bundle_for(rt, ctx, event, user_id, level, group_id, now, key)
+        bundle = _bundle_for(rt, ctx, event, user_id, group_id, now, explicit)
     emission = Emission(event, user_id, group_id, now, ctx, properties, bundle)
     signal = event_emitted
     sender = type(event)
     strong, weak = signal._cache.get(sender) or signal._entries_for(sender)
-    if signal.is_muted:
-        return
     if weak:
         signal.dispatch(sender, emission)
         return
@@ -331,22 +358,47 @@ def _bundle_for(
     ctx: AnalyticsContext,
     event: EventRegistry,
     user_id: str,
-    level: str,
     group_id: str | None,
     now: float,
-    key: Any,
+    explicit: bool,
 ) -> tuple[bool, tuple[str, ...]]:
     """The calls due with this track, decided against the process-wide record (slow path)."""
-    fast = (_fingerprint(ctx.user_traits, ctx.groups), level, user_id, group_id)
+    keys = ctx._keys
+    fingerprint = keys.get(_FINGERPRINT)
+    if fingerprint is None:
+        fingerprint = keys[_FINGERPRINT] = _fingerprint(ctx.user_traits, ctx.groups)
+    fast = (fingerprint, event._bundle_key, user_id, group_id)
     if rt.seen.get(fast, 0.0) > now:
         bundle = _NO_BUNDLE
+        expiry = rt.seen[fast]
     else:
-        bundle = _due_calls(rt, ctx, type(event).hierarchy, user_id, level, group_id, now)
-    if rt.bundle_ttl > 0:
-        expiry = rt.seen.get(fast, 0.0) if bundle is _NO_BUNDLE else now + rt.bundle_ttl
-        rt.seen[fast] = expiry
-        ctx._keys[key] = (rt, expiry)
+        hierarchy = type(event).hierarchy
+        bundle = _due_calls(rt, ctx, hierarchy, user_id, event._level, group_id, now)
+        expiry = now + rt.bundle_ttl
+        if rt.bundle_ttl > 0:
+            _remember(rt, fast, expiry, now)
+    if rt.bundle_ttl > 0 and not explicit:
+        keys[event._bundle_key] = (rt, expiry)
     return bundle
+
+
+def _snapshot_properties(
+    rt: Runtime, properties: Any, event: EventRegistry, site: str | None
+) -> Mapping[str, Any] | None:
+    """Properties as JSON data, taken now; anything but a mapping is reported and dropped."""
+    if isinstance(properties, Mapping):
+        snapshot: dict[str, Any] = to_json_compatible(properties)
+        return snapshot
+    site = site or _caller_site()
+    message = (
+        f"{event._value_.name} tracked at {site} with properties of type "
+        f"{type(properties).__qualname__}; properties must be a mapping. The event is sent "
+        "without them"
+    )
+    rt.report(Incident("invalid_properties", message, event=event._value_.name, site=site))
+    if rt.strict:
+        raise TrackingUsageError(message)
+    return None
 
 
 def _missing(rt: Runtime, kind: str, event: EventRegistry, site: str | None) -> None:
@@ -416,7 +468,7 @@ def _caller_site() -> str:
     """file:line of the nearest frame outside instrumentor (only computed when reporting)."""
     frame = sys._getframe(1)
     while frame.f_back is not None and os.path.abspath(frame.f_code.co_filename).startswith(
-        _PACKAGE_DIR
+        _PACKAGE_DIR + os.sep
     ):
         frame = frame.f_back
     return f"{frame.f_code.co_filename}:{frame.f_lineno}"
@@ -441,16 +493,14 @@ def track(
     try:
         given: object = event  # typed callers cannot get here; untyped ones can
         if not isinstance(given, EventRegistry):
-            _usage_problem(
-                _config.runtime(),
+            report_problem(
                 "invalid_event",
                 f"track() takes a member of an EventRegistry, got {event!r}; define the event "
                 "in the plan and pass Events.X",
                 TrackingUsageError,
             )
             return
-        props = dict(properties) if properties else None
-        emit_track(event, str(group_id) if group_id is not None else None, props, None)
+        emit_track(event, str(group_id) if group_id is not None else None, properties, None)
     except STRICT_ERRORS:
         raise
     except Exception as exc:
@@ -465,15 +515,26 @@ def _send_messages(ctx: AnalyticsContext, level: str, messages: tuple[Message, .
         event_emitted.dispatch(None, emission)
 
 
+def report_problem(
+    kind: str,
+    message: str,
+    error_type: type[Exception],
+    *,
+    event: EventRegistry | None = None,
+    site: str | None = None,
+    error: BaseException | None = None,
+) -> None:
+    """Report a usage problem found at run time; raise ``error_type`` only in strict mode."""
+    rt = _config._runtime or _config.runtime()
+    name = event._value_.name if event is not None else None
+    rt.report(Incident(kind, message, event=name, site=site or _caller_site(), error=error))
+    if rt.strict:
+        raise error_type(message) from error
+
+
 def _active_runtime() -> Runtime | None:
     rt = _config._runtime or _config.runtime()
     return rt if rt.enabled and event_emitted.receivers else None
-
-
-def _usage_problem(rt: Runtime, kind: str, message: str, error: type[Exception]) -> None:
-    rt.report(Incident(kind, message, site=_caller_site()))
-    if rt.strict:
-        raise error(message)
 
 
 def identify(
@@ -494,8 +555,7 @@ def identify(
         ctx = _current.get()
         user_id = ctx.group_id(hierarchy.top) if rt.instance_level else ctx.user_id
         if user_id is None:
-            _usage_problem(
-                rt,
+            report_problem(
                 "missing_user",
                 "identify() called with no user bound; nothing sent",
                 MissingContextError,
@@ -540,8 +600,7 @@ def group(
         hierarchy = hierarchy or plan_hierarchy()
         level = level or hierarchy.top
         if level not in hierarchy.levels:
-            _usage_problem(
-                rt,
+            report_problem(
                 "invalid_group_level",
                 f"group({level!r}): unknown level; the hierarchy is {' > '.join(hierarchy.levels)}",
                 TrackingUsageError,
@@ -551,8 +610,7 @@ def group(
         bound = ctx.groups.get(level)
         gid = str(group_id) if group_id is not None else (bound.id if bound else None)
         if gid is None:
-            _usage_problem(
-                rt,
+            report_problem(
                 "missing_group",
                 f"group({level!r}) called with no {level} id bound or given; nothing sent",
                 MissingContextError,

@@ -232,7 +232,7 @@ def _validate_spec(owner: str, attr: str, spec: EventSpec, hierarchy: GroupHiera
         raise UnknownCategoryError(
             f"{where}: unknown category {spec.category!r}; use one of {sorted(CATEGORIES)}"
         )
-    level = spec.group_level or hierarchy.top
+    level = spec.group_level if spec.group_level is not None else hierarchy.top
     if level not in hierarchy.levels:
         raise UnknownGroupLevelError(
             f"{where}: unknown group level {level!r}; the registry's hierarchy is "
@@ -314,10 +314,22 @@ class _RegistryMeta(enum.EnumMeta):
                 kind = "duplicate" if seen[key].name == spec.name else "near-duplicate"
                 raise _duplicate(kind, spec.name, seen[key].defined_at, spec.defined_at)
             seen[key] = spec
+        module = classdict.get("__module__", "?")
+        qualname = classdict.get("__qualname__", cls_name)
         with _catalog.lock:
-            for key, spec in seen.items():
+            for attr, spec in specs.items():
+                key = normalise_event_name(spec.name)
                 other = _catalog.by_key.get(key)
-                if other is not None and other._value_.defined_at != spec.defined_at:
+                # Only the same module, class and attribute may define a name again (a reload
+                # of the module); a spec object reused elsewhere, or a factory minting classes
+                # at one line, is a duplicate.
+                same_place = (
+                    other is not None
+                    and "<locals>" not in qualname
+                    and other._origin == (module, qualname, attr)
+                    and other._value_.defined_at == spec.defined_at
+                )
+                if other is not None and not same_place:
                     kind = "duplicate" if other._value_.name == spec.name else "near-duplicate"
                     raise _duplicate(
                         kind,
@@ -331,11 +343,16 @@ class _RegistryMeta(enum.EnumMeta):
             cls = super().__new__(mcls, cls_name, bases, classdict, **kwargs)
             type.__setattr__(cls, "hierarchy", resolved)
             for member in cls:  # type: ignore[var-annotated]
+                member._origin = (module, qualname, member._name_)
                 _catalog.by_key[normalise_event_name(member._value_.name)] = member
                 _catalog.by_name[member._value_.name] = member
                 # Plain attributes the emitter reads on every call (no property, no hashing).
                 member._level = member._value_.group_level
                 member._deprecated = member._value_.deprecated is not None
+                member._top = resolved.top
+                member._top_level = member._level == resolved.top
+                # One string per hierarchy path: cached bundle verdicts never mix hierarchies.
+                member._bundle_key = ">".join(resolved.path_to(member._level))
             if specs:
                 _catalog.registries.append(cls)  # type: ignore[arg-type]
         return cls
@@ -355,6 +372,10 @@ class EventRegistry(enum.Enum, metaclass=_RegistryMeta):
     hierarchy: ClassVar[GroupHierarchy]
     _level: str
     _deprecated: bool
+    _top: str
+    _top_level: bool
+    _bundle_key: str
+    _origin: tuple[str, str, str]
 
     @property
     def spec(self) -> EventSpec:
@@ -413,6 +434,11 @@ class EventRegistry(enum.Enum, metaclass=_RegistryMeta):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__}.{self._name_}: {self._value_.name!r}>"
+
+    def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:
+        # By reference, like any Enum member reached through its class: Celery arguments,
+        # multiprocessing and caches get the very same member back.
+        return getattr, (type(self), self._name_)
 
 
 def all_events() -> Iterator[EventRegistry]:

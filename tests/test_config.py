@@ -263,3 +263,14 @@ class TestReviewFindings:
         assert repr(ConsoleTransport(io.StringIO())) == "ConsoleTransport(stream='StringIO')"
         logger = logging.getLogger("dbg")
         assert repr(ConsoleTransport(logger=logger)) == "ConsoleTransport(logger='dbg')"
+
+
+class TestSecretsEverywhere:
+    def test_settings_built_directly_hide_the_key(self) -> None:
+        """Settings(api_key=str) wraps it; other types are refused without echoing them."""
+        settings = Settings(api_key=KEY)  # type: ignore[arg-type]
+        assert isinstance(settings.api_key, Secret)
+        assert KEY not in repr(settings)
+        with pytest.raises(ConfigurationError) as info:
+            configure(api_key=KEY.encode())  # type: ignore[arg-type]
+        assert KEY not in str(info.value)

@@ -299,20 +299,55 @@ class TestGroupIdAndProperties:
             {"plan": "enterprise"},
         ]
 
-    def test_a_raising_group_callable_never_reaches_the_caller(
-        self, tracked: CapturedEvents
-    ) -> None:
-        """A bug in the user's extractor is an internal_error incident, not an exception."""
+    def test_a_raising_group_callable_falls_back_to_the_context(self) -> None:
+        """A bug in the user's extractor costs only the group it computes, never the event."""
 
         @tracks(Events.REPORT_CREATED, group_id=lambda call: 1 / 0)
         def create() -> str:
             return "created"
 
-        assert create() == "created"
-        tracked.assert_nothing_tracked()
-        assert stats()["internal_error"] == 1
-        assert tracked.incidents[0].kind == "internal_error"
+        with capture_events(strict=False) as tracked:
+            assert create() == "created"
+        tracked.assert_tracked(Events.REPORT_CREATED, group_id="proj_1")
+        assert stats()["invalid_group_id"] == 1
         assert isinstance(tracked.incidents[0].error, ZeroDivisionError)
+
+    def test_a_raising_properties_callable_sends_without_properties(self) -> None:
+        """The event goes out without properties; the incident says why."""
+
+        @tracks(Events.PLAN_UPGRADED, properties=lambda call: call.arguments["missing"])
+        def upgrade() -> None:
+            pass
+
+        with capture_events(strict=False) as tracked:
+            upgrade()
+        assert dict(tracked.assert_tracked(Events.PLAN_UPGRADED).properties) == {}
+        assert [i.kind for i in tracked.incidents] == ["invalid_properties"]
+
+    def test_bad_extractors_raise_in_strict_mode(self, tracked: CapturedEvents) -> None:
+        """Tests see the bug."""
+
+        def broken(call: Call) -> dict[str, Any]:
+            raise ZeroDivisionError
+
+        @tracks(Events.PLAN_UPGRADED, properties=broken)
+        def upgrade() -> None:
+            pass
+
+        with pytest.raises(TrackingUsageError, match="properties= callable"):
+            upgrade()
+
+    def test_properties_are_a_snapshot(self, tracked: CapturedEvents) -> None:
+        """Properties are taken when the event happens; later mutation changes nothing."""
+        cart = {"items": ["a"]}
+
+        @tracks(Events.PLAN_UPGRADED, properties=lambda call: {"cart": cart})
+        def checkout() -> None:
+            pass
+
+        checkout()
+        cart["items"].append("b")
+        assert tracked.tracks[0].properties == {"cart": {"items": ["a"]}}
 
 
 class TestDefinitionTimeErrors:

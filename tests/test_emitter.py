@@ -399,3 +399,112 @@ class TestReviewFindings:
         assert tracked.identifies[0].group_id == "org_1"
         monkeypatch.setattr(registry._catalog, "registries", [Events, OrgEvents])
         assert instrumentor.plan_hierarchy() is instrumentor.DEFAULT_HIERARCHY
+
+
+class TestSecondReview:
+    def test_muted_tracks_do_not_use_up_the_bundle(self, tracked: CapturedEvents) -> None:
+        """A track while the signal is muted leaves identify/group due for the next one."""
+        full_identity()
+        with instrumentor.event_emitted.muted():
+            track(Events.PLAN_UPGRADED)
+        with bound_context(user_id="u_1"):  # a fresh, equal context
+            track(Events.PLAN_UPGRADED)
+        assert [m.type for m in tracked.messages] == ["identify", "group", "track"]
+
+    @pytest.mark.instrumentor(instance_level=True)
+    def test_instance_level_sign_up_names_its_account(self, tracked: CapturedEvents) -> None:
+        """An account event with an explicit account id needs no bound account."""
+        track(Events.PLAN_UPGRADED, group_id="acc_new")
+        assert [(m.type, m.user_id) for m in tracked.messages] == [
+            ("identify", "acc_new"),
+            ("group", "acc_new"),
+            ("track", "acc_new"),
+        ]
+        assert tracked.identifies[0].group_id == "acc_new"
+
+    def test_identify_carries_an_explicit_account(self, tracked: CapturedEvents) -> None:
+        """At user level too, an explicit account id is the identify's group."""
+        bind_context(user_id="u_new")
+        track(Events.PLAN_UPGRADED, group_id="acc_new")
+        assert tracked.identifies[0].group_id == "acc_new"
+
+    def test_unrepresentable_traits_are_always_resent(self, tracked: CapturedEvents) -> None:
+        """A fingerprint that cannot be computed never matches an earlier one."""
+        from instrumentor.emitter import _fingerprint
+
+        class Opaque:
+            def __repr__(self) -> str:
+                raise RuntimeError("no repr")
+
+        assert _fingerprint(Opaque()) != _fingerprint(Opaque())
+
+    def test_explicit_group_ids_do_not_grow_the_context(self, tracked: CapturedEvents) -> None:
+        """Thousands of explicit ids in one long-lived context leave its cache small."""
+        full_identity()
+        for i in range(2000):
+            track(Events.REPORT_CREATED, group_id=f"proj_{i}")
+        assert len(instrumentor.current_context()._keys) <= 4
+        assert len(tracked.tracks) == 2000
+
+    def test_process_record_is_bounded(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The record of sent calls stays under its cap, keeping live entries first."""
+        import instrumentor.emitter as emitter
+
+        monkeypatch.setattr(emitter, "_MAX_SEEN", 100)
+        with capture_events():
+            for i in range(500):
+                with bound_context(user_id=f"u_{i}", account_id="acc_1"):
+                    track(Events.PLAN_UPGRADED)
+            runtime = instrumentor.config._runtime
+            assert runtime is not None
+            assert len(runtime.seen) <= 100
+
+    def test_hierarchies_do_not_share_bundle_verdicts(self, tracked: CapturedEvents) -> None:
+        """Registries with different hierarchies each get their groups established."""
+        from instrumentor import EventRegistry, event
+        from instrumentor.testing import forget_registry
+
+        class Tenants(EventRegistry, hierarchy=("tenant", "account")):
+            ROLE_GRANTED = event("Role_Granted", category="configuration", group_level="account")
+
+        try:
+            bind_context(user_id="u_1", account_id="acc_1", groups={"tenant": "ten_1"})
+            track(Events.PLAN_UPGRADED)
+            track(Tenants.ROLE_GRANTED)
+        finally:
+            forget_registry(Tenants)
+        assert [(g.group_type, g.group_id) for g in tracked.groups] == [
+            ("account", "acc_1"),
+            ("tenant", "ten_1"),
+            ("account", "acc_1"),
+        ]
+        assert tracked.groups[2].parent_group_id == "ten_1"
+
+    def test_non_mapping_properties_are_dropped_not_the_event(self) -> None:
+        """track(properties=<not a mapping>) sends the event and reports the properties."""
+        full_identity()
+        with capture_events(strict=False) as tracked:
+            track(Events.PLAN_UPGRADED, properties=["a", "b"])  # type: ignore[arg-type]
+        tracked.assert_tracked(Events.PLAN_UPGRADED)
+        assert stats()["invalid_properties"] == 1
+
+
+class TestPickling:
+    def test_plan_members_pickle_by_reference(self) -> None:
+        """A member survives pickle as the very same member (Celery args, caches)."""
+        import pickle
+
+        assert pickle.loads(pickle.dumps(Events.REPORT_CREATED)) is Events.REPORT_CREATED
+
+    def test_tracked_functions_run_in_a_process_pool(self) -> None:
+        """A @tracks function pickles by reference and runs in real child processes."""
+        import concurrent.futures
+        import multiprocessing
+        import pickle
+
+        from tests.pickled_work import upgrade
+
+        assert pickle.loads(pickle.dumps(upgrade)) is upgrade
+        context = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(2, mp_context=context) as pool:
+            assert list(pool.map(upgrade, ["pro", "team"])) == ["PRO", "TEAM"]

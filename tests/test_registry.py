@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -257,3 +258,54 @@ class TestRules:
         """Empty, repeated or non-identifier levels are rejected."""
         with pytest.raises(PlanError):
             GroupHierarchy(*levels)
+
+
+class TestDuplicateLoopholes:
+    def test_reusing_a_spec_object_elsewhere_is_a_duplicate(self) -> None:
+        """One event() result placed in a second registry is caught."""
+        with pytest.raises(DuplicateEventError):
+
+            class Again(EventRegistry):
+                REPORT_CREATED = Events.REPORT_CREATED.spec
+
+    def test_a_factory_minting_registries_at_one_line_is_caught(
+        self, scratch: list[type[EventRegistry]]
+    ) -> None:
+        """Two classes made by one factory line are two definitions, not a reload."""
+
+        def make() -> type[EventRegistry]:
+            class Minted(EventRegistry):
+                X = event("Factory_Made", category="lifecycle")
+
+            return Minted
+
+        scratch.append(make())
+        with pytest.raises(DuplicateEventError):
+            make()
+
+    def test_reloading_a_module_redefines_its_plan(self, tmp_path: Path) -> None:
+        """importlib.reload of a plan module is not a duplicate."""
+        import importlib
+        import sys
+
+        (tmp_path / "reloadable_plan.py").write_text(
+            "from instrumentor import EventRegistry, event\n"
+            "class ReloadEvents(EventRegistry):\n"
+            "    X = event('Plan_Reloaded', category='lifecycle')\n"
+        )
+        sys.path.insert(0, str(tmp_path))
+        try:
+            module = importlib.import_module("reloadable_plan")
+            module = importlib.reload(module)
+            assert find_event("Plan_Reloaded") is module.ReloadEvents.X
+        finally:
+            sys.path.remove(str(tmp_path))
+            forget_registry(module.ReloadEvents)
+            sys.modules.pop("reloadable_plan", None)
+
+    def test_empty_group_level_is_an_error(self) -> None:
+        """An empty level is not silently the top level."""
+        with pytest.raises(UnknownGroupLevelError):
+
+            class Bad(EventRegistry):
+                X = event("Gizmo_Created", category="core_value", group_level="")
