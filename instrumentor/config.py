@@ -216,7 +216,7 @@ class Runtime:
         self.from_bad_env = False
         self.instance_level = settings.instance_level
         self.bundle_ttl = float(settings.bundle_ttl)
-        #: bundle key -> monotonic expiry; see emitter.
+        #: bundle key -> expiry (time.time(), the clock the emission reads anyway); see emitter.
         self.seen: dict[Any, float] = {}
         transports = (
             settings.transports

@@ -184,7 +184,7 @@ def _fallback(value: object) -> str:
     return text
 
 
-def to_json_compatible(value: Any, _depth: int = 0, _seen: frozenset[int] = frozenset()) -> Any:
+def to_json_compatible(value: Any) -> Any:
     """Turn any value into data ``json.dumps`` accepts, never raising.
 
     Datetimes and dates become ISO 8601 strings (naive datetimes are taken as UTC), UUIDs and
@@ -192,6 +192,21 @@ def to_json_compatible(value: Any, _depth: int = 0, _seen: frozenset[int] = froz
     dataclasses dicts; NaN and infinities become ``None``; non-string keys become strings; cycles
     and nesting deeper than 32 become ``"<cycle>"`` / ``"<too deep>"``; anything else its ``str()``.
     """
+    try:
+        return _convert(value, 0, frozenset())
+    except Exception:  # e.g. an int subclass whose __int__ raises, a broken tzinfo
+        return _fallback(value)
+
+
+def _child(value: Any, depth: int, seen: frozenset[int]) -> Any:
+    """Convert one item; a failure replaces that item only, never its container."""
+    try:
+        return _convert(value, depth, seen)
+    except Exception:
+        return _fallback(value)
+
+
+def _convert(value: Any, _depth: int, _seen: frozenset[int]) -> Any:
     if value is None or isinstance(value, (bool, int, str)):
         if isinstance(value, int) and not isinstance(value, bool) and type(value) is not int:
             return int(value)
@@ -211,7 +226,7 @@ def to_json_compatible(value: Any, _depth: int = 0, _seen: frozenset[int] = froz
             return None
         return str(value)
     if isinstance(value, enum.Enum):
-        return to_json_compatible(value.value, _depth + 1, _seen)
+        return _convert(value.value, _depth + 1, _seen)
     if isinstance(value, (bytes, bytearray, memoryview)):
         raw = bytes(value)
         try:
@@ -229,19 +244,19 @@ def to_json_compatible(value: Any, _depth: int = 0, _seen: frozenset[int] = froz
         except Exception:
             return _fallback(value)
         for key, item in items:
-            k = key if isinstance(key, str) else str(to_json_compatible(key, _depth + 1, seen))
-            out[k] = to_json_compatible(item, _depth + 1, seen)
+            k = key if isinstance(key, str) else str(_convert(key, _depth + 1, seen))
+            out[k] = _child(item, _depth + 1, seen)
         return out
     if isinstance(value, (list, tuple, set, frozenset)):
         try:
             items_list = sorted(value, key=repr) if isinstance(value, (set, frozenset)) else value
         except Exception:
             items_list = list(value)
-        return [to_json_compatible(item, _depth + 1, seen) for item in items_list]
+        return [_child(item, _depth + 1, seen) for item in items_list]
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         try:
             fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
         except Exception:
             return _fallback(value)
-        return to_json_compatible(fields, _depth + 1, seen)
+        return _convert(fields, _depth + 1, seen)
     return _fallback(value)

@@ -32,6 +32,7 @@ __all__ = ["EmissionSignal", "event_emitted", "namespace", "receiver_name"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 _WEAK_TYPES = (weakref.ref, weakref.WeakMethod)
+_MAX_CACHED_SENDERS = 256
 
 
 def receiver_name(receiver: Any) -> str:
@@ -120,6 +121,8 @@ class EmissionSignal(NamedSignal):
             entries = (held, any(type(h) in _WEAK_TYPES for h in held))
             with self._cache_lock:
                 if self._cache is cache:
+                    if len(cache) >= _MAX_CACHED_SENDERS:  # send() may be given any sender
+                        cache.clear()
                     cache[sender] = entries
         return entries
 

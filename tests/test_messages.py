@@ -147,3 +147,41 @@ json_values = st.recursive(
 def test_anything_becomes_serialisable(value: Any) -> None:
     """Whatever goes in, json.dumps accepts what comes out (no NaN either)."""
     json.dumps(to_json_compatible(value), allow_nan=False)
+
+
+class HostileInt(int):
+    def __int__(self) -> int:
+        raise RuntimeError("no int for you")
+
+    def __index__(self) -> int:
+        raise RuntimeError("no index for you")
+
+
+class BrokenZone(dt.tzinfo):
+    def utcoffset(self, d: dt.datetime | None) -> dt.timedelta:
+        raise RuntimeError("no offset")
+
+    def dst(self, d: dt.datetime | None) -> dt.timedelta:
+        return dt.timedelta(0)
+
+    def tzname(self, d: dt.datetime | None) -> str:
+        return "broken"
+
+
+def test_hostile_values_replace_only_themselves() -> None:
+    """A value whose conversion raises becomes its str() (or a marker); its siblings survive."""
+    released = memoryview(b"abc")
+    released.release()
+    out = to_json_compatible(
+        {
+            "hostile": HostileInt(3),
+            "zone": dt.datetime(2026, 1, 1, tzinfo=BrokenZone()),
+            "released": released,
+            "fine": 1,
+        }
+    )
+    assert out["fine"] == 1
+    assert isinstance(out["hostile"], str)
+    assert isinstance(out["zone"], str)
+    assert isinstance(out["released"], str)
+    json.dumps(out)

@@ -212,3 +212,11 @@ def test_a_failing_transport_is_logged_once_per_interval(
     assert len(logged) == 1
     assert "InlineDestination(" in logged[0].getMessage()
     assert "Flaky)" in logged[0].getMessage()
+
+
+def test_sender_cache_is_bounded() -> None:
+    """send() with many distinct senders does not grow the receiver cache without bound."""
+    configure(transports=[])
+    for i in range(1000):
+        event_emitted.send(object(), emission=None)
+        assert len(event_emitted._cache) <= 256, i
