@@ -12,8 +12,9 @@ task inherits the context of the code that created it.
     finally:
         reset_context(token)
 
-Binding never raises at run time: ids are turned into strings, and traits are kept as given
-(they are normalised to JSON only when a message is built).
+Binding never raises at run time: ids are turned into strings (empty ones count as unbound),
+traits are snapshotted as JSON data, and input that cannot be used is reported as an
+``invalid_context`` incident while the context stays as it was.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType, TracebackType
 from typing import Any, ParamSpec, TypeVar
+
+from instrumentor.exceptions import InstrumentorError
 
 __all__ = [
     "AnalyticsContext",
@@ -46,8 +49,8 @@ _EMPTY: Mapping[str, Any] = MappingProxyType({})
 ContextToken = contextvars.Token["AnalyticsContext"]
 
 
-class _InvalidContextError(Exception):
-    """Raised inside binding for input that cannot be used; reported, never propagated."""
+class _InvalidContextError(InstrumentorError, ValueError):
+    """Input that cannot be bound. bind_context reports it; a direct Group("") raises it."""
 
 
 def _freeze(traits: Mapping[str, Any] | None) -> Mapping[str, Any]:

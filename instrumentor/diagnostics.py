@@ -20,6 +20,7 @@ __all__ = ["Incident", "reset_stats", "stats"]
 
 _log = logging.getLogger("instrumentor")
 _LOG_INTERVAL = 60.0
+_TRACEBACK_KINDS = frozenset({"internal_error", "receiver_error"})
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,8 @@ class Incident:
     Attributes:
         kind: What happened: ``"missing_user"``, ``"missing_group"``, ``"receiver_error"``,
             ``"deprecated_event"``, ``"invalid_event"``, ``"invalid_group_level"``,
-            ``"internal_error"``, ``"invalid_context"``, ``"invalid_properties"`` or
+            ``"internal_error"``, ``"invalid_context"``, ``"invalid_properties"``,
+            ``"invalid_group_id"`` or
             ``"bad_configuration"``. (:func:`stats` also counts ``"hook_error"``, an ``on_error``
             hook that raised, and ``"log_error"``, a log handler that raised.)
         message: A sentence saying what happened and what to do.
@@ -80,7 +82,8 @@ class _Diagnostics:
                     incident.kind,
                     incident.message,
                     more,
-                    exc_info=incident.error,
+                    # A traceback helps with bugs, not with bad input: those say what was wrong.
+                    exc_info=incident.error if incident.kind in _TRACEBACK_KINDS else None,
                 )
             except Exception:  # a raising log handler must not reach the caller
                 with self.lock:

@@ -534,7 +534,7 @@ def report_problem(
 
 def _active_runtime() -> Runtime | None:
     rt = _config._runtime or _config.runtime()
-    return rt if rt.enabled and event_emitted.receivers else None
+    return rt if rt.enabled and (event_emitted.receivers or rt.strict) else None
 
 
 def identify(

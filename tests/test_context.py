@@ -341,3 +341,26 @@ class TestSharedBoundContext:
 
         with pytest.raises(TrackingUsageError, match="generator"):
             bound_context(user_id="u")(gen)
+
+
+def test_an_empty_group_id_is_a_value_error() -> None:
+    """Group("") raises a public, catchable error (ValueError and InstrumentorError)."""
+    from instrumentor import InstrumentorError
+
+    with pytest.raises(ValueError, match="empty") as info:
+        Group("")
+    assert isinstance(info.value, InstrumentorError)
+
+
+def test_bad_input_is_logged_without_a_traceback(caplog: pytest.LogCaptureFixture) -> None:
+    """Bad input logs one line saying what was wrong, not a stack trace."""
+    import logging
+
+    from instrumentor import configure
+
+    configure(transports=[])
+    with caplog.at_level(logging.WARNING, "instrumentor"):
+        bind_context(user_traits=["x"])  # type: ignore[arg-type]
+    (record,) = [r for r in caplog.records if "invalid_context" in r.getMessage()]
+    assert record.exc_info is None
+    assert "traits must be a mapping" in record.getMessage()

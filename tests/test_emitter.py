@@ -508,3 +508,12 @@ class TestPickling:
         context = multiprocessing.get_context("spawn")
         with concurrent.futures.ProcessPoolExecutor(2, mp_context=context) as pool:
             assert list(pool.map(upgrade, ["pro", "team"])) == ["PRO", "TEAM"]
+
+
+def test_strict_identify_checks_with_nothing_connected() -> None:
+    """Strict mode checks identify() and group() like tracks, connected or not."""
+    instrumentor.configure(strict=True, transports=[])
+    with pytest.raises(MissingContextError):
+        instrumentor.identify()
+    with pytest.raises(MissingContextError):
+        instrumentor.group("workspace")
