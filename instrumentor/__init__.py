@@ -27,15 +27,21 @@ from instrumentor.context import (
     with_current_context,
 )
 from instrumentor.decorators import Call, tracks
+from instrumentor.delivery import Destination, FlushResult, RetryPolicy, aflush, flush, shutdown
 from instrumentor.diagnostics import Incident, reset_stats, stats
 from instrumentor.emitter import Emission, establish_group_hierarchy, group, identify, track
 from instrumentor.exceptions import (
     ConfigurationError,
+    DeliveryError,
     DuplicateEventError,
     InstrumentorError,
     MissingContextError,
     NamingRuleError,
+    PartialDeliveryError,
+    PayloadTooLargeError,
+    PermanentDeliveryError,
     PlanError,
+    RetryableDeliveryError,
     TrackingUsageError,
     UnknownCategoryError,
     UnknownGroupLevelError,
@@ -54,11 +60,18 @@ from instrumentor.registry import (
     plan_hierarchy,
 )
 from instrumentor.signals import event_emitted
-from instrumentor.transports import ConsoleTransport, MemoryTransport, Transport
+from instrumentor.transports import (
+    AccoilTransport,
+    ConsoleTransport,
+    MemoryTransport,
+    SegmentTransport,
+    Transport,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AccoilTransport",
     "AnalyticsContext",
     "CATEGORIES",
     "Call",
@@ -66,10 +79,13 @@ __all__ = [
     "ConsoleTransport",
     "ContextToken",
     "DEFAULT_HIERARCHY",
+    "DeliveryError",
+    "Destination",
     "DuplicateEventError",
     "Emission",
     "EventRegistry",
     "EventSpec",
+    "FlushResult",
     "Group",
     "GroupHierarchy",
     "GroupMessage",
@@ -80,8 +96,14 @@ __all__ = [
     "Message",
     "MissingContextError",
     "NamingRuleError",
+    "PartialDeliveryError",
+    "PayloadTooLargeError",
+    "PermanentDeliveryError",
     "PlanError",
+    "RetryPolicy",
+    "RetryableDeliveryError",
     "Secret",
+    "SegmentTransport",
     "Settings",
     "TrackMessage",
     "TrackingUsageError",
@@ -90,6 +112,7 @@ __all__ = [
     "UnknownGroupLevelError",
     "WaiverError",
     "__version__",
+    "aflush",
     "all_events",
     "bind_context",
     "bound_context",
@@ -102,12 +125,14 @@ __all__ = [
     "event",
     "event_emitted",
     "find_event",
+    "flush",
     "group",
     "identify",
     "plan_hierarchy",
     "reset_configuration",
     "reset_context",
     "reset_stats",
+    "shutdown",
     "stats",
     "track",
     "tracks",

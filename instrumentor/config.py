@@ -11,6 +11,8 @@ nothing is read, connected or started. At the first event the environment is rea
 ``ANALYTICS_ENABLED``        ``false``: track nothing at all (a kill switch)
 ``ANALYTICS_BUNDLE_TTL``     seconds an unchanged identify/group is not re-sent (0: always)
 ``ANALYTICS_ENDPOINT``       the provider's base URL (for proxies and tests)
+``ANALYTICS_QUEUE_SIZE``     events a destination queues before dropping (100000)
+``ANALYTICS_EXIT_TIMEOUT``   seconds the flush at interpreter exit may take (2; 0: none)
 =========================== ==========================================================
 """
 
@@ -25,6 +27,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from instrumentor.delivery import destination as destination_module
+from instrumentor.delivery.destination import Destination
 from instrumentor.diagnostics import Incident, _diagnostics
 from instrumentor.exceptions import ConfigurationError
 from instrumentor.signals import event_emitted
@@ -88,14 +92,11 @@ def _parse_bool(name: str, raw: str) -> bool:
     raise ConfigurationError(f"{name}={raw!r} is not a boolean; use true or false")
 
 
-def _parse_ttl(raw: str) -> float:
+def _parse_number(name: str, raw: str) -> float:
     try:
-        ttl = float(raw)
+        return float(raw)
     except ValueError:
-        raise ConfigurationError(
-            f"ANALYTICS_BUNDLE_TTL={raw!r} is not a number of seconds"
-        ) from None
-    return ttl
+        raise ConfigurationError(f"{name}={raw!r} is not a number") from None
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,12 @@ class Settings:
         enabled: ``False`` turns all tracking off.
         bundle_ttl: Seconds during which an unchanged identify or group is not re-sent;
             ``0`` sends them with every track.
-        transports: Where messages go; ``None`` chooses from the settings (console in debug).
+        queue_size: Events each destination queues before dropping new ones (counted).
+        exit_timeout: Seconds the flush at interpreter exit may take; ``0`` disables it.
+        transports: Where messages go; ``None`` chooses from the settings: the console in
+            debug mode, else Accoil when an API key is set. A transport that does I/O is put
+            behind a queued :class:`~instrumentor.delivery.Destination`; pass a
+            ``Destination`` yourself to choose its options.
         on_error: Called with every :class:`~instrumentor.Incident`; must not block.
     """
 
@@ -124,7 +130,9 @@ class Settings:
     strict: bool = False
     enabled: bool = True
     bundle_ttl: float = 3600.0
-    transports: tuple[Transport, ...] | None = None
+    queue_size: int = 100_000
+    exit_timeout: float = 2.0
+    transports: tuple[Transport | Destination, ...] | None = None
     on_error: Callable[[Incident], None] | None = field(default=None, repr=False)
 
     @classmethod
@@ -145,7 +153,9 @@ class Settings:
             ),
             strict=_parse_bool("ANALYTICS_STRICT", env.get("ANALYTICS_STRICT", "false")),
             enabled=_parse_bool("ANALYTICS_ENABLED", env.get("ANALYTICS_ENABLED", "true")),
-            bundle_ttl=_parse_ttl(env.get("ANALYTICS_BUNDLE_TTL", "3600")),
+            bundle_ttl=_parse_number("ANALYTICS_BUNDLE_TTL", env.get("ANALYTICS_BUNDLE_TTL", "3600")),
+            queue_size=int(_parse_number("ANALYTICS_QUEUE_SIZE", env.get("ANALYTICS_QUEUE_SIZE", "100000"))),
+            exit_timeout=_parse_number("ANALYTICS_EXIT_TIMEOUT", env.get("ANALYTICS_EXIT_TIMEOUT", "2")),
         )
         settings._validate()
         return settings
@@ -164,7 +174,13 @@ class Settings:
             raise ConfigurationError(
                 f"bundle_ttl must be a number of seconds >= 0, got {self.bundle_ttl!r}"
             )
+        if not self.queue_size >= 1:
+            raise ConfigurationError(f"queue_size must be at least 1, got {self.queue_size!r}")
+        if not (isinstance(self.exit_timeout, (int, float)) and self.exit_timeout >= 0):
+            raise ConfigurationError(f"exit_timeout must be >= 0 seconds, got {self.exit_timeout!r}")
         for transport in self.transports or ():
+            if isinstance(transport, Destination):
+                continue
             if not callable(getattr(transport, "deliver", None)):
                 raise ConfigurationError(
                     f"{transport!r} is not a transport: it needs deliver(batch) and close()"
@@ -173,23 +189,27 @@ class Settings:
             raise ConfigurationError(f"on_error must be callable, got {self.on_error!r}")
 
 
-_warned_no_http = False
-
-
 def _default_transports(settings: Settings) -> tuple[Transport, ...]:
-    global _warned_no_http
+    from instrumentor.transports.accoil import AccoilTransport
     from instrumentor.transports.console import ConsoleTransport
 
     if settings.debug:
         return (ConsoleTransport(),)
-    if settings.api_key and not _warned_no_http:
-        _warned_no_http = True
-        _log.warning(
-            "instrumentor: an API key is configured but this version has no HTTP transport, "
-            "so nothing is sent. Set ANALYTICS_DEBUG=true (or configure(debug=True)) to see "
-            "the messages."
-        )
+    if settings.api_key:
+        if settings.endpoint:
+            return (AccoilTransport(settings.api_key, endpoint=settings.endpoint),)
+        return (AccoilTransport(settings.api_key),)
     return ()
+
+
+def _receiver_for(transport: Transport | Destination, settings: Settings) -> Any:
+    from instrumentor.transports.base import InlineDestination
+
+    if isinstance(transport, Destination):
+        return transport
+    if getattr(transport, "inline", False):
+        return InlineDestination(transport)
+    return Destination(transport, max_queue=int(settings.queue_size))
 
 
 class Runtime:
@@ -206,9 +226,7 @@ class Runtime:
         "strict",
     )
 
-    def __init__(self, settings: Settings) -> None:
-        from instrumentor.transports.base import InlineDestination
-
+    def __init__(self, settings: Settings, reuse: Runtime | None = None) -> None:
         self.settings = settings
         self.strict = settings.strict
         self.enabled = settings.enabled
@@ -218,12 +236,39 @@ class Runtime:
         self.bundle_ttl = float(settings.bundle_ttl)
         #: bundle key -> expiry (time.time(), the clock the emission reads anyway); see emitter.
         self.seen: dict[Any, float] = {}
+        same_transports = (
+            reuse is not None
+            and reuse.settings.enabled == settings.enabled
+            and reuse.settings.transports == settings.transports
+            and (
+                settings.transports is not None
+                or (reuse.settings.debug, reuse.settings.api_key, reuse.settings.endpoint)
+                == (settings.debug, settings.api_key, settings.endpoint)
+            )
+        )
         transports = (
             settings.transports
             if settings.transports is not None
             else _default_transports(settings)
         )
-        self.receivers = tuple(InlineDestination(t) for t in transports) if settings.enabled else ()
+        self.receivers = reuse.receivers if same_transports and reuse is not None else (
+            tuple(_receiver_for(t, settings) for t in transports) if settings.enabled else ()
+        )
+        for receiver in self.receivers:
+            if isinstance(receiver, Destination):
+                receiver.report = self._destination_reporter(receiver)
+
+    def _destination_reporter(
+        self, destination: Destination
+    ) -> Callable[[str, str, BaseException | None], None]:
+        def report(kind: str, message: str, error: BaseException | None) -> None:
+            self.report(Incident(kind, message, site=destination.name, error=error))
+
+        return report
+
+    def destinations(self) -> list[Destination]:
+        """The queued destinations this configuration delivers to."""
+        return [r for r in self.receivers if isinstance(r, Destination)]
 
     def report(self, incident: Incident, key: str | None = None) -> None:
         """Count, log (rate-limited per ``key``, by default the site) and call ``on_error``."""
@@ -234,7 +279,7 @@ _lock = threading.RLock()
 _runtime: Runtime | None = None
 
 
-def _install(runtime: Runtime | None) -> None:
+def _install(runtime: Runtime | None, *, retire: bool = False) -> None:
     global _runtime
     old = _runtime
     if old is not None:
@@ -244,9 +289,21 @@ def _install(runtime: Runtime | None) -> None:
         for receiver in runtime.receivers:
             event_emitted.connect(receiver, weak=False)
         event_emitted.on_receiver_error = runtime.report
+        destination_module.exit_timeout = float(runtime.settings.exit_timeout)
     else:
         event_emitted.on_receiver_error = None
     _runtime = runtime
+    if retire and old is not None:
+        kept = set(map(id, runtime.receivers)) if runtime is not None else set()
+        retired = [d for d in old.destinations() if id(d) not in kept]
+        if retired:
+            # Deliver what the replaced destinations still hold, off the caller's thread.
+            timeout = float(old.settings.exit_timeout) or 2.0
+            threading.Thread(
+                target=lambda: [d.shutdown(timeout) for d in retired],
+                name="instrumentor-retire",
+                daemon=True,
+            ).start()
 
 
 def runtime() -> Runtime:
@@ -291,7 +348,9 @@ def configure(
     strict: bool = _UNSET,
     enabled: bool = _UNSET,
     bundle_ttl: float = _UNSET,
-    transports: Sequence[Transport] | None = _UNSET,
+    queue_size: int = _UNSET,
+    exit_timeout: float = _UNSET,
+    transports: Sequence[Transport | Destination] | None = _UNSET,
     on_error: Callable[[Incident], None] | None = _UNSET,
 ) -> Settings:
     """Configure instrumentor; settings not given keep their current value.
@@ -307,7 +366,10 @@ def configure(
         strict: Raise on missing context instead of logging (for tests and development).
         enabled: ``False`` turns tracking off entirely.
         bundle_ttl: Seconds an unchanged identify/group is not re-sent; ``0`` always sends.
-        transports: Replace the transports; ``None`` chooses from the other settings.
+        queue_size: Events each default destination queues before dropping new ones.
+        exit_timeout: Seconds the flush at interpreter exit may take (``0``: none).
+        transports: Replace the transports (or :class:`~instrumentor.delivery.Destination`
+            objects); ``None`` chooses from the other settings.
         on_error: Called with every run-time :class:`~instrumentor.Incident`.
 
     Returns:
@@ -330,6 +392,8 @@ def configure(
                 ("strict", strict),
                 ("enabled", enabled),
                 ("bundle_ttl", bundle_ttl),
+                ("queue_size", queue_size),
+                ("exit_timeout", exit_timeout),
                 ("transports", transports),
                 ("on_error", on_error),
             )
@@ -344,7 +408,7 @@ def configure(
                 raise ConfigurationError(f"{flag} must be True or False, got {changes[flag]!r}")
         settings = replace(base, **changes)
         settings._validate()
-        _install(Runtime(settings))
+        _install(Runtime(settings, reuse=_runtime), retire=True)
         return settings
 
 
@@ -356,7 +420,7 @@ def current_settings() -> Settings:
 def reset_configuration() -> None:
     """Forget all configuration: back to unconfigured, read from the environment on next use."""
     with _lock:
-        _install(None)
+        _install(None, retire=True)
 
 
 @contextlib.contextmanager
@@ -372,4 +436,4 @@ def configured(**overrides: Any) -> Iterator[Settings]:
         yield settings
     finally:
         with _lock:
-            _install(previous)
+            _install(previous, retire=True)

@@ -123,10 +123,30 @@ def reset_stats() -> None:
 
 
 def stats() -> Mapping[str, int]:
-    """Counters of run-time incidents since start (or the last :func:`reset_stats`), by kind.
+    """Counters since start: incidents by kind, and delivery summed over the destinations.
+
+    Incident kinds (``missing_group``, ``receiver_error``, ...) are counted since start or the
+    last :func:`reset_stats`; kinds that never happened are absent. Delivery counters are summed
+    over the destinations of this process: ``enqueued`` (events), ``delivered``, ``retried``
+    and ``failed`` (messages), ``dropped.<reason>``, ``queue_depth`` (events waiting) and
+    ``in_flight`` (messages being delivered). Per destination: ``Destination.stats()``.
 
     Returns:
-        A snapshot such as ``{"missing_group": 3, "receiver_error": 1}``; kinds that never
-        happened are absent.
+        A snapshot such as ``{"missing_group": 3, "enqueued": 120, "delivered": 480}``.
     """
-    return _diagnostics.snapshot()
+    counts = _diagnostics.snapshot()
+    from instrumentor.delivery.destination import _live
+
+    for destination in list(_live):
+        snap = destination.stats()
+        for key, value in (
+            ("enqueued", snap.enqueued),
+            ("delivered", snap.delivered),
+            ("retried", snap.retried),
+            ("failed", snap.failed),
+            ("queue_depth", snap.queue_depth),
+            ("in_flight", snap.in_flight),
+            *((f"dropped.{reason}", n) for reason, n in snap.dropped.items()),
+        ):
+            counts[key] = counts.get(key, 0) + value
+    return counts

@@ -99,15 +99,20 @@ class TestEnvironment:
         assert "[instrumentor debug] track:" in err
         assert '"event": "Plan_Upgraded"' in err
 
-    def test_api_key_without_transport_warns_and_sends_nothing(
-        self, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, identity: None
+    def test_api_key_alone_means_queued_accoil_delivery(
+        self, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        """A key alone is honest about this version having no HTTP transport."""
+        """ANALYTICS_API_KEY (and ANALYTICS_ENDPOINT) configure Accoil behind a queue."""
+        from instrumentor import AccoilTransport, Destination
+
         monkeypatch.setenv("ANALYTICS_API_KEY", KEY)
-        with caplog.at_level(logging.WARNING, "instrumentor"):
-            track(Events.PLAN_UPGRADED)
-        assert "no HTTP transport" in caplog.text
-        assert KEY not in caplog.text
+        monkeypatch.setenv("ANALYTICS_ENDPOINT", "http://127.0.0.1:9")
+        runtime = instrumentor.config.runtime()
+        (destination,) = runtime.destinations()
+        assert isinstance(destination, Destination)
+        assert isinstance(destination.transport, AccoilTransport)
+        assert "127.0.0.1:9" in repr(destination.transport)
+        assert KEY not in repr(destination)
 
 
 class TestConfigure:
@@ -226,16 +231,6 @@ class TestReviewFindings:
         monkeypatch.setenv("ANALYTICS_DEBUG", "false")
         settings = configure(strict=True)
         assert (settings.enabled, settings.instance_level, settings.strict) == (True, True, True)
-
-    def test_no_http_warning_is_given_once(self, caplog: pytest.LogCaptureFixture) -> None:
-        """The honest 'nothing is sent' warning does not repeat on every configure()."""
-        import instrumentor.config as config
-
-        config._warned_no_http = False
-        with caplog.at_level(logging.WARNING, "instrumentor"):
-            configure(api_key=KEY)
-            configure(api_key=KEY, instance_level=True)
-        assert caplog.text.count("no HTTP transport") == 1
 
     @pytest.mark.parametrize(
         ("key", "redacted"),

@@ -60,6 +60,9 @@ class ConsoleTransport:
         indent: Pretty-print the JSON with this indentation.
     """
 
+    #: Delivered on the emitting thread, without a queue (no I/O worth queueing).
+    inline = True
+
     def __init__(
         self,
         stream: TextIO | None = None,

@@ -17,6 +17,9 @@ class MemoryTransport:
         closed: Whether :meth:`close` was called.
     """
 
+    #: Delivered on the emitting thread, without a queue (no I/O worth queueing).
+    inline = True
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._messages: list[Message] = []

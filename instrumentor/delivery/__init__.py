@@ -1,0 +1,48 @@
+"""Queued delivery: destinations (a transport behind a queue and a worker) and the retry policy."""
+
+from __future__ import annotations
+
+from instrumentor.delivery.destination import (
+    Destination,
+    DestinationStats,
+    FlushResult,
+    flush_all,
+    shutdown_all,
+)
+from instrumentor.delivery.retry import RetryPolicy
+
+__all__ = [
+    "Destination",
+    "DestinationStats",
+    "FlushResult",
+    "RetryPolicy",
+    "aflush",
+    "flush",
+    "flush_all",
+    "shutdown",
+    "shutdown_all",
+]
+
+
+def flush(timeout: float = 5.0) -> FlushResult:
+    """Deliver what every destination holds now, waiting at most ``timeout`` seconds in total.
+
+    Never raises; returns what was delivered and failed meanwhile and what is still pending.
+    """
+    return flush_all(timeout)
+
+
+async def aflush(timeout: float = 5.0) -> FlushResult:
+    """:func:`flush` for asyncio: waits in a thread, so the event loop keeps running."""
+    import asyncio
+
+    return await asyncio.to_thread(flush_all, timeout)
+
+
+def shutdown(timeout: float = 5.0) -> FlushResult:
+    """Flush and stop every destination within ``timeout`` seconds in total; idempotent.
+
+    Events tracked afterwards are dropped and counted (reason ``shutdown``). Runs by itself at
+    interpreter exit, bounded by ``exit_timeout``.
+    """
+    return shutdown_all(timeout)

@@ -1,0 +1,136 @@
+"""What the HTTP transports share: one pooled httpx client per process, and the retry taxonomy.
+
+Statuses map to the exception tree the delivery worker understands:
+
+========================================== ===========================================
+connection errors, timeouts, dropped        :class:`~instrumentor.RetryableDeliveryError`
+connections, 408, 429, 5xx but 501 and 505
+413                                         :class:`~instrumentor.PayloadTooLargeError`
+other 4xx, 501, 505                         :class:`~instrumentor.PermanentDeliveryError`
+========================================== ===========================================
+
+``Retry-After`` is honoured in both of its forms (seconds, or an HTTP date) and clamped.
+"""
+
+from __future__ import annotations
+
+import datetime
+import email.utils
+import math
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable
+
+import httpx
+
+from instrumentor.delivery.retry import MAX_RETRY_AFTER
+from instrumentor.exceptions import (
+    DeliveryError,
+    PayloadTooLargeError,
+    PermanentDeliveryError,
+    RetryableDeliveryError,
+)
+
+__all__ = [
+    "MAX_RETRY_AFTER",
+    "ClientHolder",
+    "error_for_exception",
+    "error_for_response",
+    "parse_retry_after",
+]
+
+_NOT_RETRYABLE_5XX = frozenset({501, 505})
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date), clamped.
+
+    Returns:
+        ``None`` when the header is absent or unreadable, else 0 to :data:`MAX_RETRY_AFTER`.
+    """
+    if not value:
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=datetime.timezone.utc)
+        except (TypeError, ValueError, IndexError):  # unreadable (older Pythons: may be None)
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if math.isnan(seconds):
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+
+
+def error_for_response(response: httpx.Response, what: str) -> DeliveryError | None:
+    """The delivery error a response means, or ``None`` for success (2xx).
+
+    Args:
+        response: The provider's answer.
+        what: What was being sent, for the message (e.g. ``"POST /v2/track"``).
+    """
+    status = response.status_code
+    if 200 <= status < 300:
+        return None
+    text = f"{what} answered {status}"
+    if status == 413:
+        return PayloadTooLargeError(text)
+    if status in (408, 429) or (500 <= status < 600 and status not in _NOT_RETRYABLE_5XX):
+        retry_after = parse_retry_after(response.headers.get("retry-after"))
+        return RetryableDeliveryError(text, retry_after=retry_after, status=status)
+    return PermanentDeliveryError(text, status=status)
+
+
+def error_for_exception(exc: Exception, what: str) -> RetryableDeliveryError:
+    """A transport-level failure (refused, reset, timed out): always worth a retry."""
+    return RetryableDeliveryError(f"{what} failed: {type(exc).__name__}: {exc}")
+
+
+class ClientHolder:
+    """One ``httpx.Client`` per process, created on first use and renewed after ``fork()``.
+
+    A client (its connection pool and locks) must not cross a fork: the child gets its own.
+
+    Args:
+        factory: Builds the client.
+    """
+
+    def __init__(self, factory: Callable[[], httpx.Client]) -> None:
+        self._factory = factory
+        self._client: httpx.Client | None = None
+        self._lock = threading.Lock()
+        if hasattr(os, "register_at_fork"):
+            ref = weakref.ref(self)
+            os.register_at_fork(after_in_child=lambda: _reset_after_fork(ref))
+
+    def get(self) -> httpx.Client:
+        """The client of this process."""
+        client = self._client
+        if client is not None:
+            return client
+        with self._lock:
+            if self._client is None:
+                self._client = self._factory()
+            return self._client
+
+    def close(self) -> None:
+        """Close the client; a later :meth:`get` opens a new one."""
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+
+def _reset_after_fork(ref: weakref.ref[ClientHolder]) -> None:
+    holder = ref()
+    if holder is not None:
+        # The parent's client, pool and lock are not ours: drop them without closing the
+        # sockets the parent still uses.
+        holder._lock = threading.Lock()
+        holder._client = None

@@ -1,0 +1,304 @@
+"""Destination: a real queue and worker thread, driven through a scripted transport."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import pytest
+
+import instrumentor
+from instrumentor import (
+    Destination,
+    PartialDeliveryError,
+    PayloadTooLargeError,
+    PermanentDeliveryError,
+    RetryableDeliveryError,
+    RetryPolicy,
+    bind_context,
+    configure,
+    stats,
+    track,
+)
+from instrumentor.messages import Message
+from tests.plan import Events
+
+FAST = RetryPolicy(max_attempts=5, base_delay=0.01, max_delay=0.02)
+
+
+class ScriptedTransport:
+    """Records every attempt; each attempt may be answered by a scripted action."""
+
+    def __init__(self, *actions: Callable[[Sequence[Message]], None]) -> None:
+        self.actions = list(actions)
+        self.attempts: list[list[Message]] = []
+        self.delivered: list[Message] = []
+        self.closed = False
+        self.lock = threading.Lock()
+
+    def deliver(self, batch: Sequence[Message]) -> None:
+        with self.lock:
+            self.attempts.append(list(batch))
+            action = self.actions.pop(0) if self.actions else None
+        if action is not None:
+            action(batch)
+        with self.lock:
+            self.delivered.extend(batch)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def delivered_ids(self) -> list[str]:
+        with self.lock:
+            return [m.message_id for m in self.delivered]
+
+
+def raise_(exc: Exception) -> Callable[[Sequence[Message]], None]:
+    def act(batch: Sequence[Message]) -> None:
+        raise exc
+
+    return act
+
+
+def hang(release: threading.Event) -> Callable[[Sequence[Message]], None]:
+    def act(batch: Sequence[Message]) -> None:
+        release.wait(30)
+        raise RetryableDeliveryError("released")
+
+    return act
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.005)
+    return condition()
+
+
+@pytest.fixture(autouse=True)
+def identity() -> Iterator[None]:
+    bind_context(user_id="u_1", account_id="acc_1")
+    yield
+    instrumentor.shutdown(1.0)
+
+
+def use(transport: Any, **options: Any) -> Destination:
+    destination = Destination(transport, linger=0.01, retry=options.pop("retry", FAST), **options)
+    configure(transports=[destination], bundle_ttl=0)
+    return destination
+
+
+class TestDelivery:
+    def test_delivers_everything_in_order(self) -> None:
+        """Every message of every event arrives, in emission order, in batches."""
+        transport = ScriptedTransport()
+        destination = use(transport, batch_size=7)
+        for _ in range(20):
+            track(Events.PLAN_UPGRADED)
+        assert destination.flush(5).pending == 0
+        kinds = [m.type for m in transport.delivered]
+        assert kinds == ["identify", "group", "track"] * 20
+        assert all(len(batch) <= 9 for batch in transport.attempts)  # whole events, ~7
+        assert destination.stats().delivered == 60
+
+    def test_a_single_event_is_sent_after_the_linger(self) -> None:
+        """No batch needs to fill: a lone event goes out within the linger time."""
+        transport = ScriptedTransport()
+        use(transport)
+        track(Events.PLAN_UPGRADED)
+        assert wait_until(lambda: len(transport.delivered) == 3, 2.0)
+
+    def test_worker_starts_lazily(self) -> None:
+        """Creating and configuring a destination starts no thread; the first event does."""
+        before = threading.active_count()
+        destination = use(ScriptedTransport())
+        assert threading.active_count() == before
+        track(Events.PLAN_UPGRADED)
+        assert threading.active_count() == before + 1
+        destination.flush(2)
+
+
+class TestBackpressure:
+    def test_a_full_queue_drops_and_counts_without_blocking(self) -> None:
+        """With the worker stuck, tracking stays instant and drops beyond max_queue."""
+        release = threading.Event()
+        dropped: list[str] = []
+        transport = ScriptedTransport(hang(release))
+        use(transport, max_queue=10, batch_size=1, on_drop=lambda item, reason: dropped.append(reason))
+        track(Events.PLAN_UPGRADED)
+        assert wait_until(lambda: len(transport.attempts) == 1)
+        started = time.perf_counter()
+        for _ in range(1000):
+            track(Events.PLAN_UPGRADED)
+        elapsed = time.perf_counter() - started
+        release.set()
+        assert stats()["dropped.queue_full"] == 990
+        assert set(dropped) == {"queue_full"}
+        assert elapsed < 5  # not a benchmark: a blocked caller would wait 30 s per call
+
+    def test_slow_destination_does_not_starve_another(self) -> None:
+        """Each destination has its own queue and worker."""
+        release = threading.Event()
+        slow = ScriptedTransport(hang(release))
+        fast = ScriptedTransport()
+        slow_destination = Destination(slow, linger=0.01, retry=FAST)
+        fast_destination = Destination(fast, linger=0.01, retry=FAST)
+        configure(transports=[slow_destination, fast_destination], bundle_ttl=0)
+        for _ in range(5):
+            track(Events.PLAN_UPGRADED)
+        assert fast_destination.flush(5).pending == 0
+        assert len(fast.delivered) == 15
+        release.set()
+
+
+class TestRetries:
+    def test_retryable_errors_are_retried_with_the_same_ids(self) -> None:
+        """Two failures, then success: delivered once, ids unchanged across attempts."""
+        transport = ScriptedTransport(
+            raise_(RetryableDeliveryError("503")), raise_(RetryableDeliveryError("timeout"))
+        )
+        destination = use(transport)
+        track(Events.PLAN_UPGRADED)
+        assert destination.flush(5).pending == 0
+        first, second, third = transport.attempts
+        assert [m.message_id for m in first] == [m.message_id for m in third]
+        assert len(transport.delivered) == 3
+        assert destination.stats().retried == 6
+        assert stats()["delivery_retrying"] == 2
+
+    def test_retry_after_is_honoured(self) -> None:
+        """A 429 with Retry-After pauses the destination for that long, order kept."""
+        transport = ScriptedTransport(raise_(RetryableDeliveryError("429", retry_after=0.3)))
+        destination = use(transport)
+        track(Events.PLAN_UPGRADED)
+        assert wait_until(lambda: len(transport.attempts) == 1)
+        failed_at = time.monotonic()
+        track(Events.WORKSPACE_SETTINGS_UPDATED, group_id="ws_1")
+        assert destination.flush(5).pending == 0
+        assert time.monotonic() - failed_at >= 0.25
+        names = [m.event for m in transport.delivered if m.type == "track"]
+        assert names == ["Plan_Upgraded", "Workspace_Settings_Updated"]
+
+    def test_permanent_errors_are_not_retried(self) -> None:
+        """A 400 fails the batch once; it is counted and reported, not retried."""
+        transport = ScriptedTransport(raise_(PermanentDeliveryError("400", status=400)))
+        destination = use(transport)
+        track(Events.PLAN_UPGRADED)
+        destination.flush(5)
+        assert len(transport.attempts) == 1
+        assert destination.stats().failed == 3
+        assert stats()["delivery_failed"] == 1
+
+    def test_attempts_are_bounded(self) -> None:
+        """After max_attempts the batch is given up and counted as failed."""
+        transport = ScriptedTransport(*[raise_(RetryableDeliveryError("down"))] * 10)
+        destination = use(transport, retry=RetryPolicy(max_attempts=3, base_delay=0.001))
+        track(Events.PLAN_UPGRADED)
+        destination.flush(5)
+        assert len(transport.attempts) == 3
+        assert destination.stats().failed == 3
+        assert destination.stats().last_error == "down"
+
+    def test_too_large_splits_and_drops_only_the_oversize(self) -> None:
+        """413 halves the batch until the one message too large alone is dropped."""
+        huge = "x" * 1000
+
+        def too_large_if_huge(batch: Sequence[Message]) -> None:
+            if any(getattr(m, "properties", {}).get("blob") == huge for m in batch):
+                raise PayloadTooLargeError("413")
+
+        transport = ScriptedTransport(*[too_large_if_huge] * 20)
+        destination = use(transport, batch_size=100)
+        track(Events.PLAN_UPGRADED)
+        track(Events.PLAN_UPGRADED, properties={"blob": huge})
+        track(Events.PLAN_UPGRADED)
+        destination.flush(5)
+        assert len(transport.delivered) == 8
+        assert destination.stats().dropped == {"too_large": 1}
+
+    def test_partial_delivery_retries_only_the_rest(self) -> None:
+        """Messages the transport delivered are never sent again."""
+
+        def half(batch: Sequence[Message]) -> None:
+            raise PartialDeliveryError("some", retry=batch[1:], failed=[(batch[0], "refused")])
+
+        transport = ScriptedTransport(half)
+        destination = use(transport)
+        track(Events.PLAN_UPGRADED)
+        destination.flush(5)
+        assert [len(a) for a in transport.attempts] == [3, 2]
+        assert destination.stats().failed == 1
+        assert destination.stats().delivered == 2
+
+    def test_a_buggy_transport_is_retried_then_given_up(self) -> None:
+        """An unexpected exception is treated like an outage, never reaching the caller."""
+        transport = ScriptedTransport(*[raise_(KeyError("bug"))] * 10)
+        destination = use(transport, retry=RetryPolicy(max_attempts=2, base_delay=0.001))
+        track(Events.PLAN_UPGRADED)
+        destination.flush(5)
+        assert destination.stats().failed == 3
+        assert "KeyError" in (destination.stats().last_error or "")
+
+
+class TestDeadlines:
+    def test_flush_returns_within_its_timeout_and_reports_pending(self) -> None:
+        """Against a transport that never answers, flush(0.3) returns in time."""
+        release = threading.Event()
+        transport = ScriptedTransport(hang(release))
+        destination = use(transport)
+        for _ in range(3):
+            track(Events.PLAN_UPGRADED)
+        started = time.monotonic()
+        result = destination.flush(0.3)
+        elapsed = time.monotonic() - started
+        release.set()
+        assert 0.25 <= elapsed < 1.5
+        assert result.pending >= 3
+
+    def test_shutdown_is_bounded_idempotent_and_closes(self) -> None:
+        """shutdown(timeout) returns in time twice over, closes the transport, drops later events."""
+        release = threading.Event()
+        transport = ScriptedTransport(hang(release))
+        destination = use(transport)
+        track(Events.PLAN_UPGRADED)
+        assert wait_until(lambda: len(transport.attempts) == 1)
+        started = time.monotonic()
+        first = destination.shutdown(0.3)
+        second = destination.shutdown(0.3)
+        assert time.monotonic() - started < 1.5
+        assert first.pending == 3
+        assert second.pending == 3
+        assert transport.closed
+        track(Events.PLAN_UPGRADED)
+        assert destination.stats().dropped == {"shutdown": 1}
+        release.set()
+
+    def test_async_flush(self) -> None:
+        """aflush() waits without blocking the event loop."""
+        import asyncio
+
+        transport = ScriptedTransport()
+        use(transport)
+
+        async def main() -> int:
+            track(Events.PLAN_UPGRADED)
+            ticks = 0
+
+            async def ticker() -> None:
+                nonlocal ticks
+                while True:
+                    ticks += 1
+                    await asyncio.sleep(0.001)
+
+            task = asyncio.create_task(ticker())
+            result = await instrumentor.aflush(5)
+            task.cancel()
+            assert result.pending == 0
+            return ticks
+
+        assert asyncio.run(main()) >= 1
+        assert len(transport.delivered) == 3
