@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from instrumentor.delivery.retry import RetryPolicy
+from instrumentor.delivery.telemetry import DestinationMetrics
 from instrumentor.exceptions import (
     ConfigurationError,
     PartialDeliveryError,
@@ -126,6 +127,7 @@ class Destination:
         #: Called with an Incident-like (kind, message) report; set by configuration.
         self.report: Callable[[str, str, BaseException | None], None] | None = None
         self._reset()
+        self._metrics = DestinationMetrics(self)
         _live.add(self)
 
     # --- state, also rebuilt in a forked child -----------------------------------------------
@@ -167,6 +169,7 @@ class Destination:
         with self._lock:
             self._dropped[reason] += 1
             first = self._dropped[reason] == 1
+        self._metrics.dropped(1, reason)
         if self.report is not None and (first or reason != "queue_full"):
             self.report(
                 "delivery_dropped",
@@ -224,6 +227,7 @@ class Destination:
         with self._lock:
             self._dequeued += taken
             self._in_flight += len(messages)
+        self._metrics.enqueued(taken)
         return messages
 
     def _past_deadline(self) -> bool:
@@ -236,8 +240,12 @@ class Destination:
         while pending:
             retry_after: float | None = None
             attempts += 1
+            attempt_started = time.monotonic()
             try:
-                self.transport.deliver(pending)
+                try:
+                    self.transport.deliver(pending)
+                finally:
+                    self._metrics.attempt(time.monotonic() - attempt_started)
             except PayloadTooLargeError as exc:
                 if len(pending) == 1:
                     self._give_up(pending, "too_large", exc)
@@ -247,10 +255,7 @@ class Destination:
                     self._deliver_batch(pending[middle:])
                 return
             except PartialDeliveryError as exc:
-                done = len(pending) - len(exc.retry) - len(exc.failed)
-                with self._lock:
-                    self._delivered += done
-                    self._in_flight -= done
+                self._count_delivered(len(pending) - len(exc.retry) - len(exc.failed))
                 for message, reason in exc.failed:
                     self._give_up([message], reason, exc)
                 pending = list(exc.retry)
@@ -266,9 +271,7 @@ class Destination:
             except Exception as exc:  # a transport bug: retried like an outage, then given up
                 self._note_error(f"transport raised {type(exc).__name__}: {exc}", exc)
             else:
-                with self._lock:
-                    self._delivered += len(pending)
-                    self._in_flight -= len(pending)
+                self._count_delivered(len(pending))
                 return
             if not pending:
                 return
@@ -280,9 +283,16 @@ class Destination:
                 delay = min(delay, max(self._deadline - time.monotonic(), 0.0))
             with self._lock:
                 self._retried += len(pending)
+            self._metrics.retried(len(pending))
             if self._interrupt.wait(delay) or self._past_deadline():
                 # Shutting down with time up: what is left stays pending (reported).
                 return
+
+    def _count_delivered(self, count: int) -> None:
+        with self._lock:
+            self._delivered += count
+            self._in_flight -= count
+        self._metrics.delivered(count)
 
     def _give_up(self, messages: Sequence[Message], reason: str, exc: BaseException | None) -> None:
         with self._lock:
@@ -291,6 +301,10 @@ class Destination:
                 self._dropped["too_large"] += len(messages)
             else:
                 self._failed += len(messages)
+        if reason == "too_large":
+            self._metrics.dropped(len(messages), reason)
+        else:
+            self._metrics.failed(len(messages))
         if self.report is not None:
             self.report(
                 "delivery_failed",

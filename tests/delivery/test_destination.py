@@ -128,7 +128,12 @@ class TestBackpressure:
         release = threading.Event()
         dropped: list[str] = []
         transport = ScriptedTransport(hang(release))
-        use(transport, max_queue=10, batch_size=1, on_drop=lambda item, reason: dropped.append(reason))
+        use(
+            transport,
+            max_queue=10,
+            batch_size=1,
+            on_drop=lambda item, reason: dropped.append(reason),
+        )
         track(Events.PLAN_UPGRADED)
         assert wait_until(lambda: len(transport.attempts) == 1)
         started = time.perf_counter()
@@ -165,6 +170,7 @@ class TestRetries:
         track(Events.PLAN_UPGRADED)
         assert destination.flush(5).pending == 0
         first, second, third = transport.attempts
+        assert [m.message_id for m in first] == [m.message_id for m in second]
         assert [m.message_id for m in first] == [m.message_id for m in third]
         assert len(transport.delivered) == 3
         assert destination.stats().retried == 6
@@ -260,7 +266,7 @@ class TestDeadlines:
         assert result.pending >= 3
 
     def test_shutdown_is_bounded_idempotent_and_closes(self) -> None:
-        """shutdown(timeout) returns in time twice over, closes the transport, drops later events."""
+        """shutdown returns in time (twice), closes the transport and drops later events."""
         release = threading.Event()
         transport = ScriptedTransport(hang(release))
         destination = use(transport)
