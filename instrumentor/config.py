@@ -153,9 +153,15 @@ class Settings:
             ),
             strict=_parse_bool("ANALYTICS_STRICT", env.get("ANALYTICS_STRICT", "false")),
             enabled=_parse_bool("ANALYTICS_ENABLED", env.get("ANALYTICS_ENABLED", "true")),
-            bundle_ttl=_parse_number("ANALYTICS_BUNDLE_TTL", env.get("ANALYTICS_BUNDLE_TTL", "3600")),
-            queue_size=int(_parse_number("ANALYTICS_QUEUE_SIZE", env.get("ANALYTICS_QUEUE_SIZE", "100000"))),
-            exit_timeout=_parse_number("ANALYTICS_EXIT_TIMEOUT", env.get("ANALYTICS_EXIT_TIMEOUT", "2")),
+            bundle_ttl=_parse_number(
+                "ANALYTICS_BUNDLE_TTL", env.get("ANALYTICS_BUNDLE_TTL", "3600")
+            ),
+            queue_size=int(
+                _parse_number("ANALYTICS_QUEUE_SIZE", env.get("ANALYTICS_QUEUE_SIZE", "100000"))
+            ),
+            exit_timeout=_parse_number(
+                "ANALYTICS_EXIT_TIMEOUT", env.get("ANALYTICS_EXIT_TIMEOUT", "2")
+            ),
         )
         settings._validate()
         return settings
@@ -177,7 +183,9 @@ class Settings:
         if not self.queue_size >= 1:
             raise ConfigurationError(f"queue_size must be at least 1, got {self.queue_size!r}")
         if not (isinstance(self.exit_timeout, (int, float)) and self.exit_timeout >= 0):
-            raise ConfigurationError(f"exit_timeout must be >= 0 seconds, got {self.exit_timeout!r}")
+            raise ConfigurationError(
+                f"exit_timeout must be >= 0 seconds, got {self.exit_timeout!r}"
+            )
         for transport in self.transports or ():
             if isinstance(transport, Destination):
                 continue
@@ -246,14 +254,18 @@ class Runtime:
                 == (settings.debug, settings.api_key, settings.endpoint)
             )
         )
-        transports = (
-            settings.transports
-            if settings.transports is not None
-            else _default_transports(settings)
-        )
-        self.receivers = reuse.receivers if same_transports and reuse is not None else (
-            tuple(_receiver_for(t, settings) for t in transports) if settings.enabled else ()
-        )
+        self.receivers: tuple[Any, ...]
+        if same_transports and reuse is not None:
+            self.receivers = reuse.receivers
+        elif settings.enabled:
+            transports = (
+                settings.transports
+                if settings.transports is not None
+                else _default_transports(settings)
+            )
+            self.receivers = tuple(_receiver_for(t, settings) for t in transports)
+        else:
+            self.receivers = ()
         for receiver in self.receivers:
             if isinstance(receiver, Destination):
                 receiver.report = self._destination_reporter(receiver)

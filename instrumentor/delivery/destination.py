@@ -295,13 +295,14 @@ class Destination:
         self._metrics.delivered(count)
 
     def _give_up(self, messages: Sequence[Message], reason: str, exc: BaseException | None) -> None:
+        too_large = reason == "too_large" or "(too large)" in reason
         with self._lock:
             self._in_flight -= len(messages)
-            if reason == "too_large":
+            if too_large:
                 self._dropped["too_large"] += len(messages)
             else:
                 self._failed += len(messages)
-        if reason == "too_large":
+        if too_large:
             self._metrics.dropped(len(messages), reason)
         else:
             self._metrics.failed(len(messages))

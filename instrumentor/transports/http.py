@@ -25,8 +25,10 @@ from collections.abc import Callable
 
 import httpx
 
+from instrumentor.config import Secret
 from instrumentor.delivery.retry import MAX_RETRY_AFTER
 from instrumentor.exceptions import (
+    ConfigurationError,
     DeliveryError,
     PayloadTooLargeError,
     PermanentDeliveryError,
@@ -35,11 +37,55 @@ from instrumentor.exceptions import (
 
 __all__ = [
     "MAX_RETRY_AFTER",
+    "TOO_LARGE",
     "ClientHolder",
+    "checked_secret",
     "error_for_exception",
     "error_for_response",
+    "library_version",
     "parse_retry_after",
 ]
+
+#: Marks a failure reason as "too large": the destination counts it as ``dropped.too_large``.
+TOO_LARGE = "too large"
+
+
+def library_version() -> str:
+    """Instrumentor's version, for User-Agent headers and Segment's ``context.library``."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("instrumentor")
+    except PackageNotFoundError:  # running from a checkout without installing
+        return "0+unknown"
+
+
+def checked_secret(key: str | Secret, what: str, *, header_safe: bool = False) -> Secret:
+    """``key`` as a :class:`~instrumentor.Secret`, refused without echoing it when unusable.
+
+    Args:
+        key: The key, plain or already a Secret.
+        what: What it is, for the error (e.g. ``"the Accoil API key"``).
+        header_safe: Also refuse whitespace and unprintable characters, for a key sent as a
+            header value as is (httpx would refuse it later with the value in its message).
+
+    Raises:
+        ConfigurationError: If the key is empty, of another type, or not header-safe.
+    """
+    if isinstance(key, Secret):
+        value = key.reveal()
+    elif isinstance(key, str):
+        value = key
+    else:
+        raise ConfigurationError(f"{what} must be a str or a Secret")
+    if not value.strip():
+        raise ConfigurationError(f"{what} is empty")
+    if header_safe and (
+        not (value.isascii() and value.isprintable()) or any(ch.isspace() for ch in value)
+    ):
+        raise ConfigurationError(f"{what} has whitespace or unprintable characters")
+    return Secret(value)
+
 
 _NOT_RETRYABLE_5XX = frozenset({501, 505})
 

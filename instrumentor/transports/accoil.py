@@ -1,0 +1,290 @@
+"""The Accoil transport: one request per message, several in flight, each user's order kept.
+
+Accoil documents no batch endpoint, so throughput comes from one pooled keep-alive client with
+up to ``max_in_flight`` requests at once. A batch is split into one sequence per user (a group
+without a user is its own sequence); sequences run concurrently, the messages of one sequence
+one after the other, in batch order. A retryable failure stops its sequence (the rest of it is
+retried later, in order); a permanent refusal drops that message only.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import threading
+import weakref
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import httpx
+
+from instrumentor.exceptions import (
+    ConfigurationError,
+    DeliveryError,
+    PartialDeliveryError,
+    PayloadTooLargeError,
+    RetryableDeliveryError,
+)
+from instrumentor.messages import GroupMessage, IdentifyMessage, Message, TrackMessage
+from instrumentor.transports.http import (
+    TOO_LARGE,
+    ClientHolder,
+    checked_secret,
+    error_for_exception,
+    error_for_response,
+    library_version,
+)
+
+if TYPE_CHECKING:
+    from instrumentor.config import Secret
+
+__all__ = ["AccoilTransport"]
+
+_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
+_MILLISECOND = _dt.timedelta(milliseconds=1)
+
+
+def _checked_endpoint(endpoint: str) -> str:
+    url = httpx.URL(endpoint)
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ConfigurationError("the endpoint must be an http:// or https:// URL")
+    return endpoint.rstrip("/")
+
+
+def _unix_ms(ts: _dt.datetime) -> int:
+    aware = ts if ts.tzinfo is not None else ts.replace(tzinfo=_dt.timezone.utc)
+    return (aware - _EPOCH) // _MILLISECOND
+
+
+def _pick(data: dict[str, Any], keys: Sequence[str]) -> dict[str, Any]:
+    """The ``keys`` of ``data`` that are set (empty traits are left out)."""
+    return {k: data[k] for k in keys if data.get(k) is not None and data[k] != {}}
+
+
+def _v2_request(message: Message) -> tuple[str, dict[str, Any]]:
+    data = message.to_dict()
+    if isinstance(message, TrackMessage):
+        body = _pick(data, ("userId", "event", "timestamp"))
+        if message.group_id is not None:
+            body["context"] = {"groupId": message.group_id}
+        path = "/v2/track"
+    elif isinstance(message, IdentifyMessage):
+        body, path = _pick(data, ("userId", "groupId", "traits", "timestamp")), "/v2/identify"
+    else:
+        body, path = _pick(data, ("groupId", "userId", "traits", "timestamp")), "/v2/group"
+    body["messageId"] = message.message_id
+    return path, body
+
+
+def _v1_request(message: Message, api_key: str) -> tuple[str, dict[str, Any]]:
+    data = message.to_dict()
+    body: dict[str, Any] = {"api_key": api_key}
+    if isinstance(message, TrackMessage):
+        body.update(user_id=message.user_id, event=message.event)
+        if message.group_id is not None:
+            body["context"] = {"groupId": message.group_id}
+        path = "/v1/events"
+    elif isinstance(message, IdentifyMessage):
+        body["user_id"] = message.user_id
+        if message.group_id is not None:
+            body["group_id"] = message.group_id
+        path = "/v1/users"
+    else:
+        body["group_id"] = message.group_id
+        path = "/v1/groups"
+    if not isinstance(message, TrackMessage) and data.get("traits"):
+        body["traits"] = data["traits"]
+    body["timestamp"] = _unix_ms(message.timestamp)
+    return path, body
+
+
+def _sequence_key(message: Message) -> tuple[str, str]:
+    """Whose sequence ``message`` belongs to: its user's, or its group's when it has no user."""
+    if isinstance(message, GroupMessage) and message.user_id is None:
+        return ("group", message.group_id)
+    return ("user", str(message.user_id))
+
+
+@dataclass
+class _Outcome:
+    """What happened to one sequence: indexes into the batch, and the errors met."""
+
+    retry: list[int] = field(default_factory=list)
+    failed: list[tuple[int, str]] = field(default_factory=list)
+    errors: list[DeliveryError] = field(default_factory=list)
+
+
+class AccoilTransport:
+    """Delivers to the Accoil ingress API, v2 (default) or the legacy v1.
+
+    Args:
+        api_key: The Accoil API key; kept as a :class:`~instrumentor.Secret`, never shown.
+        endpoint: The base URL (a trailing slash is ignored).
+        api_version: ``"v2"`` (``Authorization`` header, ISO times) or ``"v1"`` (key in the
+            body, snake_case, Unix milliseconds).
+        timeout: Seconds for connecting, each read and write, and waiting for a connection.
+        max_in_flight: The most requests in flight at once (and connections kept alive).
+        http_transport: An ``httpx`` transport to send through (tests pass a ``MockTransport``).
+
+    Raises:
+        ConfigurationError: If the key is empty or unusable, or another argument is invalid.
+    """
+
+    def __init__(
+        self,
+        api_key: str | Secret,
+        *,
+        endpoint: str = "https://in.accoil.com",
+        api_version: Literal["v2", "v1"] = "v2",
+        timeout: float = 10.0,
+        max_in_flight: int = 8,
+        http_transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self._key = checked_secret(api_key, "the Accoil API key", header_safe=True)
+        if api_version not in ("v2", "v1"):
+            raise ConfigurationError(f"api_version must be 'v2' or 'v1', not {api_version!r}")
+        if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int):
+            raise ConfigurationError("max_in_flight must be an int")
+        if max_in_flight < 1:
+            raise ConfigurationError(f"max_in_flight must be at least 1, not {max_in_flight}")
+        if not timeout > 0:
+            raise ConfigurationError(f"timeout must be a positive number of seconds, not {timeout}")
+        self._endpoint = _checked_endpoint(endpoint)
+        self._api_version = api_version
+        self._timeout = float(timeout)
+        self._max_in_flight = max_in_flight
+        self._http_transport = http_transport
+        self._version = library_version()
+        self._holder = ClientHolder(self._new_client)
+        self._lock = threading.Lock()
+        self._executor: ThreadPoolExecutor | None = None
+        self._executor_pid = os.getpid()
+        if hasattr(os, "register_at_fork"):
+            ref = weakref.ref(self)
+            os.register_at_fork(after_in_child=lambda: _forget_parent_pool(ref))
+
+    def _new_client(self) -> httpx.Client:
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": f"instrumentor/{self._version}",
+        }
+        if self._api_version == "v2":
+            headers["Authorization"] = f"Basic {self._key.reveal()}"
+        limits = httpx.Limits(
+            max_connections=self._max_in_flight, max_keepalive_connections=self._max_in_flight
+        )
+        return httpx.Client(
+            headers=headers,
+            timeout=self._timeout,
+            limits=limits,
+            transport=self._http_transport,
+        )
+
+    def _executor_of_this_process(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._executor is None or self._executor_pid != os.getpid():
+                # After fork() the parent's pool (its threads, queue and locks) is not ours.
+                self._executor = ThreadPoolExecutor(
+                    max_workers=self._max_in_flight, thread_name_prefix="instrumentor-accoil"
+                )
+                self._executor_pid = os.getpid()
+            return self._executor
+
+    def deliver(self, batch: Sequence[Message]) -> None:
+        """Send each message of ``batch``, keeping each user's messages in order.
+
+        Raises:
+            PartialDeliveryError: If any message was not accepted: ``retry`` holds the ones
+                that failed for a retryable reason and the unsent rest of their users'
+                sequences, ``failed`` the ones refused for good, with the reason.
+        """
+        if not batch:
+            return
+        sequences: dict[tuple[str, str], list[int]] = {}
+        for index, message in enumerate(batch):
+            sequences.setdefault(_sequence_key(message), []).append(index)
+        client = self._holder.get()
+        if len(sequences) == 1 or self._max_in_flight == 1:
+            outcomes = [self._send_sequence(client, batch, s) for s in sequences.values()]
+        else:
+            executor = self._executor_of_this_process()
+            futures = [
+                executor.submit(self._send_sequence, client, batch, s) for s in sequences.values()
+            ]
+            outcomes = [future.result() for future in futures]
+        self._raise_for(batch, outcomes)
+
+    def _send_sequence(
+        self, client: httpx.Client, batch: Sequence[Message], indexes: list[int]
+    ) -> _Outcome:
+        outcome = _Outcome()
+        for position, index in enumerate(indexes):
+            error = self._send(client, batch[index])
+            if error is None:
+                continue
+            outcome.errors.append(error)
+            if isinstance(error, RetryableDeliveryError):
+                outcome.retry.extend(indexes[position:])
+                break
+            reason = str(error)
+            if isinstance(error, PayloadTooLargeError):
+                reason += f" ({TOO_LARGE})"
+            outcome.failed.append((index, reason))
+        return outcome
+
+    def _send(self, client: httpx.Client, message: Message) -> DeliveryError | None:
+        if self._api_version == "v2":
+            path, body = _v2_request(message)
+        else:
+            path, body = _v1_request(message, self._key.reveal())
+        what = f"POST {path}"
+        content = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+        try:
+            response = client.post(self._endpoint + path, content=content)
+        except Exception as exc:  # refused, reset, timed out, or closed under us: retry later
+            return error_for_exception(exc, what)
+        return error_for_response(response, what)
+
+    def _raise_for(self, batch: Sequence[Message], outcomes: list[_Outcome]) -> None:
+        retry = sorted(i for o in outcomes for i in o.retry)
+        failed = sorted((f for o in outcomes for f in o.failed), key=lambda f: f[0])
+        if not retry and not failed:
+            return
+        errors = [e for o in outcomes for e in o.errors]
+        waits = [
+            e.retry_after
+            for e in errors
+            if isinstance(e, RetryableDeliveryError) and e.retry_after is not None
+        ]
+        delivered = len(batch) - len(retry) - len(failed)
+        raise PartialDeliveryError(
+            f"Accoil accepted {delivered} of {len(batch)} messages ({len(retry)} to retry, "
+            f"{len(failed)} refused); first problem: {errors[0]}",
+            retry=[batch[i] for i in retry],
+            failed=[(batch[i], reason) for i, reason in failed],
+            retry_after=max(waits) if waits else None,
+        )
+
+    def close(self) -> None:
+        """Close the connections and stop the threads; a later :meth:`deliver` reopens them."""
+        with self._lock:
+            executor, self._executor = self._executor, None
+            ours = self._executor_pid == os.getpid()
+        if executor is not None and ours:
+            executor.shutdown(wait=True)
+        self._holder.close()
+
+    def __repr__(self) -> str:
+        return f"AccoilTransport(endpoint={self._endpoint!r}, api_version={self._api_version!r})"
+
+
+def _forget_parent_pool(ref: weakref.ref[AccoilTransport]) -> None:
+    transport = ref()
+    if transport is not None:
+        # Runs in the child right after fork(): the parent's threads do not exist here and
+        # its lock may be held forever. Drop both; the pool is recreated on first use.
+        transport._lock = threading.Lock()
+        transport._executor = None
