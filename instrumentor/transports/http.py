@@ -36,9 +36,9 @@ from instrumentor.exceptions import (
 )
 
 __all__ = [
+    "ClientHolder",
     "MAX_RETRY_AFTER",
     "TOO_LARGE",
-    "ClientHolder",
     "checked_secret",
     "error_for_exception",
     "error_for_response",
