@@ -369,7 +369,13 @@ class Destination:
         if worker is not None and worker.is_alive() and self._pid == os.getpid():
             worker.join(max(deadline - time.monotonic(), 0.0))
             if worker.is_alive():
-                self._interrupt.set()  # time is up: stop retrying; the daemon is left behind
+                # Time is up: stop retrying. The worker may be inside a request; closing the
+                # transport under it could wait for that request, so the (daemon) worker is
+                # left to end with the process, and the transport with it.
+                self._interrupt.set()
+                return FlushResult(
+                    self._delivered - before[0], self._failed - before[1], self._pending()
+                )
         with contextlib.suppress(Exception):  # closing must not raise at exit
             self.transport.close()
         return FlushResult(self._delivered - before[0], self._failed - before[1], self._pending())

@@ -274,7 +274,7 @@ class AccoilTransport:
             executor, self._executor = self._executor, None
             ours = self._executor_pid == os.getpid()
         if executor is not None and ours:
-            executor.shutdown(wait=True)
+            executor.shutdown(wait=False, cancel_futures=True)  # never wait on the network
         self._holder.close()
 
     def __repr__(self) -> str:
