@@ -266,7 +266,7 @@ class TestDeadlines:
         assert result.pending >= 3
 
     def test_shutdown_is_bounded_idempotent_and_closes(self) -> None:
-        """shutdown returns in time (twice), closes the transport and drops later events."""
+        """Stuck in a request, shutdown still returns in time (twice) and drops later events."""
         release = threading.Event()
         transport = ScriptedTransport(hang(release))
         destination = use(transport)
@@ -278,10 +278,19 @@ class TestDeadlines:
         assert time.monotonic() - started < 1.5
         assert first.pending == 3
         assert second.pending == 3
-        assert transport.closed
+        assert not transport.closed  # not closed under a worker still inside a request
         track(Events.PLAN_UPGRADED)
         assert destination.stats().dropped == {"shutdown": 1}
         release.set()
+
+    def test_shutdown_of_an_idle_destination_closes_its_transport(self) -> None:
+        """Once everything is delivered, shutdown closes the transport."""
+        transport = ScriptedTransport()
+        destination = use(transport)
+        track(Events.PLAN_UPGRADED)
+        result = destination.shutdown(5)
+        assert (result.delivered, result.pending) == (3, 0)
+        assert transport.closed
 
     def test_async_flush(self) -> None:
         """aflush() waits without blocking the event loop."""
