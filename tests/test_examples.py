@@ -66,3 +66,18 @@ def test_import_starts_no_thread_and_reads_nothing() -> None:
     result = run(["-c", code])
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def test_accoil_local_example_delivers_per_user_in_order() -> None:
+    """The Accoil example delivers every call once; each user's calls arrive in order."""
+    result = run(["examples/accoil_local.py"])
+    assert result.returncode == 0, result.stderr
+    calls = [line.split()[0:2] for line in result.stdout.splitlines() if "/v2/" in line]
+    assert len(calls) == 8
+    assert all(auth == "auth=yes" for _, auth in calls)
+    lines = [line for line in result.stdout.splitlines() if "/v2/" in line]
+    for user in ("usr_1", "usr_2"):
+        paths = [line.split()[0] for line in lines if f'"userId": "{user}"' in line]
+        assert paths == ["/v2/identify", "/v2/group", "/v2/group", "/v2/track"]
+    assert "flush: delivered=8 pending=0" in result.stdout
+    assert "sk_example_not_real" not in result.stdout
