@@ -122,6 +122,8 @@ class Destination:
         self.max_queue = max_queue
         self.batch_size = batch_size
         self.linger = linger
+        # With no linger every event wakes the worker; otherwise a full batch does (or time).
+        self._wake_at = 1 if linger == 0 else batch_size
         self.retry = retry or RetryPolicy()
         self.on_drop = on_drop
         #: Called with an Incident-like (kind, message) report; set by configuration.
@@ -162,7 +164,7 @@ class Destination:
         queue.append(emission)
         if self._worker is None:
             self._start()
-        if len(queue) >= self.batch_size and not self._wake.is_set():
+        if len(queue) >= self._wake_at and not self._wake.is_set():
             self._wake.set()
 
     def _drop(self, item: Any, reason: str) -> None:
@@ -200,7 +202,7 @@ class Destination:
 
     def _run(self) -> None:
         while True:
-            self._wake.wait(self.linger)
+            self._wake.wait(self.linger if self.linger > 0 else None)
             self._wake.clear()
             while self._queue:
                 if self._past_deadline():

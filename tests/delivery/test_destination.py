@@ -317,3 +317,18 @@ class TestDeadlines:
 
         assert asyncio.run(main()) >= 1
         assert len(transport.delivered) == 3
+
+
+def test_zero_linger_sends_at_once_without_spinning() -> None:
+    """linger=0: each event wakes the worker; an idle worker sleeps (no busy loop)."""
+    import resource
+
+    transport = ScriptedTransport()
+    destination = Destination(transport, linger=0, retry=FAST)
+    configure(transports=[destination], bundle_ttl=0)
+    track(Events.PLAN_UPGRADED)
+    assert wait_until(lambda: len(transport.delivered) == 3, 2.0)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_utime
+    time.sleep(0.5)  # the worker is idle now
+    used = resource.getrusage(resource.RUSAGE_SELF).ru_utime - before
+    assert used < 0.25  # a spinning worker would burn the whole half second
