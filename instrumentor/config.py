@@ -23,8 +23,9 @@ import hmac
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
 from instrumentor.delivery import destination as destination_module
@@ -228,6 +229,7 @@ class Runtime:
         "enabled",
         "from_bad_env",
         "instance_level",
+        "owned",
         "receivers",
         "seen",
         "settings",
@@ -247,6 +249,7 @@ class Runtime:
         same_transports = (
             reuse is not None
             and reuse.settings.enabled == settings.enabled
+            and reuse.settings.queue_size == settings.queue_size
             and reuse.settings.transports == settings.transports
             and (
                 settings.transports is not None
@@ -255,8 +258,11 @@ class Runtime:
             )
         )
         self.receivers: tuple[Any, ...]
+        #: Destinations this configuration created (and so retires); not ones passed in.
+        self.owned: list[Destination] = []
         if same_transports and reuse is not None:
             self.receivers = reuse.receivers
+            self.owned = reuse.owned
         elif settings.enabled:
             transports = (
                 settings.transports
@@ -264,6 +270,11 @@ class Runtime:
                 else _default_transports(settings)
             )
             self.receivers = tuple(_receiver_for(t, settings) for t in transports)
+            self.owned = [
+                r
+                for r, t in zip(self.receivers, transports, strict=True)
+                if isinstance(r, Destination) and r is not t
+            ]
         else:
             self.receivers = ()
         for receiver in self.receivers:
@@ -294,28 +305,45 @@ _runtime: Runtime | None = None
 def _install(runtime: Runtime | None, *, retire: bool = False) -> None:
     global _runtime
     old = _runtime
-    if old is not None:
-        for receiver in old.receivers:
-            event_emitted.disconnect(receiver)
+    new_receivers = runtime.receivers if runtime is not None else ()
+    # Connect first, then disconnect what is gone: an event tracked meanwhile on another thread
+    # reaches the old or the new receivers, never none.
+    for receiver in new_receivers:
+        event_emitted.connect(receiver, weak=False)
     if runtime is not None:
-        for receiver in runtime.receivers:
-            event_emitted.connect(receiver, weak=False)
         event_emitted.on_receiver_error = runtime.report
         destination_module.exit_timeout = float(runtime.settings.exit_timeout)
-    else:
-        event_emitted.on_receiver_error = None
     _runtime = runtime
-    if retire and old is not None:
-        kept = set(map(id, runtime.receivers)) if runtime is not None else set()
-        retired = [d for d in old.destinations() if id(d) not in kept]
-        if retired:
-            # Deliver what the replaced destinations still hold, off the caller's thread.
-            timeout = float(old.settings.exit_timeout) or 2.0
-            threading.Thread(
-                target=lambda: [d.shutdown(timeout) for d in retired],
-                name="instrumentor-retire",
-                daemon=True,
-            ).start()
+    if old is not None:
+        kept = set(map(id, new_receivers))
+        for receiver in old.receivers:
+            if id(receiver) not in kept:
+                event_emitted.disconnect(receiver)
+        if retire:
+            _retire([d for d in old.owned if id(d) not in kept], old.settings)
+    if runtime is None:
+        event_emitted.on_receiver_error = None
+
+
+def _retire(destinations: list[Destination], settings: Settings) -> None:
+    """Deliver what replaced destinations still hold and close them, off the caller's thread."""
+    if not destinations:
+        return
+    timeout = float(settings.exit_timeout) or 2.0
+
+    def shutdown_together() -> None:
+        deadline = time.monotonic() + timeout
+        for destination in destinations:
+            destination._begin_shutdown(deadline)
+        for destination in destinations:
+            destination._finish_shutdown(deadline)
+
+    thread = threading.Thread(target=shutdown_together, name="instrumentor-retire", daemon=True)
+    try:
+        thread.start()
+    except RuntimeError:  # interpreter shutdown (3.12+): no threads; a short inline flush
+        timeout = min(timeout, 0.5)
+        shutdown_together()
 
 
 def runtime() -> Runtime:
@@ -390,27 +418,31 @@ def configure(
     Raises:
         ConfigurationError: If a value is invalid (nothing is changed then).
     """
+    given = {
+        "api_key": api_key,
+        "endpoint": endpoint,
+        "debug": debug,
+        "instance_level": instance_level,
+        "strict": strict,
+        "enabled": enabled,
+        "bundle_ttl": bundle_ttl,
+        "queue_size": queue_size,
+        "exit_timeout": exit_timeout,
+        "transports": transports,
+        "on_error": on_error,
+    }
+    return _configure({k: v for k, v in given.items() if v is not _UNSET}, retire=True)
+
+
+def _configure(changes: dict[str, Any], *, retire: bool) -> Settings:
     with _lock:
         current = _runtime
         usable = current is not None and not current.from_bad_env
         base = current.settings if current is not None and usable else Settings.from_env()
-        changes: dict[str, Any] = {
-            name: value
-            for name, value in (
-                ("api_key", api_key),
-                ("endpoint", endpoint),
-                ("debug", debug),
-                ("instance_level", instance_level),
-                ("strict", strict),
-                ("enabled", enabled),
-                ("bundle_ttl", bundle_ttl),
-                ("queue_size", queue_size),
-                ("exit_timeout", exit_timeout),
-                ("transports", transports),
-                ("on_error", on_error),
-            )
-            if value is not _UNSET
-        }
+        unknown = set(changes) - {f.name for f in fields(Settings)}
+        if unknown:
+            raise TypeError(f"configure() got unexpected keywords: {sorted(unknown)}")
+        changes = dict(changes)
         if isinstance(changes.get("api_key"), str):
             changes["api_key"] = Secret(changes["api_key"]) if changes["api_key"] else None
         if changes.get("transports") is not None:
@@ -420,7 +452,7 @@ def configure(
                 raise ConfigurationError(f"{flag} must be True or False, got {changes[flag]!r}")
         settings = replace(base, **changes)
         settings._validate()
-        _install(Runtime(settings, reuse=_runtime), retire=True)
+        _install(Runtime(settings, reuse=_runtime), retire=retire)
         return settings
 
 
@@ -443,7 +475,7 @@ def configured(**overrides: Any) -> Iterator[Settings]:
     """
     with _lock:
         previous = _runtime
-        settings = configure(**overrides)
+        settings = _configure(overrides, retire=False)  # the previous one is coming back
     try:
         yield settings
     finally:

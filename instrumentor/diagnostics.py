@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 from collections import Counter
@@ -117,6 +118,15 @@ class _Diagnostics:
 _diagnostics = _Diagnostics()
 
 
+def _after_fork_in_child() -> None:
+    # A lock held by another thread at fork time would stay held forever in the child.
+    _diagnostics.lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def reset_stats() -> None:
     """Zero every counter of :func:`stats` and forget which sites were already logged."""
     _diagnostics.reset()
@@ -135,18 +145,8 @@ def stats() -> Mapping[str, int]:
         A snapshot such as ``{"missing_group": 3, "enqueued": 120, "delivered": 480}``.
     """
     counts = _diagnostics.snapshot()
-    from instrumentor.delivery.destination import _live
+    from instrumentor.delivery.destination import counters
 
-    for destination in list(_live):
-        snap = destination.stats()
-        for key, value in (
-            ("enqueued", snap.enqueued),
-            ("delivered", snap.delivered),
-            ("retried", snap.retried),
-            ("failed", snap.failed),
-            ("queue_depth", snap.queue_depth),
-            ("in_flight", snap.in_flight),
-            *((f"dropped.{reason}", n) for reason, n in snap.dropped.items()),
-        ):
-            counts[key] = counts.get(key, 0) + value
+    for key, value in counters().items():
+        counts[key] = counts.get(key, 0) + value
     return counts

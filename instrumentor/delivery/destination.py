@@ -7,9 +7,11 @@ emissions into messages, delivers them with the retry policy, and counts what ha
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import itertools
 import logging
+import multiprocessing.util
 import os
 import threading
 import time
@@ -39,6 +41,24 @@ __all__ = ["Destination", "DestinationStats", "FlushResult"]
 _log = logging.getLogger("instrumentor")
 _names = itertools.count(1)
 _live: weakref.WeakSet[Destination] = weakref.WeakSet()
+
+
+class _Counts:
+    """One destination's counters; kept after the destination is gone, so totals never shrink."""
+
+    __slots__ = ("delivered", "dequeued", "dropped", "failed", "in_flight", "last_error", "retried")
+
+    def __init__(self) -> None:
+        self.dequeued = 0
+        self.delivered = 0
+        self.retried = 0
+        self.failed = 0
+        self.in_flight = 0
+        self.dropped: Counter[str] = Counter()
+        self.last_error: str | None = None
+
+
+_all_counts: list[_Counts] = []  # every destination's counters in this process
 
 
 @dataclass(frozen=True)
@@ -99,7 +119,8 @@ class Destination:
         name: A name for stats, logs and the worker thread; by default the transport's class.
         max_queue: Events the queue holds; beyond it new events are dropped and counted.
         batch_size: Messages per delivery at most.
-        linger: Seconds the worker waits for a batch to fill before sending what it has.
+        linger: Seconds the worker waits for a batch to fill before sending what it has (``0``:
+            each event wakes it).
         retry: The :class:`RetryPolicy` for failed batches.
         on_drop: Called with ``(emission or message, reason)`` for each drop; must be quick.
     """
@@ -126,15 +147,17 @@ class Destination:
         self._wake_at = 1 if linger == 0 else batch_size
         self.retry = retry or RetryPolicy()
         self.on_drop = on_drop
-        #: Called with an Incident-like (kind, message) report; set by configuration.
+        #: Called with ``(kind, message, error)`` to report an incident; set by configuration.
         self.report: Callable[[str, str, BaseException | None], None] | None = None
-        self._reset()
+        self._closed = False
+        self._transport_closed = False
+        self._reset_state()
         self._metrics = DestinationMetrics(self)
         _live.add(self)
 
-    # --- state, also rebuilt in a forked child -----------------------------------------------
+    # --- state, rebuilt in a forked child ----------------------------------------------------
 
-    def _reset(self) -> None:
+    def _reset_state(self) -> None:
         self._queue: deque[Emission] = deque()
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -142,16 +165,10 @@ class Destination:
         self._idle = threading.Condition(self._lock)
         self._worker: threading.Thread | None = None
         self._pid = os.getpid()
-        self._closed = False
         self._stopping = False
         self._deadline: float | None = None
-        self._in_flight = 0
-        self._dequeued = 0
-        self._delivered = 0
-        self._retried = 0
-        self._failed = 0
-        self._dropped: Counter[str] = Counter()
-        self._last_error: str | None = None
+        self._counts = _Counts()
+        _all_counts.append(self._counts)
 
     # --- the caller's side -------------------------------------------------------------------
 
@@ -167,16 +184,16 @@ class Destination:
         if len(queue) >= self._wake_at and not self._wake.is_set():
             self._wake.set()
 
-    def _drop(self, item: Any, reason: str) -> None:
+    def _drop(self, item: Any, reason: str, count: int = 1) -> None:
         with self._lock:
-            self._dropped[reason] += 1
-            first = self._dropped[reason] == 1
-        self._metrics.dropped(1, reason)
-        if self.report is not None and (first or reason != "queue_full"):
+            self._counts.dropped[reason] += count
+            first = self._counts.dropped[reason] == count
+        self._metrics.dropped(count, reason)
+        if first and self.report is not None:  # the first of each reason; all are counted
             self.report(
                 "delivery_dropped",
-                f"destination {self.name} dropped an event ({reason}); "
-                f"{self._dropped[reason]} dropped for this reason so far",
+                f"destination {self.name} dropped an event ({reason}); further drops for this "
+                "reason are only counted (stats())",
                 None,
             )
         if self.on_drop is not None:
@@ -187,48 +204,57 @@ class Destination:
         with self._lock:
             if self._worker is not None or self._closed:
                 return
-            self._worker = threading.Thread(
+            thread = threading.Thread(
                 target=self._run, name=f"instrumentor-{self.name}", daemon=True
             )
-            self._worker.start()
-        _ensure_exit_hook()
-
-    def _reset_in_child(self) -> None:
-        pending = self._queue
-        self._reset()
-        pending.clear()
+            try:
+                thread.start()
+            except RuntimeError:  # interpreter shutdown (3.12+): the exit flush drains inline
+                return
+            self._worker = thread
 
     # --- the worker ---------------------------------------------------------------------------
 
     def _run(self) -> None:
-        while True:
-            self._wake.wait(self.linger if self.linger > 0 else None)
-            self._wake.clear()
-            while self._queue:
-                if self._past_deadline():
-                    break
-                self._deliver_batch(self._next_batch())
+        try:
+            while True:
+                self._wake.wait(self.linger if self.linger > 0 else None)
+                self._wake.clear()
+                while self._queue and not self._past_deadline():
+                    batch = self._next_batch()
+                    if batch:
+                        self._deliver_batch(batch)
+                with self._lock:
+                    self._idle.notify_all()
+                    if self._stopping and (not self._queue or self._past_deadline()):
+                        return
+        except BaseException as exc:
+            self._note_error(f"the delivery worker stopped: {type(exc).__name__}", exc)
+        finally:
             with self._lock:
+                if self._worker is threading.current_thread():
+                    self._worker = None  # the next event starts a new worker
                 self._idle.notify_all()
-                if self._stopping and (not self._queue or self._past_deadline()):
-                    return
 
     def _next_batch(self) -> list[Message]:
+        """Take whole events off the queue, up to ``batch_size`` messages, counted atomically."""
         messages: list[Message] = []
+        invalid = 0
         queue = self._queue
-        taken = 0
-        while queue and len(messages) < self.batch_size:
-            emission = queue.popleft()
-            taken += 1
-            try:
-                messages.extend(emission.messages)
-            except Exception as exc:  # an emission that cannot become messages: counted, skipped
-                self._note_error(f"could not build messages: {type(exc).__name__}: {exc}", exc)
-                with self._lock:
-                    self._dropped["invalid"] += 1
-        with self._lock:
-            self._dequeued += taken
-            self._in_flight += len(messages)
+        with self._lock:  # callers never take this lock: they are not held up
+            taken = 0
+            while queue and len(messages) < self.batch_size:
+                emission = queue.popleft()
+                taken += 1
+                try:
+                    messages.extend(emission.messages)
+                except Exception:  # an emission that cannot become messages
+                    invalid += 1
+            self._counts.dequeued += taken
+            self._counts.in_flight += len(messages)
+            self._counts.dropped["invalid"] += invalid
+            if not self._counts.dropped["invalid"]:
+                del self._counts.dropped["invalid"]
         self._metrics.enqueued(taken)
         return messages
 
@@ -237,6 +263,15 @@ class Destination:
 
     def _deliver_batch(self, batch: Sequence[Message]) -> None:
         pending = list(batch)
+        try:
+            self._attempt_until_settled(pending)
+        except Exception as exc:  # a bug in here or a transport: give the batch up, keep going
+            self._give_up(pending, f"internal error: {type(exc).__name__}", exc)
+        except BaseException as exc:  # the worker is going down: settle the batch first
+            self._give_up(pending, f"interrupted: {type(exc).__name__}", exc)
+            raise
+
+    def _attempt_until_settled(self, pending: list[Message]) -> None:
         attempts = 0
         started = time.monotonic()
         while pending:
@@ -253,59 +288,63 @@ class Destination:
                     self._give_up(pending, "too_large", exc)
                 else:  # split: each half settles its own share of the in-flight count
                     middle = len(pending) // 2
-                    self._deliver_batch(pending[:middle])
-                    self._deliver_batch(pending[middle:])
+                    first, second = pending[:middle], pending[middle:]
+                    pending.clear()
+                    self._deliver_batch(first)
+                    self._deliver_batch(second)
                 return
             except PartialDeliveryError as exc:
                 self._count_delivered(len(pending) - len(exc.retry) - len(exc.failed))
                 for message, reason in exc.failed:
                     self._give_up([message], reason, exc)
-                pending = list(exc.retry)
+                pending[:] = exc.retry
                 retry_after = exc.retry_after
                 if pending:
-                    self._note_error(str(exc), exc)
+                    self._note_error(_describe(exc), exc)
             except RetryableDeliveryError as exc:
                 retry_after = exc.retry_after
-                self._note_error(str(exc), exc)
+                self._note_error(_describe(exc), exc)
             except PermanentDeliveryError as exc:
-                self._give_up(pending, str(exc), exc)
+                self._give_up(pending, _describe(exc), exc)
                 return
             except Exception as exc:  # a transport bug: retried like an outage, then given up
-                self._note_error(f"transport raised {type(exc).__name__}: {exc}", exc)
+                self._note_error(f"transport raised {type(exc).__name__}: {_describe(exc)}", exc)
             else:
                 self._count_delivered(len(pending))
                 return
             if not pending:
                 return
-            if self.retry.gives_up(attempts, time.monotonic() - started):
-                self._give_up(pending, f"gave up after {attempts} attempts", None)
-                return
             delay = self.retry.delay(attempts, retry_after)
+            if self.retry.gives_up(attempts, time.monotonic() - started + delay):
+                self._give_up(list(pending), f"gave up after {attempts} attempts", None)
+                pending.clear()
+                return
             if self._deadline is not None:
                 delay = min(delay, max(self._deadline - time.monotonic(), 0.0))
             with self._lock:
-                self._retried += len(pending)
+                self._counts.retried += len(pending)
             self._metrics.retried(len(pending))
             if self._interrupt.wait(delay) or self._past_deadline():
-                # Shutting down with time up: what is left stays pending (reported).
-                return
+                return  # shutting down with time up: what is left stays pending (reported)
 
     def _count_delivered(self, count: int) -> None:
         with self._lock:
-            self._delivered += count
-            self._in_flight -= count
+            self._counts.delivered += count
+            self._counts.in_flight -= count
         self._metrics.delivered(count)
 
     def _give_up(self, messages: Sequence[Message], reason: str, exc: BaseException | None) -> None:
+        if not messages:
+            return
         too_large = reason == "too_large" or "(too large)" in reason
         with self._lock:
-            self._in_flight -= len(messages)
+            self._counts.in_flight -= len(messages)
             if too_large:
-                self._dropped["too_large"] += len(messages)
+                self._counts.dropped["too_large"] += len(messages)
             else:
-                self._failed += len(messages)
+                self._counts.failed += len(messages)
         if too_large:
-            self._metrics.dropped(len(messages), reason)
+            self._metrics.dropped(len(messages), "too_large")
         else:
             self._metrics.failed(len(messages))
         if self.report is not None:
@@ -320,14 +359,19 @@ class Destination:
                     self.on_drop(message, reason)
 
     def _note_error(self, text: str, exc: BaseException | None) -> None:
-        self._last_error = text
+        self._counts.last_error = text
         if self.report is not None:
-            self.report("delivery_retrying", f"destination {self.name}: {text}; retrying", exc)
+            with contextlib.suppress(Exception):
+                self.report("delivery_retrying", f"destination {self.name}: {text}; retrying", exc)
 
     # --- flush and shutdown -------------------------------------------------------------------
 
     def _pending(self) -> int:
-        return len(self._queue) + max(self._in_flight, 0)
+        return len(self._queue) + max(self._counts.in_flight, 0)
+
+    def _result_since(self, delivered: int, failed: int) -> FlushResult:
+        counts = self._counts
+        return FlushResult(counts.delivered - delivered, counts.failed - failed, self._pending())
 
     def flush(self, timeout: float = 5.0) -> FlushResult:
         """Deliver what is queued now, waiting at most ``timeout`` seconds. Never raises.
@@ -336,7 +380,10 @@ class Destination:
             What was delivered and failed meanwhile, and what is still pending.
         """
         deadline = time.monotonic() + max(timeout, 0.0)
-        before = (self._delivered, self._failed)
+        counts = self._counts
+        before = (counts.delivered, counts.failed)
+        if self._queue and self._worker is None:
+            self._start()
         self._wake.set()
         with self._lock:
             while self._pending() and self._worker is not None and self._worker.is_alive():
@@ -345,113 +392,164 @@ class Destination:
                     break
                 self._idle.wait(min(remaining, 0.05))
                 self._wake.set()
-        return FlushResult(self._delivered - before[0], self._failed - before[1], self._pending())
+        return self._result_since(*before)
 
     def shutdown(self, timeout: float = 5.0) -> FlushResult:
         """Flush within ``timeout``, stop the worker and close the transport. Idempotent.
 
-        Events emitted afterwards are dropped (reason ``shutdown``).
+        Several concurrent calls share the earliest deadline. Events emitted afterwards are
+        dropped (reason ``shutdown``).
         """
         deadline = time.monotonic() + max(timeout, 0.0)
+        before = (self._counts.delivered, self._counts.failed)
         self._begin_shutdown(deadline)
-        return self._finish_shutdown(deadline)
+        self._finish_shutdown(deadline)
+        return self._result_since(*before)
 
     def _begin_shutdown(self, deadline: float) -> None:
         with self._lock:
-            if self._closed:
-                return
             self._closed = True
             self._stopping = True
-            self._deadline = deadline
+            self._deadline = deadline if self._deadline is None else min(self._deadline, deadline)
         self._wake.set()
 
-    def _finish_shutdown(self, deadline: float) -> FlushResult:
-        before = (self._delivered, self._failed)
+    def _drain_inline(self, deadline: float) -> None:
+        """Deliver on this thread until the queue is empty or ``deadline`` (no worker exists)."""
+        while self._queue and time.monotonic() < deadline:
+            batch = self._next_batch()
+            if batch:
+                self._deliver_batch(batch)
+
+    def _finish_shutdown(self, deadline: float) -> None:
+        if self._worker is None and self._queue and self._pid == os.getpid():
+            self._drain_inline(deadline)  # events that arrived when no thread could start
         worker = self._worker
         if worker is not None and worker.is_alive() and self._pid == os.getpid():
             worker.join(max(deadline - time.monotonic(), 0.0))
             if worker.is_alive():
-                # Time is up: stop retrying. The worker may be inside a request; closing the
-                # transport under it could wait for that request, so the (daemon) worker is
-                # left to end with the process, and the transport with it.
-                self._interrupt.set()
-                return FlushResult(
-                    self._delivered - before[0], self._failed - before[1], self._pending()
-                )
+                if self._past_deadline():
+                    # Time is up: stop retrying. The worker may be inside a request; closing the
+                    # transport under it could wait for that request, so the (daemon) worker is
+                    # left to end with the process, and the transport with it.
+                    self._interrupt.set()
+                return
+        with self._lock:
+            if self._transport_closed:
+                return
+            self._transport_closed = True
         with contextlib.suppress(Exception):  # closing must not raise at exit
             self.transport.close()
-        return FlushResult(self._delivered - before[0], self._failed - before[1], self._pending())
 
     # --- introspection ------------------------------------------------------------------------
 
     def stats(self) -> DestinationStats:
         """A snapshot of this destination's counters."""
         with self._lock:
+            counts = self._counts
             return DestinationStats(
                 name=self.name,
-                enqueued=self._dequeued + len(self._queue),
-                delivered=self._delivered,
-                retried=self._retried,
-                failed=self._failed,
-                dropped=dict(self._dropped),
+                enqueued=counts.dequeued + len(self._queue),
+                delivered=counts.delivered,
+                retried=counts.retried,
+                failed=counts.failed,
+                dropped=dict(counts.dropped),
                 queue_depth=len(self._queue),
-                in_flight=max(self._in_flight, 0),
-                last_error=self._last_error,
+                in_flight=max(counts.in_flight, 0),
+                last_error=counts.last_error,
             )
 
     def __repr__(self) -> str:
         return f"Destination({self.name!r}, {self.transport!r})"
 
 
+def _describe(exc: BaseException) -> str:
+    """An error's text, never raising (a broken __str__ is not ours to fix here)."""
+    try:
+        return str(exc)
+    except Exception:
+        return type(exc).__name__
+
+
+def counters() -> dict[str, int]:
+    """Delivery counters summed over every destination this process has had."""
+    total: Counter[str] = Counter()
+    for counts in list(_all_counts):
+        total["enqueued"] += counts.dequeued
+        total["delivered"] += counts.delivered
+        total["retried"] += counts.retried
+        total["failed"] += counts.failed
+        total["in_flight"] += max(counts.in_flight, 0)
+        for reason, number in counts.dropped.items():
+            total[f"dropped.{reason}"] += number
+    depth = sum(len(d._queue) for d in list(_live))
+    total["enqueued"] += depth
+    total["queue_depth"] = depth
+    return {key: value for key, value in total.items() if value}
+
+
 # --- process-wide: exit flush and fork ------------------------------------------------------
 
-_exit_hook_lock = threading.Lock()
-_exit_hook_installed = False
 #: Seconds the exit flush may take in total; set from configuration (0 disables it).
 exit_timeout = 2.0
 
 
-def _ensure_exit_hook() -> None:
-    global _exit_hook_installed
-    with _exit_hook_lock:
-        if not _exit_hook_installed:
-            import atexit
-
-            atexit.register(_flush_at_exit)
-            _exit_hook_installed = True
-
-
 def _flush_at_exit() -> None:
-    if exit_timeout <= 0:
-        return
-    shutdown_all(exit_timeout)
+    if exit_timeout > 0:
+        shutdown_all(exit_timeout)
 
 
 def shutdown_all(timeout: float) -> FlushResult:
-    """Shut every live destination down in parallel within ``timeout`` seconds in total."""
+    """Shut every destination of this process down in parallel within ``timeout`` in total.
+
+    Includes destinations already closed whose worker is still delivering (e.g. ones a new
+    configuration replaced a moment ago).
+    """
     deadline = time.monotonic() + max(timeout, 0.0)
-    destinations = [d for d in list(_live) if d._pid == os.getpid() and not d._closed]
-    for destination in destinations:
+    pid = os.getpid()
+    targets = [
+        d
+        for d in list(_live)
+        if d._pid == pid and (not d._closed or (d._worker is not None and d._worker.is_alive()))
+    ]
+    before = [(d._counts.delivered, d._counts.failed) for d in targets]
+    for destination in targets:
         destination._begin_shutdown(deadline)
+    for destination in targets:
+        destination._finish_shutdown(deadline)
     result = FlushResult()
-    for destination in destinations:
-        result = result + destination._finish_shutdown(deadline)
+    for destination, (delivered, failed) in zip(targets, before, strict=True):
+        result = result + destination._result_since(delivered, failed)
     return result
 
 
 def flush_all(timeout: float) -> FlushResult:
-    """Flush every live destination within ``timeout`` seconds in total."""
+    """Flush every open destination within ``timeout`` seconds in total."""
     deadline = time.monotonic() + max(timeout, 0.0)
     result = FlushResult()
-    for destination in [d for d in list(_live) if d._worker is not None and not d._closed]:
+    for destination in [d for d in list(_live) if not d._closed]:
         result = result + destination.flush(max(deadline - time.monotonic(), 0.0))
     return result
 
 
 def _after_fork_in_child() -> None:
+    _all_counts.clear()  # the parent's history is the parent's
     for destination in list(_live):
-        destination._reset_in_child()
+        destination._reset_state()  # a closed destination stays closed
 
 
+def _in_multiprocessing_child(_: object) -> None:
+    # multiprocessing children end with os._exit, which skips atexit: flush from its finalizers.
+    import multiprocessing.util
+
+    multiprocessing.util.Finalize(None, _flush_at_exit, exitpriority=100)
+
+
+class _Anchor:
+    """A long-lived object for multiprocessing.util.register_after_fork (it keeps a weakref)."""
+
+
+_anchor = _Anchor()
+atexit.register(_flush_at_exit)
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
+multiprocessing.util.register_after_fork(_anchor, _in_multiprocessing_child)

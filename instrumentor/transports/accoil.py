@@ -10,12 +10,8 @@ retried later, in order); a permanent refusal drops that message only.
 from __future__ import annotations
 
 import datetime as _dt
-import json
-import os
 import threading
-import weakref
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -33,6 +29,7 @@ from instrumentor.transports.http import (
     TOO_LARGE,
     ClientHolder,
     checked_secret,
+    encode_json,
     error_for_exception,
     error_for_response,
     library_version,
@@ -159,12 +156,6 @@ class AccoilTransport:
         self._http_transport = http_transport
         self._version = library_version()
         self._holder = ClientHolder(self._new_client)
-        self._lock = threading.Lock()
-        self._executor: ThreadPoolExecutor | None = None
-        self._executor_pid = os.getpid()
-        if hasattr(os, "register_at_fork"):
-            ref = weakref.ref(self)
-            os.register_at_fork(after_in_child=lambda: _forget_parent_pool(ref))
 
     def _new_client(self) -> httpx.Client:
         headers = {
@@ -183,16 +174,6 @@ class AccoilTransport:
             transport=self._http_transport,
         )
 
-    def _executor_of_this_process(self) -> ThreadPoolExecutor:
-        with self._lock:
-            if self._executor is None or self._executor_pid != os.getpid():
-                # After fork() the parent's pool (its threads, queue and locks) is not ours.
-                self._executor = ThreadPoolExecutor(
-                    max_workers=self._max_in_flight, thread_name_prefix="instrumentor-accoil"
-                )
-                self._executor_pid = os.getpid()
-            return self._executor
-
     def deliver(self, batch: Sequence[Message]) -> None:
         """Send each message of ``batch``, keeping each user's messages in order.
 
@@ -207,22 +188,57 @@ class AccoilTransport:
         for index, message in enumerate(batch):
             sequences.setdefault(_sequence_key(message), []).append(index)
         client = self._holder.get()
-        if len(sequences) == 1 or self._max_in_flight == 1:
-            outcomes = [self._send_sequence(client, batch, s) for s in sequences.values()]
-        else:
-            executor = self._executor_of_this_process()
-            futures = [
-                executor.submit(self._send_sequence, client, batch, s) for s in sequences.values()
-            ]
-            outcomes = [future.result() for future in futures]
+        work = list(sequences.values())
+        outcomes = self._run_sequences(client, batch, work)
         self._raise_for(batch, outcomes)
+
+    def _run_sequences(
+        self, client: httpx.Client, batch: Sequence[Message], work: list[list[int]]
+    ) -> list[_Outcome]:
+        """Send the users' sequences, up to max_in_flight at once, on short-lived daemon threads.
+
+        Not a ThreadPoolExecutor: its threads are joined (without a timeout) before any atexit
+        hook runs, and it refuses work during interpreter shutdown, which is exactly when the
+        bounded exit flush delivers. Daemon threads end with the process; if none can be
+        started (interpreter shutdown on 3.12+), the sequences run here, one after another.
+        """
+        outcomes: list[_Outcome | None] = [None] * len(work)
+        next_index = iter(range(len(work)))
+        take = threading.Lock()
+
+        def run() -> None:
+            while True:
+                with take:
+                    index = next(next_index, None)
+                if index is None:
+                    return
+                outcomes[index] = self._send_sequence(client, batch, work[index])
+
+        threads: list[threading.Thread] = []
+        for _ in range(min(self._max_in_flight, len(work)) - 1):
+            thread = threading.Thread(target=run, name="instrumentor-accoil", daemon=True)
+            try:
+                thread.start()
+            except RuntimeError:
+                break
+            threads.append(thread)
+        run()  # this thread works too
+        for thread in threads:
+            thread.join()
+        return [
+            o if o is not None else _Outcome(retry=list(work[i])) for i, o in enumerate(outcomes)
+        ]
 
     def _send_sequence(
         self, client: httpx.Client, batch: Sequence[Message], indexes: list[int]
     ) -> _Outcome:
         outcome = _Outcome()
         for position, index in enumerate(indexes):
-            error = self._send(client, batch[index])
+            try:
+                error = self._send(client, batch[index])
+            except Exception as exc:  # a bug or an unencodable message: that message only
+                outcome.failed.append((index, f"could not send: {type(exc).__name__}"))
+                continue
             if error is None:
                 continue
             outcome.errors.append(error)
@@ -241,7 +257,7 @@ class AccoilTransport:
         else:
             path, body = _v1_request(message, self._key.reveal())
         what = f"POST {path}"
-        content = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+        content = encode_json(body)
         try:
             response = client.post(self._endpoint + path, content=content)
         except Exception as exc:  # refused, reset, timed out, or closed under us: retry later
@@ -269,22 +285,8 @@ class AccoilTransport:
         )
 
     def close(self) -> None:
-        """Close the connections and stop the threads; a later :meth:`deliver` reopens them."""
-        with self._lock:
-            executor, self._executor = self._executor, None
-            ours = self._executor_pid == os.getpid()
-        if executor is not None and ours:
-            executor.shutdown(wait=False, cancel_futures=True)  # never wait on the network
+        """Close the connections; a later :meth:`deliver` reopens them."""
         self._holder.close()
 
     def __repr__(self) -> str:
         return f"AccoilTransport(endpoint={self._endpoint!r}, api_version={self._api_version!r})"
-
-
-def _forget_parent_pool(ref: weakref.ref[AccoilTransport]) -> None:
-    transport = ref()
-    if transport is not None:
-        # Runs in the child right after fork(): the parent's threads do not exist here and
-        # its lock may be held forever. Drop both; the pool is recreated on first use.
-        transport._lock = threading.Lock()
-        transport._executor = None

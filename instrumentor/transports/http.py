@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime
 import email.utils
+import json
 import math
 import os
 import threading
@@ -40,6 +41,7 @@ __all__ = [
     "MAX_RETRY_AFTER",
     "TOO_LARGE",
     "checked_secret",
+    "encode_json",
     "error_for_exception",
     "error_for_response",
     "library_version",
@@ -48,6 +50,11 @@ __all__ = [
 
 #: Marks a failure reason as "too large": the destination counts it as ``dropped.too_large``.
 TOO_LARGE = "too large"
+
+
+def encode_json(data: object) -> bytes:
+    """Compact UTF-8 JSON; a lone surrogate in a string becomes ``?`` instead of an error."""
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "replace")
 
 
 def library_version() -> str:
@@ -151,9 +158,7 @@ class ClientHolder:
         self._factory = factory
         self._client: httpx.Client | None = None
         self._lock = threading.Lock()
-        if hasattr(os, "register_at_fork"):
-            ref = weakref.ref(self)
-            os.register_at_fork(after_in_child=lambda: _reset_after_fork(ref))
+        _holders.add(self)
 
     def get(self) -> httpx.Client:
         """The client of this process."""
@@ -173,10 +178,16 @@ class ClientHolder:
             client.close()
 
 
-def _reset_after_fork(ref: weakref.ref[ClientHolder]) -> None:
-    holder = ref()
-    if holder is not None:
+_holders: weakref.WeakSet[ClientHolder] = weakref.WeakSet()
+
+
+def _reset_after_fork() -> None:
+    for holder in list(_holders):
         # The parent's client, pool and lock are not ours: drop them without closing the
         # sockets the parent still uses.
         holder._lock = threading.Lock()
         holder._client = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)

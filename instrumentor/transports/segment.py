@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import gzip as _gzip
-import json
+from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +28,7 @@ from instrumentor.transports.http import (
     TOO_LARGE,
     ClientHolder,
     checked_secret,
+    encode_json,
     error_for_exception,
     error_for_response,
     library_version,
@@ -51,7 +52,7 @@ _ENVELOPE_BYTES = len(_HEAD) + 64
 
 
 def _dumps(data: Any) -> bytes:
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+    return encode_json(data)
 
 
 def _now_iso() -> str:
@@ -165,8 +166,6 @@ class SegmentTransport:
         """Send ``batch`` in order, in requests within the limits.
 
         Raises:
-            PayloadTooLargeError: If the provider refused the first request as too large
-                (nothing was delivered: split the batch).
             RetryableDeliveryError: If nothing was delivered or refused, and it is worth a retry.
             PartialDeliveryError: Otherwise, if anything was not delivered: ``retry`` holds the
                 undelivered messages worth a retry, ``failed`` the refused ones with the reason.
@@ -179,24 +178,29 @@ class SegmentTransport:
                 failed.append((index, f"message over 32 KB ({TOO_LARGE})"))
             else:
                 encoded.append((index, data))
-        chunks = _chunks(encoded)
+        work = deque(_chunks(encoded))
         delivered = 0
-        for position, chunk in enumerate(chunks):
+        while work:
+            chunk = work.popleft()
             error = self._send([data for _, data in chunk])
             if error is None:
                 delivered += len(chunk)
                 continue
             too_large = isinstance(error, PayloadTooLargeError)
-            if isinstance(error, PermanentDeliveryError) or (too_large and len(chunk) == 1):
+            if too_large and len(chunk) > 1:
+                # The provider's limit is lower than ours: split this request and go on.
+                middle = len(chunk) // 2
+                work.appendleft(chunk[middle:])
+                work.appendleft(chunk[:middle])
+                continue
+            if isinstance(error, PermanentDeliveryError) or too_large:
                 # Refused for good: these are lost, the next requests may still go through.
                 reason = f"{error} ({TOO_LARGE})" if too_large else str(error)
                 failed.extend((index, reason) for index, _ in chunk)
                 continue
-            if too_large and position == 0:
-                raise error  # nothing delivered: the worker splits the batch
-            if not too_large and delivered == 0 and not failed:
+            if delivered == 0 and not failed:
                 raise error  # retryable, and the whole batch with it
-            retry = [index for later in chunks[position:] for index, _ in later]
+            retry = [index for later in (chunk, *work) for index, _ in later]
             raise _partial(batch, delivered, retry, failed, error)
         if failed:
             raise _partial(batch, delivered, [], failed, None)

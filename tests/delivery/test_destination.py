@@ -332,3 +332,118 @@ def test_zero_linger_sends_at_once_without_spinning() -> None:
     time.sleep(0.5)  # the worker is idle now
     used = resource.getrusage(resource.RUSAGE_SELF).ru_utime - before
     assert used < 0.25  # a spinning worker would burn the whole half second
+
+
+class TestReviewRegressions:
+    def test_configured_restores_a_working_destination(self) -> None:
+        """Leaving a configured() block puts back the previous destination, still delivering."""
+        outer = ScriptedTransport()
+        destination = use(outer)
+        with instrumentor.configured(transports=[ScriptedTransport()]):
+            track(Events.PLAN_UPGRADED)
+        track(Events.PLAN_UPGRADED)
+        assert destination.flush(5).pending == 0
+        assert len(outer.delivered) == 3
+        assert destination.stats().dropped == {}
+
+    def test_a_destination_passed_in_is_not_shut_down_by_reconfiguring(self) -> None:
+        """Only destinations instrumentor created are retired; yours stay yours."""
+        transport = ScriptedTransport()
+        mine = Destination(transport, linger=0.01, retry=FAST)
+        configure(transports=[mine])
+        configure(transports=[ScriptedTransport()])
+        configure(transports=[mine])
+        track(Events.PLAN_UPGRADED)
+        assert mine.flush(5).pending == 0
+        assert len(transport.delivered) == 3
+
+    def test_reconfiguring_while_tracking_loses_nothing(self) -> None:
+        """Events tracked on another thread during configure() reach a destination."""
+        transport = ScriptedTransport()
+        destination = use(transport)
+        stop = threading.Event()
+        tracked = 0
+
+        def keep_tracking() -> None:
+            nonlocal tracked
+            bind_context(user_id="u_2", account_id="acc_1")
+            while not stop.is_set():
+                track(Events.PLAN_UPGRADED)
+                tracked += 1
+
+        thread = threading.Thread(target=keep_tracking)
+        thread.start()
+        for i in range(300):
+            configure(strict=bool(i % 2))  # same transports: the destination is kept
+        stop.set()
+        thread.join()
+        destination.flush(10)
+        assert destination.stats().enqueued == tracked
+
+    def test_concurrent_shutdowns_share_the_earliest_deadline(self) -> None:
+        """A short shutdown beside a long one: both return early; nothing is sent after."""
+        release = threading.Event()
+        transport = ScriptedTransport(*[raise_(RetryableDeliveryError("down"))] * 1000)
+        destination = use(transport, retry=RetryPolicy(max_attempts=1000, base_delay=0.05))
+        for _ in range(3):
+            track(Events.PLAN_UPGRADED)
+        assert wait_until(lambda: len(transport.attempts) >= 1)
+        results: list[float] = []
+
+        def stop(timeout: float) -> None:
+            started = time.monotonic()
+            destination.shutdown(timeout)
+            results.append(time.monotonic() - started)
+
+        threads = [threading.Thread(target=stop, args=(t,)) for t in (5.0, 0.3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        release.set()
+        assert max(results) < 2.0
+        attempts = len(transport.attempts)
+        time.sleep(0.3)
+        assert len(transport.attempts) == attempts  # the worker stopped; nothing after
+
+    def test_the_worker_survives_a_base_exception(self) -> None:
+        """A transport raising BaseException loses its batch, not the destination."""
+
+        class Interrupt(BaseException):
+            pass
+
+        transport = ScriptedTransport(raise_(Interrupt()))  # type: ignore[arg-type]
+        destination = use(transport)
+        track(Events.PLAN_UPGRADED)
+        assert wait_until(lambda: len(transport.attempts) == 1)
+        assert wait_until(lambda: destination._worker is None)
+        track(Events.PLAN_UPGRADED)
+        assert destination.flush(5).pending == 0
+        assert [m.type for m in transport.delivered][-1] == "track"
+
+    def test_stats_never_go_backwards(self) -> None:
+        """Counters of a replaced and collected destination stay in the totals."""
+        import gc
+
+        start = stats().get("delivered", 0)
+        transport = ScriptedTransport()
+        configure(transports=[transport], bundle_ttl=0)  # instrumentor wraps and owns it
+        track(Events.PLAN_UPGRADED)
+        instrumentor.flush(5)
+        before = stats()["delivered"]
+        assert before == start + 3
+        configure(transports=[ScriptedTransport()])  # retires (and drops) the first one
+        instrumentor.flush(1)
+        gc.collect()
+        assert stats()["delivered"] >= before
+
+    def test_no_retry_starts_after_max_elapsed(self) -> None:
+        """A retry whose wait would end past max_elapsed is not scheduled."""
+        transport = ScriptedTransport(
+            *[raise_(RetryableDeliveryError("down", retry_after=1.0))] * 5
+        )
+        destination = use(transport, retry=RetryPolicy(max_attempts=10, max_elapsed=0.5))
+        track(Events.PLAN_UPGRADED)
+        destination.flush(3)
+        assert len(transport.attempts) == 1
+        assert destination.stats().failed == 3

@@ -159,3 +159,107 @@ def test_gunicorn_preload_workers_each_deliver(server: FaultServer) -> None:
     assert sorted(pids) == sorted(served), stderr  # every request's event, once, by its worker
     assert [t["userId"] for t in tracks].count("master") == 1
     assert len(server.message_ids()) == len(set(server.message_ids()))
+
+
+ACCOIL_USERS_AND_EXIT = """
+    import os
+    import instrumentor
+    from instrumentor import AccoilTransport, bound_context, track
+    from tests.plan import Events
+    instrumentor.configure(
+        transports=[AccoilTransport("sk_test", endpoint=os.environ["SINK_URL"], timeout=30)]
+    )
+    for user in ("u_1", "u_2", "u_3"):
+        with bound_context(user_id=user, account_id="acc_1"):
+            track(Events.PLAN_UPGRADED)
+"""
+
+
+def test_accoil_with_several_users_delivers_at_exit(server: FaultServer) -> None:
+    """Several users' calls go out in parallel even from the exit flush."""
+    server.set_status(202)
+    result = run_script(ACCOIL_USERS_AND_EXIT, server)
+    assert result.returncode == 0, result.stderr
+    assert len(server.message_ids()) == 9  # identify, group, track for each of three users
+
+
+def test_accoil_exit_is_bounded_with_a_hung_provider(server: FaultServer) -> None:
+    """Requests hanging for 30 s do not hold the exit beyond exit_timeout."""
+    server.hang_next(100)
+    started = time.monotonic()
+    result = run_script(ACCOIL_USERS_AND_EXIT, server, ANALYTICS_EXIT_TIMEOUT="0.5")
+    assert result.returncode == 0, result.stderr
+    assert time.monotonic() - started < 10  # start-up included; unbounded would be 30 s+
+
+
+RECONFIGURE_AND_EXIT = """
+    import os
+    import instrumentor
+    from instrumentor import SegmentTransport, bind_context, track
+    from tests.plan import Events
+    url = os.environ["SINK_URL"]
+    instrumentor.configure(transports=[SegmentTransport("k", endpoint=url)])
+    bind_context(user_id="before", account_id="acc_1")
+    track(Events.PLAN_UPGRADED)
+    instrumentor.configure(transports=[SegmentTransport("k", endpoint=url)])  # replaces it
+"""
+
+
+def test_a_replaced_destination_is_delivered_before_exit(server: FaultServer) -> None:
+    """Reconfiguring right before exit still delivers what the old destination held."""
+    result = run_script(RECONFIGURE_AND_EXIT, server)
+    assert result.returncode == 0, result.stderr
+    assert len(server.message_ids()) == 3
+
+
+MULTIPROCESSING = """
+    import multiprocessing, os
+    import instrumentor
+    from instrumentor import SegmentTransport, bind_context, track
+    from tests.plan import Events
+
+    def work(name):
+        bind_context(user_id=name, account_id="acc_1")
+        track(Events.PLAN_UPGRADED)
+
+    if __name__ == "__main__":
+        instrumentor.configure(transports=[SegmentTransport("k", endpoint=os.environ["SINK_URL"])])
+        context = multiprocessing.get_context("fork")
+        children = [context.Process(target=work, args=(f"child_{i}",)) for i in range(3)]
+        for child in children:
+            child.start()
+        for child in children:
+            child.join()
+        print([child.exitcode for child in children])
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
+def test_multiprocessing_children_deliver(server: FaultServer) -> None:
+    """Process children (which end with os._exit) flush through multiprocessing's finalizers."""
+    result = run_script(MULTIPROCESSING, server)
+    assert result.returncode == 0, result.stderr
+    assert "[0, 0, 0]" in result.stdout
+    users = sorted(t["userId"] for t in tracks_received(server))  # type: ignore[type-var]
+    assert users == ["child_0", "child_1", "child_2"]
+
+
+TRACK_IN_ATEXIT = """
+    import atexit, os
+    import instrumentor
+    from instrumentor import SegmentTransport, bind_context, track
+    from tests.plan import Events
+    instrumentor.configure(transports=[SegmentTransport("k", endpoint=os.environ["SINK_URL"])])
+
+    @atexit.register
+    def goodbye():  # registered after instrumentor's hook, so it runs before it
+        bind_context(user_id="at_exit", account_id="acc_1")
+        track(Events.PLAN_UPGRADED)
+"""
+
+
+def test_an_event_first_tracked_during_exit_is_delivered(server: FaultServer) -> None:
+    """Tracked from an application's atexit handler, the event is still delivered."""
+    result = run_script(TRACK_IN_ATEXIT, server)
+    assert result.returncode == 0, result.stderr
+    assert [t["userId"] for t in tracks_received(server)] == ["at_exit"]

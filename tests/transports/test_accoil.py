@@ -500,29 +500,46 @@ class TestLifecycle:
         client = transport._holder.get()
         transport.close()
         assert client.is_closed
-        assert transport._executor is None
         transport.deliver([track("u1"), track("u2")])
         assert transport._holder.get() is not client
         assert len(recorder.requests) == 4
 
     @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork()")
-    def test_child_does_not_reuse_parents_pool(self, make: Factory) -> None:
-        """After os.fork() the child delivers through its own new thread pool."""
+    def test_child_delivers_through_its_own_client(self, make: Factory) -> None:
+        """After os.fork() the child opens its own client and delivers with several users."""
         transport = make(Recorder())
         transport.deliver([track("u1"), track("u2")])
-        parent_pool = transport._executor
-        assert parent_pool is not None
+        parent_client = transport._holder.get()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork with threads
             pid = os.fork()
         if pid == 0:  # the child: report by exit status only, never return into pytest
             status = 1
             try:
-                transport.deliver([track("u1"), track("u2")])
-                pool = transport._executor
-                status = 0 if pool is not None and pool is not parent_pool else 1
+                transport.deliver([track("u1"), track("u2"), track("u3")])
+                status = 0 if transport._holder.get() is not parent_client else 1
             finally:
                 os._exit(status)
         _, wait_status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(wait_status) == 0
-        assert transport._executor is parent_pool
+        assert transport._holder.get() is parent_client
+
+    def test_sequences_run_inline_when_no_thread_can_start(
+        self, make: Factory, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """At interpreter shutdown (no new threads) every user's messages still go out."""
+        recorder = Recorder()
+        transport = make(recorder)
+
+        def refuse(self: threading.Thread) -> None:
+            raise RuntimeError("can't create new thread at interpreter shutdown")
+
+        monkeypatch.setattr(threading.Thread, "start", refuse)
+        transport.deliver([track("u1"), track("u2"), track("u3")])
+        assert len(recorder.requests) == 3
+
+    def test_an_unencodable_string_fails_only_its_message(self, make: Factory) -> None:
+        """A lone surrogate is sent as '?' and never costs the rest of the batch."""
+        recorder = Recorder()
+        make(recorder).deliver([track("u1"), track("bad\ud800"), track("u3")])
+        assert len(recorder.requests) == 3

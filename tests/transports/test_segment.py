@@ -21,7 +21,6 @@ from instrumentor.exceptions import (
     ConfigurationError,
     DeliveryError,
     PartialDeliveryError,
-    PayloadTooLargeError,
     RetryableDeliveryError,
 )
 from instrumentor.messages import GroupMessage, IdentifyMessage, Message, TrackMessage
@@ -266,10 +265,22 @@ class TestStatusMapping:
         assert info.value.failed == ((batch[0], reason), (batch[1], reason))
         assert info.value.retry == ()
 
-    def test_413_for_several_messages_asks_to_split(self, make: Factory) -> None:
-        """413 for the first request of several messages raises PayloadTooLargeError."""
-        with pytest.raises(PayloadTooLargeError):
-            make(Recorder(lambda r: httpx.Response(413))).deliver([track(), identify()])
+    def test_413_for_several_messages_splits_the_request(self, make: Factory) -> None:
+        """413 for a request of several messages splits it until each part fits."""
+
+        def small_only(request: httpx.Request) -> httpx.Response:
+            return httpx.Response(413 if len(request.content) > 700 else 200)
+
+        recorder = Recorder(small_only)
+        batch: list[Message] = [track(), identify(), track(), track()]
+        make(recorder).deliver(batch)
+        accepted = [
+            i
+            for r, ids_ in zip(recorder.requests, recorder.ids(), strict=True)
+            if len(r.content) <= 700
+            for i in ids_
+        ]
+        assert accepted == ids(batch)
 
     def test_413_for_one_message_fails_it(self, make: Factory) -> None:
         """413 for a request of one message fails that message as too large."""
@@ -345,9 +356,9 @@ class TestLimits:
         assert len(recorder.requests) == 2
         assert all(len(gzip.decompress(r.content)) <= MAX_REQUEST_BYTES for r in recorder.requests)
 
-    @pytest.mark.parametrize("status", [503, 413])
+    @pytest.mark.parametrize("status", [503])
     def test_later_chunk_retryable_or_too_large(self, make: Factory, status: int) -> None:
-        """When a later request fails for a retryable reason or 413, it and the rest are retried."""
+        """When a later request fails for a retryable reason, it and the rest are retried."""
         response = httpx.Response(status, headers={"Retry-After": "4"})
         recorder = Recorder(answer_nth(2, response))
         batch = big_batch(60)
@@ -358,6 +369,20 @@ class TestLimits:
         assert info.value.failed == ()
         assert info.value.retry_after == (4.0 if status == 503 else None)
         assert len(recorder.requests) == 2  # nothing after the failed request
+
+    def test_later_chunk_413_is_split_not_retried(self, make: Factory) -> None:
+        """A 413 on a later request splits that request; everything is delivered in order."""
+        recorder = Recorder(answer_nth(2, httpx.Response(413)))
+        batch = big_batch(60)
+        make(recorder).deliver(batch)
+        accepted = [
+            message_id
+            for request, request_ids in zip(recorder.requests, recorder.ids(), strict=True)
+            if request is not recorder.requests[1]
+            for message_id in request_ids
+        ]
+        assert accepted == ids(batch)
+        assert len(recorder.requests) == 5  # 1, the refused 2nd, its two halves, 3
 
     def test_later_chunk_refused(self, make: Factory) -> None:
         """When a later request is refused for good, its messages fail and the rest still go."""
