@@ -357,7 +357,10 @@ class Run:
 
 def _ours_destination(sink: Sink, transport: Any = None, **options: Any) -> Destination:
     transport = transport or SegmentTransport("bench", endpoint=sink.url)
-    options.setdefault("batch_size", 100)
+    if options.pop("default_batches", False):
+        options.pop("batch_size", None)  # the transport's preferred batch size (Segment: 500)
+    else:
+        options.setdefault("batch_size", 100)
     options.setdefault("linger", 0.05)
     options.setdefault("max_queue", 1_000_000)
     return Destination(transport, **options)
@@ -656,8 +659,8 @@ class Feeder:
     dropped: Callable[[], int] = lambda: 0
 
 
-def _feed_ours(run: Run) -> Feeder:
-    dest = _ours_destination(run.sink)
+def _feed_ours(run: Run, *, default_batches: bool = False) -> Feeder:
+    dest = _ours_destination(run.sink, default_batches=default_batches)
     _install(dest)
     token = bind_context(user_id="u_throughput", account_id="acc_1", project_id="proj_1")
 
@@ -671,7 +674,7 @@ def _feed_ours(run: Run) -> Feeder:
         _install()
 
     return Feeder(
-        "instrumentor SegmentTransport",
+        "instrumentor SegmentTransport" + (" (its default batches)" if default_batches else ""),
         AGENT_OURS,
         "track",
         track,
@@ -774,6 +777,7 @@ def section_throughput(run: Run) -> None:
     timeout = 30.0 if run.args.quick else 90.0
     makers: list[Callable[[], Feeder | None]] = [
         lambda: _feed_ours(run),
+        lambda: _feed_ours(run, default_batches=True),
         lambda: _feed_segment(run, n),
         lambda: _feed_posthog(run, n),
     ]
@@ -810,7 +814,9 @@ def section_throughput(run: Run) -> None:
         f" ({f'median of {rounds} rounds' if rounds > 1 else 'one round'})\n"
     )
     print(
-        "Batches of 100 everywhere. Each library first delivers one warm-up event, then the"
+        "Batches of 100 everywhere, and instrumentor once more with its own default batches"
+        " (SegmentTransport prefers 500 messages, within Segment's 500 KB per request; Segment's"
+        " library defaults to 100). Each library first delivers one warm-up event, then the"
         " clock runs from the first call until the sink has accepted all events. `calls took`:"
         " the tracking loop alone (delivery runs meanwhile); `range`: slowest and fastest"
         " round; CPU: this process (all threads) and the sink's, over the run. GC on.\n"
@@ -850,15 +856,16 @@ def section_throughput(run: Run) -> None:
         table,
     )
     run.results["throughput"] = {"events": n, "rounds": rounds, "rows": rows}
-    if seg is not None and rows[0]["name"].startswith("instrumentor"):
-        ratio = rows[0]["vs_segment"]
-        run.checks.append(
-            (
-                f"throughput: SegmentTransport >= {TARGET_THROUGHPUT_VS_SEGMENT:g}x Segment's "
-                f"events/s (is {ratio:.2f}x)",
-                ratio >= TARGET_THROUGHPUT_VS_SEGMENT,
+    for r in rows if seg is not None else []:
+        if r["name"].startswith("instrumentor"):
+            ratio = r["vs_segment"]
+            run.checks.append(
+                (
+                    f"throughput: {r['name']} >= {TARGET_THROUGHPUT_VS_SEGMENT:g}x Segment's "
+                    f"events/s (is {ratio:.2f}x)",
+                    ratio >= TARGET_THROUGHPUT_VS_SEGMENT,
+                )
             )
-        )
     for r in rows:
         if r["delivered"] != n or r["dropped"]:
             run.notes.append(

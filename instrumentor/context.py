@@ -74,7 +74,7 @@ def _as_id(value: object) -> str | None:
     return text or None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Group:
     """A group at one level of the hierarchy (an account, a workspace, a project).
 
@@ -96,7 +96,7 @@ class Group:
         object.__setattr__(self, "traits", _freeze(self.traits))
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, slots=True)
 class AnalyticsContext:
     """An immutable snapshot of who is acting and in which groups.
 
@@ -109,10 +109,11 @@ class AnalyticsContext:
     user_id: str | None = None
     user_traits: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
     groups: Mapping[str, Group] = field(default_factory=lambda: _EMPTY)
-    # Derived, never part of equality: level -> group id for the hot path, and a per-context
-    # cache of bundle keys (see emitter).
+    # Derived, never part of equality: level -> group id for the hot path, and the emitter's
+    # per-context cache: [traits fingerprint, (hierarchy path, runtime, expiry) of the last
+    # bundle verdict]. A two-item list, so a queued event's context stays small.
     _ids: dict[str, str] = field(init=False, repr=False, compare=False)
-    _keys: dict[Any, Any] = field(init=False, repr=False, compare=False)
+    _cache: list[Any] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.user_traits, MappingProxyType):
@@ -125,7 +126,7 @@ class AnalyticsContext:
             object.__setattr__(self, "groups", MappingProxyType(groups) if groups else _EMPTY)
         object.__setattr__(self, "user_id", _as_id(self.user_id))
         object.__setattr__(self, "_ids", {level: g.id for level, g in self.groups.items()})
-        object.__setattr__(self, "_keys", {})
+        object.__setattr__(self, "_cache", [None, None])
 
     def group_id(self, level: str) -> str | None:
         """The id of the group bound at ``level``, or ``None``."""
@@ -219,11 +220,35 @@ def _merged(
         elif (name is not None or traits is not None) and level in new_groups:
             new_groups[level] = _as_group(new_groups[level], name, traits)
     new_user = _as_id(user_id)
+    user = new_user if new_user is not None else base.user_id
+    traits = _freeze(user_traits) if user_traits is not None else base.user_traits
+    if new_groups == dict(base.groups):
+        return _sharing_groups(base, user, traits)
     return AnalyticsContext(
-        user_id=new_user if new_user is not None else base.user_id,
-        user_traits=_freeze(user_traits) if user_traits is not None else base.user_traits,
+        user_id=user,
+        user_traits=traits,
         groups=MappingProxyType(new_groups) if new_groups else _EMPTY,
     )
+
+
+def _sharing_groups(
+    base: AnalyticsContext, user_id: str | None, user_traits: Mapping[str, Any]
+) -> AnalyticsContext:
+    """A context with ``base``'s groups (and their id index) shared, not copied.
+
+    Both are immutable, so a context bound per request on top of the same groups costs little
+    while its events wait in a queue.
+    """
+    context: AnalyticsContext = object.__new__(AnalyticsContext)
+    for name, value in (
+        ("user_id", user_id),
+        ("user_traits", user_traits),
+        ("groups", base.groups),
+        ("_ids", base._ids),
+        ("_cache", [None, None]),
+    ):
+        object.__setattr__(context, name, value)
+    return context
 
 
 def bind_context(

@@ -216,7 +216,6 @@ def _expand(emission: Emission) -> tuple[Message, ...]:
 
 
 _unique = itertools.count(1)
-_FINGERPRINT = "fingerprint"  # the key of a context's own fingerprint in ctx._keys
 
 
 def _fingerprint(*parts: Any) -> Any:
@@ -331,11 +330,16 @@ def emit_track(
     if properties is not None:
         properties = _snapshot_properties(rt, properties, event, site)
     now = _now()
-    # The bundle verdict is cached on the (immutable, per-request) context, per hierarchy
-    # path: while it is fresh for this runtime, identify and group calls are not due and
-    # nothing is hashed. Explicit group ids are not cached there (they are unbounded).
-    cached = None if explicit else ctx._keys.get(event._bundle_key)
-    if cached is not None and cached[0] is rt and cached[1] > now:
+    # The last bundle verdict is cached on the (immutable, per-request) context: while it is
+    # fresh for this runtime and hierarchy path, identify and group calls are not due and
+    # nothing is hashed. Explicit group ids are decided on the slow path (they are unbounded).
+    verdict = None if explicit else ctx._cache[1]
+    if (
+        verdict is not None
+        and verdict[1] is rt
+        and verdict[2] > now
+        and verdict[0] == event._bundle_key
+    ):
         bundle = _NO_BUNDLE
     else:
         bundle = _bundle_for(rt, ctx, event, user_id, group_id, now, explicit)
@@ -363,10 +367,10 @@ def _bundle_for(
     explicit: bool,
 ) -> tuple[bool, tuple[str, ...]]:
     """The calls due with this track, decided against the process-wide record (slow path)."""
-    keys = ctx._keys
-    fingerprint = keys.get(_FINGERPRINT)
+    cache = ctx._cache
+    fingerprint = cache[0]
     if fingerprint is None:
-        fingerprint = keys[_FINGERPRINT] = _fingerprint(ctx.user_traits, ctx.groups)
+        fingerprint = cache[0] = _fingerprint(ctx.user_traits, ctx.groups)
     fast = (fingerprint, event._bundle_key, user_id, group_id)
     if rt.seen.get(fast, 0.0) > now:
         bundle = _NO_BUNDLE
@@ -378,7 +382,7 @@ def _bundle_for(
         if rt.bundle_ttl > 0:
             _remember(rt, fast, expiry, now)
     if rt.bundle_ttl > 0 and not explicit:
-        keys[event._bundle_key] = (rt, expiry)
+        cache[1] = (event._bundle_key, rt, expiry)
     return bundle
 
 

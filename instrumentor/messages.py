@@ -13,6 +13,7 @@ import enum
 import logging
 import math
 import os
+import threading
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -32,9 +33,37 @@ _MAX_DEPTH = 32
 _UTC = _dt.timezone.utc
 
 
+_id_pool = bytearray()
+_id_lock = threading.Lock()
+
+
 def new_message_id() -> str:
-    """A new random message id (a UUID4 in canonical form)."""
-    return str(uuid.UUID(bytes=os.urandom(16), version=4))
+    """A new random message id (a UUID4 in canonical form).
+
+    Randomness is read from ``os.urandom`` 4 KiB at a time (each call releases the GIL, which a
+    busy application makes expensive) and the pool is discarded in a forked child, so parent and
+    child never share ids.
+    """
+    global _id_pool
+    with _id_lock:
+        if len(_id_pool) < 16:
+            _id_pool = bytearray(os.urandom(4096))
+        raw = _id_pool[-16:]
+        del _id_pool[-16:]
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def _discard_id_pool() -> None:
+    global _id_pool, _id_lock
+    _id_pool = bytearray()
+    _id_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_discard_id_pool)
 
 
 def _iso(ts: _dt.datetime) -> str:
@@ -166,6 +195,7 @@ Message = Union[IdentifyMessage, GroupMessage, TrackMessage]
 
 
 _warned_types: set[str] = set()
+_PLAIN = frozenset({str, int, bool, type(None)})
 
 
 def _fallback(value: object) -> str:
@@ -192,6 +222,12 @@ def to_json_compatible(value: Any) -> Any:
     dataclasses dicts; NaN and infinities become ``None``; non-string keys become strings; cycles
     and nesting deeper than 32 become ``"<cycle>"`` / ``"<too deep>"``; anything else its ``str()``.
     """
+    if type(value) is dict:  # the common case: a flat dict of plain values, copied as is
+        for key, item in value.items():
+            if type(key) is not str or type(item) not in _PLAIN:
+                break
+        else:
+            return dict(value)
     try:
         return _convert(value, 0, frozenset())
     except Exception:  # e.g. an int subclass whose __int__ raises, a broken tzinfo

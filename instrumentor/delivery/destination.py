@@ -118,7 +118,8 @@ class Destination:
         transport: Where batches go (e.g. :class:`~instrumentor.transports.AccoilTransport`).
         name: A name for stats, logs and the worker thread; by default the transport's class.
         max_queue: Events the queue holds; beyond it new events are dropped and counted.
-        batch_size: Messages per delivery at most.
+        batch_size: Messages per delivery at most; by default the transport's
+            ``preferred_batch_size`` if it has one (Segment: 500), else 100.
         linger: Seconds the worker waits for a batch to fill before sending what it has (``0``:
             each event wakes it).
         retry: The :class:`RetryPolicy` for failed batches.
@@ -131,11 +132,13 @@ class Destination:
         *,
         name: str | None = None,
         max_queue: int = 100_000,
-        batch_size: int = 100,
+        batch_size: int | None = None,
         linger: float = 0.2,
         retry: RetryPolicy | None = None,
         on_drop: Callable[[Any, str], None] | None = None,
     ) -> None:
+        if batch_size is None:
+            batch_size = int(getattr(transport, "preferred_batch_size", 100))
         if max_queue < 1 or batch_size < 1 or linger < 0:
             raise ConfigurationError("max_queue and batch_size must be >= 1, linger >= 0")
         self.transport = transport

@@ -52,9 +52,12 @@ __all__ = [
 TOO_LARGE = "too large"
 
 
+_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def encode_json(data: object) -> bytes:
     """Compact UTF-8 JSON; a lone surrogate in a string becomes ``?`` instead of an error."""
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "replace")
+    return _encoder.encode(data).encode("utf-8", "replace")
 
 
 def library_version() -> str:

@@ -127,6 +127,10 @@ class SegmentTransport:
         ConfigurationError: If the write key is empty or another argument is invalid.
     """
 
+    #: Messages per batch a Destination sends by default: one request holds up to 500 KB,
+    #: and larger batches are split to fit.
+    preferred_batch_size = 500
+
     def __init__(
         self,
         write_key: str | Secret,
