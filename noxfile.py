@@ -59,6 +59,7 @@ def bench(session: nox.Session) -> None:
     """The benchmarks, with the peer SDKs they compare against."""
     session.install("-e", ".[bench]")
     session.run("python", "benchmarks/bench_caller.py", *session.posargs)
+    session.run("python", "benchmarks/bench_delivery.py", *session.posargs)
 
 
 @nox.session
