@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from instrumentor.transports.base import Transport
 
 __all__ = [
+    "ENVIRONMENT_VARIABLES",
     "Secret",
     "Settings",
     "configure",
@@ -47,6 +48,19 @@ __all__ = [
 ]
 
 _log = logging.getLogger("instrumentor")
+
+#: Every environment variable instrumentor reads (see the table above).
+ENVIRONMENT_VARIABLES = (
+    "ANALYTICS_API_KEY",
+    "ANALYTICS_DEBUG",
+    "ANALYTICS_INSTANCE_LEVEL",
+    "ANALYTICS_STRICT",
+    "ANALYTICS_ENABLED",
+    "ANALYTICS_BUNDLE_TTL",
+    "ANALYTICS_ENDPOINT",
+    "ANALYTICS_QUEUE_SIZE",
+    "ANALYTICS_EXIT_TIMEOUT",
+)
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
 

@@ -8,20 +8,13 @@ from collections.abc import Iterator
 import pytest
 
 import instrumentor
+from instrumentor.config import ENVIRONMENT_VARIABLES
 from instrumentor.diagnostics import _diagnostics
 
 
 @pytest.fixture(autouse=True)
 def _fresh_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name in (
-        "ANALYTICS_API_KEY",
-        "ANALYTICS_DEBUG",
-        "ANALYTICS_INSTANCE_LEVEL",
-        "ANALYTICS_STRICT",
-        "ANALYTICS_ENABLED",
-        "ANALYTICS_BUNDLE_TTL",
-        "ANALYTICS_ENDPOINT",
-    ):
+    for name in ENVIRONMENT_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     instrumentor.reset_configuration()
     instrumentor.clear_context()

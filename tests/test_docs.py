@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 import instrumentor
+from instrumentor.config import ENVIRONMENT_VARIABLES
 from instrumentor.testing import forget_registry
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -28,15 +29,7 @@ _PYTHON_BLOCK = re.compile(
     re.MULTILINE | re.DOTALL,
 )
 _TEST_FUNCTION = re.compile(r"^(?:async )?def test_\w+\(", re.MULTILINE)
-_ENVIRONMENT = (
-    "ANALYTICS_API_KEY",
-    "ANALYTICS_DEBUG",
-    "ANALYTICS_INSTANCE_LEVEL",
-    "ANALYTICS_STRICT",
-    "ANALYTICS_ENABLED",
-    "ANALYTICS_BUNDLE_TTL",
-    "ANALYTICS_ENDPOINT",
-)
+_ENVIRONMENT = ENVIRONMENT_VARIABLES
 
 
 def _python_blocks(page: Path) -> list[str]:

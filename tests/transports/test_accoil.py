@@ -314,30 +314,37 @@ class TestStatusMapping:
         assert type(error).__name__ in str(exc)
 
 
+class Concurrency:
+    """A handler that answers 202 after a pause, recording the most requests in flight."""
+
+    def __init__(self, pause: float) -> None:
+        self.pause = pause
+        self.lock = threading.Lock()
+        self.in_flight = 0
+        self.most = 0
+
+    def respond(self, request: httpx.Request) -> httpx.Response:
+        with self.lock:
+            self.in_flight += 1
+            self.most = max(self.most, self.in_flight)
+        time.sleep(self.pause)
+        with self.lock:
+            self.in_flight -= 1
+        return httpx.Response(202)
+
+
 class TestOrderAndConcurrency:
     def test_each_users_order_is_kept_while_users_run_concurrently(self, make: Factory) -> None:
         """Users are sent concurrently (up to max_in_flight), each user's messages in order."""
-        lock = threading.Lock()
-        in_flight = 0
-        most = 0
-
-        def respond(request: httpx.Request) -> httpx.Response:
-            nonlocal in_flight, most
-            with lock:
-                in_flight += 1
-                most = max(most, in_flight)
-            time.sleep(0.02)
-            with lock:
-                in_flight -= 1
-            return httpx.Response(202)
-
+        concurrency = Concurrency(0.02)
+        respond = concurrency.respond
         users = [f"u{i}" for i in range(6)]
         batch: list[Message] = []
         for step in range(3):  # interleaved: u0 m0, u1 m0, ..., u0 m1, ...
             batch += [track(user, event=f"Step_{step}_Done") for user in users]
         recorder = Recorder(respond)
         make(recorder, max_in_flight=4).deliver(batch)
-        assert 1 < most <= 4
+        assert 1 < concurrency.most <= 4
         sent = [(b["userId"], b["event"]) for b in recorder.bodies()]
         assert sorted(sent) == sorted(
             (m.user_id, m.event) for m in batch if isinstance(m, TrackMessage)
@@ -348,24 +355,12 @@ class TestOrderAndConcurrency:
 
     def test_one_in_flight_sends_one_at_a_time(self, make: Factory) -> None:
         """With max_in_flight=1 requests never overlap, and each user's order is kept."""
-        lock = threading.Lock()
-        in_flight = 0
-        most = 0
-
-        def respond(request: httpx.Request) -> httpx.Response:
-            nonlocal in_flight, most
-            with lock:
-                in_flight += 1
-                most = max(most, in_flight)
-            time.sleep(0.005)
-            with lock:
-                in_flight -= 1
-            return httpx.Response(202)
-
+        concurrency = Concurrency(0.005)
+        respond = concurrency.respond
         recorder = Recorder(respond)
         batch: list[Message] = [track("a"), track("b"), identify("a"), identify("c")]
         make(recorder, max_in_flight=1).deliver(batch)
-        assert most == 1
+        assert concurrency.most == 1
         sent = [(r.url.path, body_of(r)["userId"]) for r in recorder.requests]
         assert sorted(sent) == sorted(
             [("/v2/track", "a"), ("/v2/track", "b"), ("/v2/identify", "a"), ("/v2/identify", "c")]
