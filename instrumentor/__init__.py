@@ -48,6 +48,7 @@ from instrumentor.exceptions import (
     WaiverError,
 )
 from instrumentor.messages import GroupMessage, IdentifyMessage, Message, TrackMessage
+from instrumentor.otel import OTelTransport
 from instrumentor.registry import (
     CATEGORIES,
     DEFAULT_HIERARCHY,
@@ -96,6 +97,7 @@ __all__ = [
     "Message",
     "MissingContextError",
     "NamingRuleError",
+    "OTelTransport",
     "PartialDeliveryError",
     "PayloadTooLargeError",
     "PermanentDeliveryError",

@@ -13,6 +13,7 @@ nothing is read, connected or started. At the first event the environment is rea
 ``ANALYTICS_ENDPOINT``       the provider's base URL (for proxies and tests)
 ``ANALYTICS_QUEUE_SIZE``     events a destination queues before dropping (100000)
 ``ANALYTICS_EXIT_TIMEOUT``   seconds the flush at interpreter exit may take (2; 0: none)
+``ANALYTICS_SPAN_EVENTS``    ``false``: do not add tracked events to the current span
 =========================== ==========================================================
 """
 
@@ -60,6 +61,7 @@ ENVIRONMENT_VARIABLES = (
     "ANALYTICS_ENDPOINT",
     "ANALYTICS_QUEUE_SIZE",
     "ANALYTICS_EXIT_TIMEOUT",
+    "ANALYTICS_SPAN_EVENTS",
 )
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
@@ -131,6 +133,9 @@ class Settings:
             ``0`` sends them with every track.
         queue_size: Events each destination queues before dropping new ones (counted).
         exit_timeout: Seconds the flush at interpreter exit may take; ``0`` disables it.
+        span_events: Add each tracked event to the current OpenTelemetry span (when an SDK is
+            installed and the span records), and its trace ids to the track message.
+        span_event_user: Include the user id (``enduser.id``) in those span events.
         transports: Where messages go; ``None`` chooses from the settings: the console in
             debug mode, else Accoil when an API key is set. A transport that does I/O is put
             behind a queued :class:`~instrumentor.delivery.Destination`; pass a
@@ -147,6 +152,8 @@ class Settings:
     bundle_ttl: float = 3600.0
     queue_size: int = 100_000
     exit_timeout: float = 2.0
+    span_events: bool = True
+    span_event_user: bool = False
     transports: tuple[Transport | Destination, ...] | None = None
     on_error: Callable[[Incident], None] | None = field(default=None, repr=False)
 
@@ -247,6 +254,8 @@ class Runtime:
         "receivers",
         "seen",
         "settings",
+        "span_event_user",
+        "span_events",
         "strict",
     )
 
@@ -254,6 +263,8 @@ class Runtime:
         self.settings = settings
         self.strict = settings.strict
         self.enabled = settings.enabled
+        self.span_events = settings.span_events
+        self.span_event_user = settings.span_event_user
         #: True when the environment could not be read at first use (tracking is off).
         self.from_bad_env = False
         self.instance_level = settings.instance_level
@@ -404,6 +415,8 @@ def configure(
     bundle_ttl: float = _UNSET,
     queue_size: int = _UNSET,
     exit_timeout: float = _UNSET,
+    span_events: bool = _UNSET,
+    span_event_user: bool = _UNSET,
     transports: Sequence[Transport | Destination] | None = _UNSET,
     on_error: Callable[[Incident], None] | None = _UNSET,
 ) -> Settings:
@@ -422,6 +435,8 @@ def configure(
         bundle_ttl: Seconds an unchanged identify/group is not re-sent; ``0`` always sends.
         queue_size: Events each default destination queues before dropping new ones.
         exit_timeout: Seconds the flush at interpreter exit may take (``0``: none).
+        span_events: Add tracked events to the current OpenTelemetry span (default on).
+        span_event_user: Include the user id in those span events (default off: PII).
         transports: Replace the transports (or :class:`~instrumentor.delivery.Destination`
             objects); ``None`` chooses from the other settings.
         on_error: Called with every run-time :class:`~instrumentor.Incident`.
@@ -442,6 +457,8 @@ def configure(
         "bundle_ttl": bundle_ttl,
         "queue_size": queue_size,
         "exit_timeout": exit_timeout,
+        "span_events": span_events,
+        "span_event_user": span_event_user,
         "transports": transports,
         "on_error": on_error,
     }
@@ -461,7 +478,14 @@ def _configure(changes: dict[str, Any], *, retire: bool) -> Settings:
             changes["api_key"] = Secret(changes["api_key"]) if changes["api_key"] else None
         if changes.get("transports") is not None:
             changes["transports"] = tuple(changes["transports"])
-        for flag in ("debug", "instance_level", "strict", "enabled"):
+        for flag in (
+            "debug",
+            "instance_level",
+            "strict",
+            "enabled",
+            "span_events",
+            "span_event_user",
+        ):
             if flag in changes and not isinstance(changes[flag], bool):
                 raise ConfigurationError(f"{flag} must be True or False, got {changes[flag]!r}")
         settings = replace(base, **changes)

@@ -23,6 +23,8 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Union
 
+from opentelemetry import trace as _otel_trace
+
 from instrumentor import config as _config
 from instrumentor.context import AnalyticsContext, Group, _current
 from instrumentor.diagnostics import Incident
@@ -34,6 +36,7 @@ from instrumentor.messages import (
     TrackMessage,
     to_json_compatible,
 )
+from instrumentor.otel import span_event
 from instrumentor.registry import DEFAULT_HIERARCHY, EventRegistry, GroupHierarchy, plan_hierarchy
 from instrumentor.signals import event_emitted
 
@@ -80,6 +83,7 @@ class Emission:
     __slots__ = (
         "_bundle",
         "_messages",
+        "_trace",
         "context",
         "event",
         "group_id",
@@ -107,6 +111,7 @@ class Emission:
         self.properties = properties
         self._bundle = bundle
         self._messages = messages
+        self._trace: tuple[str, str] | None = None  # (trace id, span id) when a span recorded
 
     @property
     def group_level(self) -> str:
@@ -207,6 +212,11 @@ def _expand(emission: Emission) -> tuple[Message, ...]:
                 category=spec.category,
                 properties=dict(emission.properties or _EMPTY),
                 timestamp=when,
+                context=(
+                    {"traceId": emission._trace[0], "spanId": emission._trace[1]}
+                    if emission._trace is not None
+                    else {}
+                ),
             )
         )
     return tuple(out)
@@ -344,6 +354,8 @@ def emit_track(
     else:
         bundle = _bundle_for(rt, ctx, event, user_id, group_id, now, explicit)
     emission = Emission(event, user_id, group_id, now, ctx, properties, bundle)
+    if _otel_trace._TRACER_PROVIDER is not None and rt.span_events:  # an SDK is installed
+        emission._trace = span_event(event, group_id, user_id, rt.span_event_user)
     signal = event_emitted
     sender = type(event)
     strong, weak = signal._cache.get(sender) or signal._entries_for(sender)

@@ -30,6 +30,7 @@ from instrumentor.exceptions import (
     PermanentDeliveryError,
     RetryableDeliveryError,
 )
+from instrumentor.otel import suppress_instrumentation
 
 if TYPE_CHECKING:
     from instrumentor.emitter import Emission
@@ -219,6 +220,10 @@ class Destination:
     # --- the worker ---------------------------------------------------------------------------
 
     def _run(self) -> None:
+        with suppress_instrumentation():  # the provider calls are not application work
+            self._loop()
+
+    def _loop(self) -> None:
         try:
             while True:
                 self._wake.wait(self.linger if self.linger > 0 else None)
@@ -418,10 +423,11 @@ class Destination:
 
     def _drain_inline(self, deadline: float) -> None:
         """Deliver on this thread until the queue is empty or ``deadline`` (no worker exists)."""
-        while self._queue and time.monotonic() < deadline:
-            batch = self._next_batch()
-            if batch:
-                self._deliver_batch(batch)
+        with suppress_instrumentation():
+            while self._queue and time.monotonic() < deadline:
+                batch = self._next_batch()
+                if batch:
+                    self._deliver_batch(batch)
 
     def _finish_shutdown(self, deadline: float) -> None:
         if self._worker is None and self._queue and self._pid == os.getpid():

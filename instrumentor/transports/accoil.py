@@ -25,6 +25,7 @@ from instrumentor.exceptions import (
     RetryableDeliveryError,
 )
 from instrumentor.messages import GroupMessage, IdentifyMessage, Message, TrackMessage
+from instrumentor.otel import suppress_instrumentation
 from instrumentor.transports.http import (
     TOO_LARGE,
     ClientHolder,
@@ -207,12 +208,13 @@ class AccoilTransport:
         take = threading.Lock()
 
         def run() -> None:
-            while True:
-                with take:
-                    index = next(next_index, None)
-                if index is None:
-                    return
-                outcomes[index] = self._send_sequence(client, batch, work[index])
+            with suppress_instrumentation():  # a new thread: suppress here too
+                while True:
+                    with take:
+                        index = next(next_index, None)
+                    if index is None:
+                        return
+                    outcomes[index] = self._send_sequence(client, batch, work[index])
 
         threads: list[threading.Thread] = []
         for _ in range(min(self._max_in_flight, len(work)) - 1):
