@@ -184,6 +184,9 @@ class Settings:
             exit_timeout=_parse_number(
                 "ANALYTICS_EXIT_TIMEOUT", env.get("ANALYTICS_EXIT_TIMEOUT", "2")
             ),
+            span_events=_parse_bool(
+                "ANALYTICS_SPAN_EVENTS", env.get("ANALYTICS_SPAN_EVENTS", "true")
+            ),
         )
         settings._validate()
         return settings

@@ -400,22 +400,22 @@ class bound_context:  # noqa: N801 - a context manager named like a function, as
 
 
 def with_current_context(func: Callable[_P, _R]) -> Callable[_P, _R]:
-    """Capture the analytics context now, and run ``func`` inside it wherever it is called.
+    """Capture the context now, and run ``func`` inside it wherever it is called.
 
     Thread pools do not inherit context variables (``asyncio.to_thread`` does, a bare
     ``executor.submit`` or ``loop.run_in_executor`` does not). Wrap the function when handing
     it over::
 
         executor.submit(with_current_context(export_report), report_id)
+
+    Every context variable is carried, not only instrumentor's: the current OpenTelemetry span
+    too, so events tracked in the pool land on the request's trace. Each call runs in its own
+    copy, so one wrapped function may run in several threads at once.
     """
-    captured = _current.get()
+    captured = contextvars.copy_context()
 
     @functools.wraps(func)
     def run(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-        token = _current.set(captured)
-        try:
-            return func(*args, **kwargs)
-        finally:
-            _current.reset(token)
+        return captured.copy().run(func, *args, **kwargs)
 
     return run

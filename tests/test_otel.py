@@ -126,22 +126,110 @@ def test_span_events_can_be_turned_off() -> None:
     assert out == {"events": 0, "context": {}}
 
 
-def test_otel_transport_emits_spans() -> None:
-    """OTelTransport(mode='span') turns each message into a span with its fields."""
+def test_otel_transport_emits_product_events_as_spans() -> None:
+    """mode='span': one span per product event with its fields; no user id unless asked."""
     out = run(
         """
-        instrumentor.configure(transports=[instrumentor.OTelTransport()])
+        instrumentor.configure(transports=[instrumentor.OTelTransport(mode="span")])
         bind_context(user_id="u_1", account_id="acc_1")
-        track(Events.PLAN_UPGRADED, properties={"seats": 5})
+        track(Events.PLAN_UPGRADED, properties={"seats": 5, "tags": ["a", "b"], "n": None})
         spans = exporter.get_finished_spans()
         print(json.dumps([(s.name, dict(s.attributes)) for s in spans]))
         """
     )
     spans: list[list[Any]] = out
-    assert [name for name, _ in spans] == ["identify", "group", "Plan_Upgraded"]
-    attributes = spans[2][1]
+    assert [name for name, _ in spans] == ["Plan_Upgraded"]  # product events only
+    attributes = spans[0][1]
     assert attributes["instrumentor.category"] == "billing"
     assert attributes["instrumentor.properties.seats"] == 5
+    assert attributes["instrumentor.properties.tags"] == ["a", "b"]
+    assert "instrumentor.properties.n" not in attributes
+    assert "enduser.id" not in attributes
+
+
+def test_otel_transport_span_event_mode_and_options() -> None:
+    """mode='span_event' adds to the caller's span; include_* options add calls and the user."""
+    out = run(
+        """
+        transport = instrumentor.OTelTransport(include_calls=True, include_user=True)
+        instrumentor.configure(transports=[transport], span_events=False)
+        bind_context(user_id="u_1", user_traits={"email": "a@b.c"}, account_id="acc_1")
+        with tracer.start_as_current_span("request"):
+            track(Events.PLAN_UPGRADED)
+        (span,) = exporter.get_finished_spans()
+        print(json.dumps([(e.name, dict(e.attributes)) for e in span.events]))
+        """
+    )
+    events: list[list[Any]] = out
+    assert [name for name, _ in events] == ["identify", "group", "Plan_Upgraded"]
+    assert events[0][1]["instrumentor.traits.email"] == "a@b.c"
+    assert events[2][1]["enduser.id"] == "u_1"
+
+
+def test_span_events_off_from_the_environment() -> None:
+    """ANALYTICS_SPAN_EVENTS=false is read (and a bad value is an error)."""
+    from instrumentor import ConfigurationError, Settings
+
+    assert Settings.from_env({"ANALYTICS_SPAN_EVENTS": "false"}).span_events is False
+    with pytest.raises(ConfigurationError, match="ANALYTICS_SPAN_EVENTS"):
+        Settings.from_env({"ANALYTICS_SPAN_EVENTS": "bogus"})
+
+
+def test_a_remote_parent_gives_ids_without_an_event() -> None:
+    """A valid but non-recording span (e.g. from traceparent): ids on the message, no event."""
+    out = run(
+        """
+        from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+        from opentelemetry.trace import set_span_in_context
+        from opentelemetry import context as otel_context
+        instrumentor.configure(transports=[memory])
+        bind_context(user_id="u_1", account_id="acc_1")
+        parent = SpanContext(trace_id=0x1234, span_id=0x42, is_remote=True,
+                             trace_flags=TraceFlags(0))
+        token = otel_context.attach(set_span_in_context(NonRecordingSpan(parent)))
+        track(Events.PLAN_UPGRADED)
+        otel_context.detach(token)
+        print(json.dumps(dict(memory.tracks[0].context)))
+        """
+    )
+    assert out == {"traceId": f"{0x1234:032x}", "spanId": f"{0x42:016x}"}
+
+
+def test_a_failing_sdk_keeps_the_event_and_its_ids() -> None:
+    """add_event raising costs the span event only; the track and its ids go out."""
+    out = run(
+        """
+        from opentelemetry.sdk.trace import Span
+        def boom(self, *args, **kwargs):
+            raise RuntimeError("sdk bug")
+        Span.add_event = boom
+        instrumentor.configure(transports=[memory])
+        bind_context(user_id="u_1", account_id="acc_1")
+        with tracer.start_as_current_span("request"):
+            track(Events.PLAN_UPGRADED)
+        print(json.dumps({"n": len(memory.tracks), "ids": sorted(memory.tracks[0].context)}))
+        """
+    )
+    assert out == {"n": 1, "ids": ["spanId", "traceId"]}
+
+
+def test_thread_pools_keep_the_span_with_the_helper() -> None:
+    """with_current_context carries the OpenTelemetry span into a thread pool."""
+    out = run(
+        """
+        import concurrent.futures
+        from instrumentor import with_current_context
+        instrumentor.configure(transports=[memory])
+        bind_context(user_id="u_1", account_id="acc_1")
+        with tracer.start_as_current_span("request"):
+            with concurrent.futures.ThreadPoolExecutor(2) as pool:
+                pool.submit(with_current_context(track), Events.PLAN_UPGRADED).result()
+        (span,) = exporter.get_finished_spans()
+        print(json.dumps({"events": [e.name for e in span.events],
+                          "ids": sorted(memory.tracks[0].context)}))
+        """
+    )
+    assert out == {"events": ["Plan_Upgraded"], "ids": ["spanId", "traceId"]}
 
 
 def test_without_an_sdk_nothing_is_added() -> None:
@@ -195,8 +283,9 @@ def test_otel_transport_log_mode(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO, "instrumentor.events"):
         track(Events.PLAN_UPGRADED)
     records = [r for r in caplog.records if r.name == "instrumentor.events"]
-    assert [r.getMessage() for r in records] == ["identify", "group", "Plan_Upgraded"]
-    assert records[2].otel_attributes["instrumentor.group_id"] == "acc_1"  # type: ignore[attr-defined]
+    assert [r.getMessage() for r in records] == ["Plan_Upgraded"]
+    assert getattr(records[0], "instrumentor.group_id") == "acc_1"
+    assert not hasattr(records[0], "enduser.id")
 
 
 def test_otel_transport_rejects_unknown_modes() -> None:
