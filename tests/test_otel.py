@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,8 +16,7 @@ import pytest
 from instrumentor import MemoryTransport, OTelTransport, bind_context, configure, track
 from instrumentor.otel import suppress_instrumentation
 from tests.plan import Events
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import run_python
 
 SDK = """
     import json
@@ -42,14 +38,7 @@ SDK = """
 
 
 def run(code: str) -> Any:
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(SDK) + textwrap.dedent(code)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_python(code=textwrap.dedent(SDK) + textwrap.dedent(code))
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout.strip().splitlines()[-1])
 

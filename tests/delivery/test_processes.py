@@ -7,17 +7,14 @@ import signal
 import socket
 import subprocess
 import sys
-import textwrap
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.fault_server import FaultServer
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support import ROOT, run_python
 
 
 @pytest.fixture
@@ -27,16 +24,7 @@ def server() -> Iterator[FaultServer]:
 
 
 def run_script(code: str, server: FaultServer, **env: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("ANALYTICS_")}
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        cwd=ROOT,
-        env={**clean, "SINK_URL": server.url, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_python(code=code, SINK_URL=server.url, **env)
 
 
 TRACK_AND_EXIT = """

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support import run_python
 
 SCRIPT = textwrap.dedent(
     """
@@ -57,14 +54,7 @@ SCRIPT = textwrap.dedent(
 
 def test_metrics_after_a_run_with_a_fault() -> None:
     """Enqueued, delivered, retried, duration and queue depth carry the right values."""
-    result = subprocess.run(
-        [sys.executable, "-c", SCRIPT],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_python(code=SCRIPT)
     assert result.returncode == 0, result.stderr
     values = json.loads(result.stdout.strip().splitlines()[-1])
     # 4 events: identify + group + track for the first, then track only (bundled once).
@@ -93,8 +83,6 @@ def test_no_sdk_means_no_cost_and_no_error() -> None:
         print(destination.flush(5).pending, len(memory.messages))
         """
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
-    )
+    result = run_python(code=code)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["0", "3"]

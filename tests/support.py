@@ -1,0 +1,39 @@
+"""Helpers shared by tests that need a fresh interpreter (exit, fork, global OTel providers)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_python(*args: str, code: str | None = None, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run Python from the repository root without any ANALYTICS_* variable of ours.
+
+    Args:
+        args: Arguments to the interpreter (e.g. a script path), unless ``code`` is given.
+        code: Source to run with ``-c``; dedented first.
+        env: Extra environment variables.
+    """
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("ANALYTICS_")}
+    command = (
+        [sys.executable, "-c", textwrap.dedent(code)]
+        if code is not None
+        else [
+            sys.executable,
+            *args,
+        ]
+    )
+    return subprocess.run(
+        command,
+        cwd=ROOT,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
