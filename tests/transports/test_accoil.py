@@ -8,7 +8,7 @@ import os
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -87,19 +87,15 @@ def body_of(request: httpx.Request) -> dict[str, Any]:
 
 
 @pytest.fixture
-def make() -> Iterator[Factory]:
-    """Builds transports speaking to a handler; closes them all afterwards."""
-    made: list[AccoilTransport] = []
+def make(built: Callable[..., Any]) -> Factory:
+    """Builds transports speaking to a handler (closed after the test)."""
 
     def factory(handler: Handler, **kwargs: Any) -> AccoilTransport:
         kwargs.setdefault("api_key", KEY)
-        transport = AccoilTransport(http_transport=httpx.MockTransport(handler), **kwargs)
-        made.append(transport)
+        transport: AccoilTransport = built(AccoilTransport, handler, **kwargs)
         return transport
 
-    yield factory
-    for transport in made:
-        transport.close()
+    return factory
 
 
 def partial(transport: AccoilTransport, batch: list[Message]) -> PartialDeliveryError:

@@ -8,7 +8,7 @@ import gzip
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -113,19 +113,15 @@ def answer_nth(n: int, response: httpx.Response) -> Handler:
 
 
 @pytest.fixture
-def make() -> Iterator[Factory]:
-    """Builds transports speaking to a handler; closes them all afterwards."""
-    made: list[SegmentTransport] = []
+def make(built: Callable[..., Any]) -> Factory:
+    """Builds transports speaking to a handler (closed after the test)."""
 
     def factory(handler: Handler, **kwargs: Any) -> SegmentTransport:
         kwargs.setdefault("write_key", KEY)
-        transport = SegmentTransport(http_transport=httpx.MockTransport(handler), **kwargs)
-        made.append(transport)
+        transport: SegmentTransport = built(SegmentTransport, handler, **kwargs)
         return transport
 
-    yield factory
-    for transport in made:
-        transport.close()
+    return factory
 
 
 def ids(messages: Any) -> list[str]:
