@@ -43,6 +43,7 @@ __all__ = [
     "PermanentDeliveryError",
     "PlanError",
     "RetryableDeliveryError",
+    "TOO_LARGE",
     "TrackingUsageError",
     "UnknownCategoryError",
     "UnknownGroupLevelError",
@@ -88,6 +89,11 @@ class ConfigurationError(InstrumentorError, ValueError):
 
 class MissingContextError(InstrumentorError):
     """Raised in strict mode only: an event was tracked without the user or group it needs."""
+
+
+#: Marks a failure reason (in :class:`PartialDeliveryError.failed`) as "too large to send":
+#: a destination counts such messages as ``dropped.too_large`` rather than ``failed``.
+TOO_LARGE = "too large"
 
 
 class DeliveryError(InstrumentorError):

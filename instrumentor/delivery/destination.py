@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from instrumentor.delivery.retry import RetryPolicy
 from instrumentor.delivery.telemetry import DestinationMetrics
 from instrumentor.exceptions import (
+    TOO_LARGE,
     ConfigurationError,
     PartialDeliveryError,
     PayloadTooLargeError,
@@ -344,7 +345,7 @@ class Destination:
     def _give_up(self, messages: Sequence[Message], reason: str, exc: BaseException | None) -> None:
         if not messages:
             return
-        too_large = reason == "too_large" or "(too large)" in reason
+        too_large = reason == "too_large" or f"({TOO_LARGE})" in reason
         with self._lock:
             self._counts.in_flight -= len(messages)
             if too_large:

@@ -29,6 +29,7 @@ import httpx
 from instrumentor.config import Secret
 from instrumentor.delivery.retry import MAX_RETRY_AFTER
 from instrumentor.exceptions import (
+    TOO_LARGE,
     ConfigurationError,
     DeliveryError,
     PayloadTooLargeError,
@@ -47,9 +48,6 @@ __all__ = [
     "library_version",
     "parse_retry_after",
 ]
-
-#: Marks a failure reason as "too large": the destination counts it as ``dropped.too_large``.
-TOO_LARGE = "too large"
 
 
 _encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
