@@ -20,6 +20,7 @@ from instrumentor.config import Secret
 from instrumentor.exceptions import ConfigurationError, PartialDeliveryError
 from instrumentor.messages import GroupMessage, IdentifyMessage, Message, TrackMessage
 from instrumentor.transports import AccoilTransport
+from tests.transports.recording import RecordingHandler
 
 KEY = "acc_live_S3CRET_key_0123456789"
 NOW = datetime(2024, 5, 1, 12, 0, 0, 123000, tzinfo=timezone.utc)
@@ -62,19 +63,10 @@ def track(
     )
 
 
-class Recorder:
+class Recorder(RecordingHandler):
     """A mock Accoil: records every request; answers 202 unless ``respond`` says otherwise."""
 
-    def __init__(self, respond: Handler | None = None) -> None:
-        self.respond = respond
-        self.requests: list[httpx.Request] = []
-        self.lock = threading.Lock()
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        request.read()
-        with self.lock:
-            self.requests.append(request)
-        return self.respond(request) if self.respond else httpx.Response(202)
+    default_status = 202
 
     def bodies(self) -> list[dict[str, Any]]:
         with self.lock:

@@ -6,7 +6,6 @@ import base64
 import email.utils
 import gzip
 import json
-import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
@@ -26,6 +25,7 @@ from instrumentor.exceptions import (
 from instrumentor.messages import GroupMessage, IdentifyMessage, Message, TrackMessage
 from instrumentor.transports import SegmentTransport
 from instrumentor.transports.segment import MAX_MESSAGE_BYTES, MAX_REQUEST_BYTES
+from tests.transports.recording import RecordingHandler
 
 KEY = "seg_write_S3CRET_key_0123456789"
 TOKEN = base64.b64encode(f"{KEY}:".encode()).decode()
@@ -73,19 +73,10 @@ def big_batch(count: int) -> list[Message]:
     return [track(f"u{i}", blob=BLOB) for i in range(count)]
 
 
-class Recorder:
+class Recorder(RecordingHandler):
     """A mock batch endpoint: records every request; answers 200 unless told otherwise."""
 
-    def __init__(self, respond: Handler | None = None) -> None:
-        self.respond = respond
-        self.requests: list[httpx.Request] = []
-        self.lock = threading.Lock()
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        request.read()
-        with self.lock:
-            self.requests.append(request)
-        return self.respond(request) if self.respond else httpx.Response(200)
+    default_status = 200
 
     def ids(self) -> list[list[str]]:
         """The message ids of each request, in order."""
