@@ -27,7 +27,16 @@ from instrumentor.context import (
     with_current_context,
 )
 from instrumentor.decorators import Call, tracks
-from instrumentor.delivery import Destination, FlushResult, RetryPolicy, aflush, flush, shutdown
+from instrumentor.delivery import (
+    Destination,
+    FlushResult,
+    OutboxDestination,
+    OutboxError,
+    RetryPolicy,
+    aflush,
+    flush,
+    shutdown,
+)
 from instrumentor.diagnostics import Incident, reset_stats, stats
 from instrumentor.emitter import Emission, establish_group_hierarchy, group, identify, track
 from instrumentor.exceptions import (
@@ -98,6 +107,8 @@ __all__ = [
     "MissingContextError",
     "NamingRuleError",
     "OTelTransport",
+    "OutboxDestination",
+    "OutboxError",
     "PartialDeliveryError",
     "PayloadTooLargeError",
     "PermanentDeliveryError",

@@ -14,6 +14,9 @@ nothing is read, connected or started. At the first event the environment is rea
 ``ANALYTICS_QUEUE_SIZE``     events a destination queues before dropping (100000)
 ``ANALYTICS_EXIT_TIMEOUT``   seconds the flush at interpreter exit may take (2; 0: none)
 ``ANALYTICS_SPAN_EVENTS``    ``false``: do not add tracked events to the current span
+``ANALYTICS_OUTBOX``         an SQLite file: queue durably there (survives crashes, restarts)
+``ANALYTICS_OUTBOX_MAX_ROWS`` messages the outbox holds before refusing new ones (1000000)
+``ANALYTICS_OUTBOX_SYNCHRONOUS`` ``full``: survive power loss too (an fsync per commit)
 =========================== ==========================================================
 """
 
@@ -31,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from instrumentor.delivery import destination as destination_module
 from instrumentor.delivery.destination import Destination
+from instrumentor.delivery.outbox_destination import OutboxDestination
 from instrumentor.diagnostics import Incident, _diagnostics
 from instrumentor.exceptions import ConfigurationError
 from instrumentor.signals import event_emitted
@@ -62,6 +66,9 @@ ENVIRONMENT_VARIABLES = (
     "ANALYTICS_QUEUE_SIZE",
     "ANALYTICS_EXIT_TIMEOUT",
     "ANALYTICS_SPAN_EVENTS",
+    "ANALYTICS_OUTBOX",
+    "ANALYTICS_OUTBOX_MAX_ROWS",
+    "ANALYTICS_OUTBOX_SYNCHRONOUS",
 )
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
@@ -136,6 +143,11 @@ class Settings:
         span_events: Add each tracked event to the current OpenTelemetry span (when an SDK is
             installed and the span records), and its trace ids to the track message.
         span_event_user: Include the user id (``enduser.id``) in those span events.
+        outbox: An SQLite file through which every destination the configuration builds
+            queues durably (see :class:`~instrumentor.OutboxDestination`); ``None``: memory.
+        outbox_max_rows: Messages the outbox holds before new ones are dropped (counted).
+        outbox_synchronous: ``"normal"`` (survives a process crash) or ``"full"`` (also an
+            OS crash or power loss, at an fsync per commit).
         transports: Where messages go; ``None`` chooses from the settings: the console in
             debug mode, else Accoil when an API key is set. A transport that does I/O is put
             behind a queued :class:`~instrumentor.delivery.Destination`; pass a
@@ -154,6 +166,9 @@ class Settings:
     exit_timeout: float = 2.0
     span_events: bool = True
     span_event_user: bool = False
+    outbox: str | None = None
+    outbox_max_rows: int = 1_000_000
+    outbox_synchronous: str = "normal"
     transports: tuple[Transport | Destination, ...] | None = None
     on_error: Callable[[Incident], None] | None = field(default=None, repr=False)
 
@@ -187,6 +202,13 @@ class Settings:
             span_events=_parse_bool(
                 "ANALYTICS_SPAN_EVENTS", env.get("ANALYTICS_SPAN_EVENTS", "true")
             ),
+            outbox=env.get("ANALYTICS_OUTBOX", "").strip() or None,
+            outbox_max_rows=int(
+                _parse_number(
+                    "ANALYTICS_OUTBOX_MAX_ROWS", env.get("ANALYTICS_OUTBOX_MAX_ROWS", "1000000")
+                )
+            ),
+            outbox_synchronous=env.get("ANALYTICS_OUTBOX_SYNCHRONOUS", "normal").strip().lower(),
         )
         settings._validate()
         return settings
@@ -210,6 +232,16 @@ class Settings:
         if not (isinstance(self.exit_timeout, (int, float)) and self.exit_timeout >= 0):
             raise ConfigurationError(
                 f"exit_timeout must be >= 0 seconds, got {self.exit_timeout!r}"
+            )
+        if self.outbox is not None and not (isinstance(self.outbox, str) and self.outbox):
+            raise ConfigurationError(f"outbox must be a file path, got {self.outbox!r}")
+        if not (isinstance(self.outbox_max_rows, int) and self.outbox_max_rows >= 1):
+            raise ConfigurationError(
+                f"outbox_max_rows must be an integer >= 1, got {self.outbox_max_rows!r}"
+            )
+        if self.outbox_synchronous not in ("normal", "full"):
+            raise ConfigurationError(
+                f"outbox_synchronous must be 'normal' or 'full', got {self.outbox_synchronous!r}"
             )
         for transport in self.transports or ():
             if isinstance(transport, Destination):
@@ -235,14 +267,35 @@ def _default_transports(settings: Settings) -> tuple[Transport, ...]:
     return ()
 
 
-def _receiver_for(transport: Transport | Destination, settings: Settings) -> Any:
+def _receiver_for(
+    transport: Transport | Destination, settings: Settings, channel: str, *, lazy: bool
+) -> Any:
     from instrumentor.transports.base import InlineDestination
 
     if isinstance(transport, Destination):
         return transport
     if getattr(transport, "inline", False):
         return InlineDestination(transport)
+    if settings.outbox is not None:
+        return OutboxDestination(
+            transport,
+            path=settings.outbox,
+            channel=channel,
+            max_queue=int(settings.queue_size),
+            max_rows=settings.outbox_max_rows,
+            synchronous="full" if settings.outbox_synchronous == "full" else "normal",
+            open_now=not lazy,  # at the first event (from the environment): the worker opens it
+        )
     return Destination(transport, max_queue=int(settings.queue_size))
+
+
+def _channels(transports: Sequence[Any]) -> list[str]:
+    """Stable outbox channel names: the transport's class, numbered when it repeats."""
+    names: list[str] = []
+    for transport in transports:
+        base = type(transport).__qualname__
+        names.append(base if base not in names else f"{base}#{names.count(base) + 1}")
+    return names
 
 
 class Runtime:
@@ -253,6 +306,7 @@ class Runtime:
         "enabled",
         "from_bad_env",
         "instance_level",
+        "outbox_problems",
         "owned",
         "receivers",
         "seen",
@@ -262,7 +316,9 @@ class Runtime:
         "strict",
     )
 
-    def __init__(self, settings: Settings, reuse: Runtime | None = None) -> None:
+    def __init__(
+        self, settings: Settings, reuse: Runtime | None = None, *, lazy: bool = False
+    ) -> None:
         self.settings = settings
         self.strict = settings.strict
         self.enabled = settings.enabled
@@ -278,6 +334,9 @@ class Runtime:
             reuse is not None
             and reuse.settings.enabled == settings.enabled
             and reuse.settings.queue_size == settings.queue_size
+            and (reuse.settings.outbox, reuse.settings.outbox_max_rows)
+            == (settings.outbox, settings.outbox_max_rows)
+            and reuse.settings.outbox_synchronous == settings.outbox_synchronous
             and reuse.settings.transports == settings.transports
             and (
                 settings.transports is not None
@@ -297,7 +356,10 @@ class Runtime:
                 if settings.transports is not None
                 else _default_transports(settings)
             )
-            self.receivers = tuple(_receiver_for(t, settings) for t in transports)
+            self.receivers = tuple(
+                _receiver_for(t, settings, channel, lazy=lazy)
+                for t, channel in zip(transports, _channels(transports), strict=True)
+            )
             self.owned = [
                 r
                 for r, t in zip(self.receivers, transports, strict=True)
@@ -305,9 +367,19 @@ class Runtime:
             ]
         else:
             self.receivers = ()
+        #: Outboxes that could not be opened (their destinations deliver from memory).
+        self.outbox_problems: list[str] = []
         for receiver in self.receivers:
             if isinstance(receiver, Destination):
                 receiver.report = self._destination_reporter(receiver)
+            problem = getattr(receiver, "outbox_problem", None)
+            if problem is not None and (reuse is None or receiver not in reuse.receivers):
+                self.outbox_problems.append(str(problem))
+                receiver.report(
+                    "outbox_unavailable",
+                    f"{problem}; until then events are queued in memory only",
+                    problem,
+                )
 
     def _destination_reporter(
         self, destination: Destination
@@ -398,7 +470,7 @@ def runtime() -> Runtime:
                 ),
                 None,
             )
-        runtime_ = Runtime(settings)
+        runtime_ = Runtime(settings, lazy=True)  # on the caller's thread: no file opened here
         runtime_.from_bad_env = bad_env
         _install(runtime_)
         return runtime_
@@ -420,6 +492,9 @@ def configure(
     exit_timeout: float = _UNSET,
     span_events: bool = _UNSET,
     span_event_user: bool = _UNSET,
+    outbox: str | os.PathLike[str] | None = _UNSET,
+    outbox_max_rows: int = _UNSET,
+    outbox_synchronous: str = _UNSET,
     transports: Sequence[Transport | Destination] | None = _UNSET,
     on_error: Callable[[Incident], None] | None = _UNSET,
 ) -> Settings:
@@ -440,6 +515,12 @@ def configure(
         exit_timeout: Seconds the flush at interpreter exit may take (``0``: none).
         span_events: Add tracked events to the current OpenTelemetry span (default on).
         span_event_user: Include the user id in those span events (default off: PII).
+        outbox: An SQLite file through which the destinations this configuration builds queue
+            durably; ``None`` queues in memory. A file that cannot be used is reported (an
+            ``outbox_unavailable`` incident saying what to do) and memory is used instead;
+            in strict mode ``configure()`` raises :class:`~instrumentor.ConfigurationError`.
+        outbox_max_rows: Messages the outbox holds before new ones are dropped (1,000,000).
+        outbox_synchronous: ``"full"`` to survive power loss as well (default ``"normal"``).
         transports: Replace the transports (or :class:`~instrumentor.delivery.Destination`
             objects); ``None`` chooses from the other settings.
         on_error: Called with every run-time :class:`~instrumentor.Incident`.
@@ -462,6 +543,9 @@ def configure(
         "exit_timeout": exit_timeout,
         "span_events": span_events,
         "span_event_user": span_event_user,
+        "outbox": os.fspath(outbox) if outbox not in (_UNSET, None) else outbox,
+        "outbox_max_rows": outbox_max_rows,
+        "outbox_synchronous": outbox_synchronous,
         "transports": transports,
         "on_error": on_error,
     }
@@ -493,7 +577,10 @@ def _configure(changes: dict[str, Any], *, retire: bool) -> Settings:
                 raise ConfigurationError(f"{flag} must be True or False, got {changes[flag]!r}")
         settings = replace(base, **changes)
         settings._validate()
-        _install(Runtime(settings, reuse=_runtime), retire=retire)
+        runtime_ = Runtime(settings, reuse=_runtime)
+        if runtime_.outbox_problems and settings.strict:  # nothing installed, nothing started
+            raise ConfigurationError("; ".join(runtime_.outbox_problems))
+        _install(runtime_, retire=retire)
         return settings
 
 

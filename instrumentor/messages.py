@@ -24,8 +24,10 @@ __all__ = [
     "IdentifyMessage",
     "Message",
     "TrackMessage",
+    "from_record",
     "new_message_id",
     "to_json_compatible",
+    "to_record",
 ]
 
 _log = logging.getLogger("instrumentor")
@@ -192,6 +194,90 @@ class TrackMessage:
 
 #: Any message an emission produces.
 Message = Union[IdentifyMessage, GroupMessage, TrackMessage]
+
+
+def to_record(message: Message) -> dict[str, Any]:
+    """``message`` as JSON data that :func:`from_record` turns back into an equal message.
+
+    Unlike ``to_dict()`` (the wire form), the record keeps every field (``group_type``,
+    ``category``, the timestamp to the microsecond), so a message stored in the outbox is
+    delivered after a restart exactly as it would have been, with the same ``message_id``.
+    """
+    record: dict[str, Any] = {
+        "type": message.type,
+        "message_id": message.message_id,
+        "timestamp": message.timestamp.isoformat(),
+    }
+    if isinstance(message, TrackMessage):
+        record.update(
+            user_id=message.user_id,
+            event=message.event,
+            group_id=message.group_id,
+            group_type=message.group_type,
+            category=message.category,
+            properties=to_json_compatible(dict(message.properties)),
+            context=to_json_compatible(dict(message.context)),
+        )
+    elif isinstance(message, IdentifyMessage):
+        record.update(
+            user_id=message.user_id,
+            group_id=message.group_id,
+            traits=to_json_compatible(dict(message.traits)),
+        )
+    else:
+        record.update(
+            group_id=message.group_id,
+            group_type=message.group_type,
+            parent_group_id=message.parent_group_id,
+            user_id=message.user_id,
+            traits=to_json_compatible(dict(message.traits)),
+        )
+    return record
+
+
+def from_record(record: Mapping[str, Any]) -> Message:
+    """The message :func:`to_record` made ``record`` from.
+
+    Raises:
+        ValueError: If ``record`` is not a message record (unknown type, missing field).
+    """
+    try:
+        kind = record["type"]
+        message_id = str(record["message_id"])
+        timestamp = _dt.datetime.fromisoformat(record["timestamp"])
+        if kind == "track":
+            return TrackMessage(
+                user_id=record["user_id"],
+                event=record["event"],
+                group_id=record["group_id"],
+                group_type=record["group_type"],
+                category=record["category"],
+                properties=dict(record["properties"]),
+                context=dict(record["context"]),
+                timestamp=timestamp,
+                message_id=message_id,
+            )
+        if kind == "identify":
+            return IdentifyMessage(
+                user_id=record["user_id"],
+                group_id=record["group_id"],
+                traits=dict(record["traits"]),
+                timestamp=timestamp,
+                message_id=message_id,
+            )
+        if kind == "group":
+            return GroupMessage(
+                group_id=record["group_id"],
+                group_type=record["group_type"],
+                parent_group_id=record["parent_group_id"],
+                user_id=record["user_id"],
+                traits=dict(record["traits"]),
+                timestamp=timestamp,
+                message_id=message_id,
+            )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"not a message record: {type(exc).__name__}: {exc}") from None
+    raise ValueError(f"not a message record: unknown type {kind!r}")
 
 
 _warned_types: set[str] = set()

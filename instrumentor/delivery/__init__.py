@@ -1,4 +1,4 @@
-"""Queued delivery: destinations (a transport behind a queue and a worker) and the retry policy."""
+"""Queued delivery: destinations (a queue and a worker per transport), retries, the outbox."""
 
 from __future__ import annotations
 
@@ -9,16 +9,24 @@ from instrumentor.delivery.destination import (
     flush_all,
     shutdown_all,
 )
+from instrumentor.delivery.outbox import OutboxError, OutboxStatus, drain, outbox_status, purge
+from instrumentor.delivery.outbox_destination import OutboxDestination
 from instrumentor.delivery.retry import RetryPolicy
 
 __all__ = [
     "Destination",
     "DestinationStats",
     "FlushResult",
+    "OutboxDestination",
+    "OutboxError",
+    "OutboxStatus",
     "RetryPolicy",
     "aflush",
+    "drain",
     "flush",
     "flush_all",
+    "outbox_status",
+    "purge",
     "shutdown",
     "shutdown_all",
 ]

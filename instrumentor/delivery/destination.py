@@ -48,10 +48,22 @@ _live: weakref.WeakSet[Destination] = weakref.WeakSet()
 class _Counts:
     """One destination's counters; kept after the destination is gone, so totals never shrink."""
 
-    __slots__ = ("delivered", "dequeued", "dropped", "failed", "in_flight", "last_error", "retried")
+    __slots__ = (
+        "delivered",
+        "dequeued",
+        "dropped",
+        "failed",
+        "in_flight",
+        "last_error",
+        "outbox_rows",
+        "persisted",
+        "retried",
+    )
 
     def __init__(self) -> None:
         self.dequeued = 0
+        self.persisted = 0
+        self.outbox_rows = 0
         self.delivered = 0
         self.retried = 0
         self.failed = 0
@@ -70,18 +82,24 @@ class FlushResult:
     Attributes:
         delivered: Messages delivered while it waited.
         failed: Messages given up while it waited.
-        pending: Events (emissions) and messages still queued or being retried when it returned.
+        pending: Events (emissions) and messages still queued or being retried when it returned,
+            including the messages waiting in an outbox.
+        in_outbox: Of ``pending``, the messages safely in an SQLite outbox: a crash does not
+            lose them, the next start delivers them. ``pending - in_outbox`` is what only
+            memory holds.
     """
 
     delivered: int = 0
     failed: int = 0
     pending: int = 0
+    in_outbox: int = 0
 
     def __add__(self, other: FlushResult) -> FlushResult:
         return FlushResult(
             self.delivered + other.delivered,
             self.failed + other.failed,
             self.pending + other.pending,
+            self.in_outbox + other.in_outbox,
         )
 
 
@@ -100,6 +118,9 @@ class DestinationStats:
         queue_depth: Events waiting now.
         in_flight: Messages being delivered or waiting for a retry now.
         last_error: The last delivery error, without secrets.
+        persisted: Messages committed to the outbox (0 without one).
+        outbox_rows: Messages waiting in the outbox now, for this destination's channel (from
+            every process sharing the file).
     """
 
     name: str
@@ -111,6 +132,8 @@ class DestinationStats:
     queue_depth: int = 0
     in_flight: int = 0
     last_error: str | None = None
+    persisted: int = 0
+    outbox_rows: int = 0
 
 
 class Destination:
@@ -226,17 +249,7 @@ class Destination:
 
     def _loop(self) -> None:
         try:
-            while True:
-                self._wake.wait(self.linger if self.linger > 0 else None)
-                self._wake.clear()
-                while self._queue and not self._past_deadline():
-                    batch = self._next_batch()
-                    if batch:
-                        self._deliver_batch(batch)
-                with self._lock:
-                    self._idle.notify_all()
-                    if self._stopping and (not self._queue or self._past_deadline()):
-                        return
+            self._work()
         except BaseException as exc:
             self._note_error(f"the delivery worker stopped: {type(exc).__name__}", exc)
         finally:
@@ -244,6 +257,20 @@ class Destination:
                 if self._worker is threading.current_thread():
                     self._worker = None  # the next event starts a new worker
                 self._idle.notify_all()
+
+    def _work(self) -> None:
+        """Deliver from the queue until shut down (the outbox destination overrides this)."""
+        while True:
+            self._wake.wait(self.linger if self.linger > 0 else None)
+            self._wake.clear()
+            while self._queue and not self._past_deadline():
+                batch = self._next_batch()
+                if batch:
+                    self._deliver_batch(batch)
+            with self._lock:
+                self._idle.notify_all()
+                if self._stopping and (not self._queue or self._past_deadline()):
+                    return
 
     def _next_batch(self) -> list[Message]:
         """Take whole events off the queue, up to ``batch_size`` messages, counted atomically."""
@@ -336,18 +363,27 @@ class Destination:
             if self._interrupt.wait(delay) or self._past_deadline():
                 return  # shutting down with time up: what is left stays pending (reported)
 
-    def _count_delivered(self, count: int) -> None:
+    def _count_delivered(self, count: int, *, in_flight: bool = True) -> None:
         with self._lock:
             self._counts.delivered += count
-            self._counts.in_flight -= count
+            if in_flight:
+                self._counts.in_flight -= count
         self._metrics.delivered(count)
 
-    def _give_up(self, messages: Sequence[Message], reason: str, exc: BaseException | None) -> None:
+    def _give_up(
+        self,
+        messages: Sequence[Message],
+        reason: str,
+        exc: BaseException | None,
+        *,
+        in_flight: bool = True,
+    ) -> None:
         if not messages:
             return
-        too_large = reason == "too_large" or f"({TOO_LARGE})" in reason
+        too_large = is_too_large(reason)
         with self._lock:
-            self._counts.in_flight -= len(messages)
+            if in_flight:
+                self._counts.in_flight -= len(messages)
             if too_large:
                 self._counts.dropped["too_large"] += len(messages)
             else:
@@ -380,7 +416,12 @@ class Destination:
 
     def _result_since(self, delivered: int, failed: int) -> FlushResult:
         counts = self._counts
-        return FlushResult(counts.delivered - delivered, counts.failed - failed, self._pending())
+        return FlushResult(
+            counts.delivered - delivered,
+            counts.failed - failed,
+            self._pending(),
+            max(counts.outbox_rows, 0),
+        )
 
     def flush(self, timeout: float = 5.0) -> FlushResult:
         """Deliver what is queued now, waiting at most ``timeout`` seconds. Never raises.
@@ -466,10 +507,17 @@ class Destination:
                 queue_depth=len(self._queue),
                 in_flight=max(counts.in_flight, 0),
                 last_error=counts.last_error,
+                persisted=counts.persisted,
+                outbox_rows=max(counts.outbox_rows, 0),
             )
 
     def __repr__(self) -> str:
         return f"Destination({self.name!r}, {self.transport!r})"
+
+
+def is_too_large(reason: str) -> bool:
+    """Whether a give-up ``reason`` means "too large to send alone" (a drop, not a failure)."""
+    return reason == "too_large" or f"({TOO_LARGE})" in reason
 
 
 def _describe(exc: BaseException) -> str:
@@ -489,6 +537,8 @@ def counters() -> dict[str, int]:
         total["retried"] += counts.retried
         total["failed"] += counts.failed
         total["in_flight"] += max(counts.in_flight, 0)
+        total["persisted"] += counts.persisted
+        total["outbox_rows"] += max(counts.outbox_rows, 0)
         for reason, number in counts.dropped.items():
             total[f"dropped.{reason}"] += number
     depth = sum(len(d._queue) for d in list(_live))
