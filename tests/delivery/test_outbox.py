@@ -1,0 +1,276 @@
+"""The outbox destination end to end: real SQLite files, the loopback fault server, outages."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import instrumentor
+from instrumentor import (
+    ConfigurationError,
+    MemoryTransport,
+    OutboxDestination,
+    RetryPolicy,
+    SegmentTransport,
+    bound_context,
+    configure,
+    track,
+)
+from instrumentor.config import Settings
+from instrumentor.delivery import outbox_status
+from instrumentor.delivery.outbox import OutboxStore
+from instrumentor.messages import Message
+from tests.fault_server import FaultServer
+from tests.plan import Events
+
+FAST = RetryPolicy(base_delay=0.02, max_delay=0.1)
+
+
+@pytest.fixture
+def server() -> Iterator[FaultServer]:
+    with FaultServer(status=200) as running:
+        yield running
+    instrumentor.shutdown(1.0)
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> str:
+    return str(tmp_path / "analytics.db")
+
+
+def outbox(server: FaultServer, path: str, **options: object) -> OutboxDestination:
+    options.setdefault("linger", 0.01)
+    options.setdefault("retry", FAST)
+    transport = SegmentTransport("sk_outbox_test", endpoint=server.url, timeout=2.0)
+    return OutboxDestination(transport, path=path, **options)  # type: ignore[arg-type]
+
+
+def send(count: int, *receivers: object) -> list[str]:
+    """Track ``count`` events; return the ids of every message they became."""
+    memory = MemoryTransport()
+    configure(transports=[memory, *receivers])  # type: ignore[list-item]
+    for n in range(count):
+        with bound_context(user_id=f"u_{n % 3}", account_id="acc_1", project_id="proj_1"):
+            track(Events.REPORT_CREATED, properties={"n": n})
+    return [m.message_id for m in memory.messages]
+
+
+def rows_in(path: str) -> int:
+    with sqlite3.connect(path) as conn:
+        count: int = conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
+        return count
+
+
+def test_everything_is_delivered_once_and_the_outbox_empties(
+    server: FaultServer, path: str
+) -> None:
+    destination = outbox(server, path)
+    sent = send(30, destination)
+    result = instrumentor.flush(10)
+    assert (result.pending, result.in_outbox) == (0, 0)
+    assert sorted(server.message_ids()) == sorted(sent)
+    stats = destination.stats()
+    assert (stats.persisted, stats.delivered, stats.outbox_rows) == (len(sent), len(sent), 0)
+    assert instrumentor.stats()["persisted"] >= len(sent)  # totals over the process's history
+    assert rows_in(path) == 0
+
+
+def test_rows_stay_in_the_outbox_until_the_provider_accepts_them(
+    server: FaultServer, path: str
+) -> None:
+    """During an outage flush returns with everything persisted; after it, all arrive once."""
+    server.set_status(503)
+    destination = outbox(server, path)
+    sent = send(20, destination)
+    result = instrumentor.flush(0.5)
+    assert result.pending == result.in_outbox == len(sent)  # nothing only in memory
+    assert rows_in(path) == len(sent)
+    assert outbox_status(path).last_error is not None
+    assert server.message_ids() == []
+    server.set_status(200)
+    assert instrumentor.flush(15).pending == 0
+    assert sorted(server.message_ids()) == sorted(sent)
+    assert destination.stats().retried > 0
+    assert rows_in(path) == 0
+
+
+def test_a_refused_batch_is_deleted_and_counted_failed(server: FaultServer, path: str) -> None:
+    server.set_status(400)
+    destination = outbox(server, path)
+    sent = send(5, destination)
+    result = instrumentor.flush(10)
+    assert (result.failed, result.pending) == (len(sent), 0)
+    assert instrumentor.stats()["delivery_failed"] >= 1
+    assert destination.stats().failed == len(sent)
+    assert rows_in(path) == 0
+
+
+def test_a_message_too_large_alone_is_deleted_and_dropped(server: FaultServer, path: str) -> None:
+    server.reject_larger_than(1500)  # a batch of several is split; a single one is too large
+    destination = outbox(server, path)
+    memory = MemoryTransport()
+    configure(transports=[memory, destination])
+    with bound_context(user_id="u_1", account_id="acc_1", project_id="proj_1"):
+        track(Events.REPORT_CREATED, properties={"blob": "x" * 2000})
+    instrumentor.flush(10)
+    stats = destination.stats()
+    tracks = [m.message_id for m in memory.tracks]
+    assert stats.dropped == {"too_large": 1}
+    assert tracks[0] not in server.message_ids()
+    assert len(server.message_ids()) == len(memory.messages) - 1
+    assert rows_in(path) == 0
+
+
+def test_a_new_destination_delivers_what_an_earlier_process_left(
+    server: FaultServer, path: str
+) -> None:
+    """Rows already in the file are delivered at start, before any event is tracked."""
+    left = send(4, MemoryTransport())
+    store = OutboxStore(path, channel="SegmentTransport")
+    messages: list[Message] = list(instrumentor.config.runtime().receivers[0].transport.messages)
+    assert store.persist(messages) == (len(left), [])
+    store.close()
+    destination = outbox(server, path)
+    assert destination.flush(10).pending == 0
+    assert sorted(server.message_ids()) == sorted(left)
+
+
+def test_the_outbox_is_bounded_and_counts_what_it_refuses(server: FaultServer, path: str) -> None:
+    server.set_status(503)
+    destination = outbox(server, path, max_rows=5)
+    sent = send(4, destination)  # identify + 3 groups + 4 tracks = more than 5 messages
+    instrumentor.flush(0.5)
+    stats = destination.stats()
+    assert rows_in(path) == 5
+    assert stats.dropped["outbox_full"] == len(sent) - 5
+    assert instrumentor.stats()["delivery_dropped"] == 1  # the first drop is an incident
+
+
+def test_a_disk_that_fills_up_later_falls_back_to_memory(
+    server: FaultServer, path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Writes that fail are delivered from memory, reported, and retried with the next batch."""
+    destination = outbox(server, path)
+    store = destination._store
+    assert store is not None
+    assert store._conn is not None
+    pages = store._conn.execute("PRAGMA page_count").fetchone()[0]
+    store._conn.execute(f"PRAGMA max_page_count = {pages}")  # SQLite: database or disk is full
+    with caplog.at_level(logging.WARNING, logger="instrumentor"):
+        sent = send(20, destination)
+        assert instrumentor.flush(10).pending == 0
+    assert sorted(server.message_ids()) == sorted(sent)
+    assert instrumentor.stats()["outbox_error"] >= 1
+    assert "free space" in caplog.text
+    assert destination.stats().persisted == 0
+    store._conn.execute("PRAGMA max_page_count = 1073741823")
+    more = send(2, destination)
+    assert instrumentor.flush(10).pending == 0
+    assert destination.stats().persisted == len(more)
+
+
+class TestConfiguration:
+    def test_configure_outbox_puts_default_destinations_behind_it(
+        self, server: FaultServer, path: str
+    ) -> None:
+        server.set_status(202)
+        configure(api_key="sk_test", endpoint=server.url, outbox=path)
+        (destination,) = instrumentor.config.runtime().destinations()
+        assert isinstance(destination, OutboxDestination)
+        assert destination.channel == "AccoilTransport"
+        with bound_context(user_id="u_1", account_id="acc_1"):
+            track(Events.PLAN_UPGRADED)
+        assert instrumentor.flush(10).pending == 0
+        assert len(server.message_ids()) == 3
+        assert destination.stats().persisted == 3
+
+    def test_the_environment_turns_it_on(
+        self, server: FaultServer, path: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        settings = Settings.from_env(
+            {
+                "ANALYTICS_OUTBOX": path,
+                "ANALYTICS_OUTBOX_MAX_ROWS": "500",
+                "ANALYTICS_OUTBOX_SYNCHRONOUS": "FULL",
+            }
+        )
+        assert (settings.outbox, settings.outbox_max_rows, settings.outbox_synchronous) == (
+            path,
+            500,
+            "full",
+        )
+        server.set_status(202)
+        monkeypatch.setenv("ANALYTICS_API_KEY", "sk_env")
+        monkeypatch.setenv("ANALYTICS_ENDPOINT", server.url)
+        monkeypatch.setenv("ANALYTICS_OUTBOX", path)
+        with bound_context(user_id="u_1", account_id="acc_1"):
+            track(Events.PLAN_UPGRADED)  # the first event reads the environment
+        assert instrumentor.flush(10).pending == 0
+        (destination,) = instrumentor.config.runtime().destinations()
+        assert isinstance(destination, OutboxDestination)
+        assert destination.stats().persisted == 3
+        assert len(server.message_ids()) == 3
+
+    @pytest.mark.parametrize(
+        "value", [("outbox_synchronous", "sometimes"), ("outbox_max_rows", 0), ("outbox", "")]
+    )
+    def test_invalid_values_are_refused(self, value: tuple[str, Any]) -> None:
+        with pytest.raises(ConfigurationError, match=value[0]):
+            configure(**{value[0]: value[1]})
+
+    def test_an_unusable_path_is_reported_and_memory_is_used(
+        self, server: FaultServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        (tmp_path / "file").write_text("not a directory")
+        incidents: list[instrumentor.Incident] = []
+        with caplog.at_level(logging.WARNING, logger="instrumentor"):
+            configure(
+                api_key="sk_secret_key",
+                endpoint=server.url,
+                outbox=str(tmp_path / "file" / "analytics.db"),
+                on_error=incidents.append,
+            )
+        assert [i.kind for i in incidents] == ["outbox_unavailable"]
+        assert "is not a directory" in caplog.text
+        assert "memory" in caplog.text
+        assert "sk_secret_key" not in caplog.text
+        with bound_context(user_id="u_1", account_id="acc_1"):
+            track(Events.PLAN_UPGRADED)
+        assert instrumentor.flush(10).delivered == 3  # delivered from memory
+
+    def test_strict_mode_raises_instead(self, tmp_path: Path) -> None:
+        with pytest.raises(ConfigurationError, match="does not exist"):
+            configure(api_key="sk_test", outbox=str(tmp_path / "missing" / "a.db"), strict=True)
+        assert instrumentor.current_settings().outbox is None  # nothing was installed
+
+    def test_a_corrupt_file_found_at_the_first_event_is_reported(
+        self, path: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        Path(path).write_bytes(b"garbage" * 100)
+        monkeypatch.setenv("ANALYTICS_API_KEY", "sk_env")
+        monkeypatch.setenv("ANALYTICS_ENDPOINT", "http://127.0.0.1:9")
+        monkeypatch.setenv("ANALYTICS_OUTBOX", path)
+        with bound_context(user_id="u_1", account_id="acc_1"):
+            track(Events.PLAN_UPGRADED)  # must not raise
+        assert instrumentor.stats()["outbox_unavailable"] == 1
+
+
+def test_flush_waits_at_least_until_everything_is_persisted(server: FaultServer, path: str) -> None:
+    """With a long linger and a hung provider, flush still commits the queue to the file."""
+    server.pause()
+    try:
+        destination = outbox(server, path, linger=30)
+        sent = send(10, destination)
+        started = time.monotonic()
+        result = destination.flush(1.0)
+        assert time.monotonic() - started < 10
+        assert result.pending == result.in_outbox == len(sent)
+        assert rows_in(path) == len(sent)
+    finally:
+        server.resume()
