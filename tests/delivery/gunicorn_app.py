@@ -13,6 +13,7 @@ from tests.plan import Events
 instrumentor.configure(
     transports=[SegmentTransport("sk_gunicorn", endpoint=os.environ["SINK_URL"])],
     exit_timeout=5,
+    outbox=os.environ.get("OUTBOX_PATH"),  # the outbox test: every worker shares one file
 )
 with bound_context(user_id="master", account_id="acc_1"):
     track(Events.PLAN_UPGRADED)  # before the fork: the master's worker thread is running

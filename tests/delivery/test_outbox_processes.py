@@ -1,0 +1,156 @@
+"""The outbox across processes: kill -9 mid-way and restart, gunicorn workers sharing one file."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.delivery.test_processes import free_port, tracks_received
+from tests.fault_server import FaultServer
+from tests.support import ROOT, run_python
+
+BATCH = 50
+
+
+@pytest.fixture
+def server() -> Iterator[FaultServer]:
+    with FaultServer() as running:
+        yield running
+
+
+TRACK_FOREVER = f"""
+    import os, time
+    import instrumentor
+    from instrumentor import OutboxDestination, SegmentTransport, bind_context, track
+    from tests.plan import Events
+    transport = SegmentTransport("k", endpoint=os.environ["SINK_URL"])
+    instrumentor.configure(
+        transports=[OutboxDestination(transport, path=os.environ["OUTBOX"], batch_size={BATCH},
+                                      linger=0.01)]
+    )
+    bind_context(user_id="u_crash", account_id="acc_1")
+    for n in range(100_000):
+        track(Events.PLAN_UPGRADED, properties={{"n": n}})
+        time.sleep(0.0005)
+"""
+
+DELIVER_LEFTOVERS = f"""
+    import os
+    import instrumentor
+    from instrumentor import OutboxDestination, SegmentTransport
+    transport = SegmentTransport("k", endpoint=os.environ["SINK_URL"])
+    destination = OutboxDestination(transport, path=os.environ["OUTBOX"], batch_size={BATCH})
+    print("pending", destination.flush(20).pending)
+"""
+
+
+def ids_in(path: str) -> list[str]:
+    with sqlite3.connect(path) as conn:
+        return [row[0] for row in conn.execute("SELECT message_id FROM outbox")]
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL (POSIX)")
+def test_kill_9_loses_nothing_that_reached_the_outbox(server: FaultServer, tmp_path: Path) -> None:
+    """SIGKILL mid-way; a new process delivers every row the file held at the kill."""
+    path = str(tmp_path / "analytics.db")
+    server.delay_next(100_000, 0.02)  # a slow provider: rows pile up in the file
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANALYTICS_")}
+    child = subprocess.Popen(
+        [sys.executable, "-c", TRACK_FOREVER.replace("\n    ", "\n")],
+        cwd=ROOT,
+        env={**env, "SINK_URL": server.url, "OUTBOX": path},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # some delivered, and some waiting in the file
+            delivered = len(server.message_ids())
+            if delivered >= 2 * BATCH and Path(path).exists() and len(ids_in(path)) >= BATCH:
+                break
+            time.sleep(0.05)
+        child.send_signal(signal.SIGKILL)
+        _, stderr = child.communicate(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert child.returncode == -signal.SIGKILL, stderr
+    in_file = ids_in(path)  # what the file held when the process died
+    before = set(server.message_ids())
+    assert len(in_file) >= BATCH, "the test did not catch rows in the file"
+    server.reset()
+    result = run_python(code=DELIVER_LEFTOVERS, SINK_URL=server.url, OUTBOX=path)
+    assert result.returncode == 0, result.stderr
+    assert "pending 0" in result.stdout
+    after = server.message_ids()
+    assert set(in_file) <= set(after), "rows in the file at the kill were lost"
+    assert ids_in(path) == []
+    duplicates = len(before & set(after)) + sum(n - 1 for n in Counter(after).values())
+    assert duplicates <= BATCH, f"{duplicates} duplicates: more than one batch"
+
+
+def run_gunicorn(server: FaultServer, path: str, *options: str) -> tuple[list[int], str]:
+    """Serve 60 requests with a real gunicorn sharing one outbox; return the pids that served."""
+    port = free_port()
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("ANALYTICS_")}
+    process = subprocess.Popen(
+        [
+            sys.executable, "-m", "gunicorn", *options, "--workers", "3",
+            "--bind", f"127.0.0.1:{port}", "--graceful-timeout", "10",
+            "tests.delivery.gunicorn_app:app",
+        ],
+        cwd=ROOT,
+        env={**clean, "SINK_URL": server.url, "OUTBOX_PATH": path},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    served: list[int] = []
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not served:
+            try:
+                served.append(int(httpx.get(f"http://127.0.0.1:{port}/", timeout=1.0).text))
+            except httpx.TransportError:
+                time.sleep(0.1)
+        for _ in range(59):
+            response = httpx.get(f"http://127.0.0.1:{port}/", headers={"Connection": "close"})
+            served.append(int(response.text))
+        deadline = time.monotonic() + 20
+        while len(tracks_received(server)) < len(served) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+    return served, stderr
+
+
+@pytest.mark.parametrize("preload", [True, False], ids=["preload", "no-preload"])
+def test_gunicorn_workers_share_one_outbox_exactly_once(
+    server: FaultServer, tmp_path: Path, preload: bool
+) -> None:
+    """Three workers (and, with --preload, the master) claim batches from one file."""
+    pytest.importorskip("gunicorn")
+    path = str(tmp_path / "analytics.db")
+    served, stderr = run_gunicorn(server, path, *(["--preload"] if preload else []))
+    assert len(set(served)) >= 2, f"one worker served everything: {set(served)}\n{stderr}"
+    tracks = tracks_received(server)
+    properties: list[Any] = [t.get("properties", {}) for t in tracks]
+    pids = [p["pid"] for p in properties if "pid" in p]
+    assert sorted(pids) == sorted(served), stderr  # every request's event, once
+    ids = server.message_ids()
+    assert len(ids) == len(set(ids)), "a message was delivered twice"
+    assert ids_in(path) == []
+    masters = [t for t in tracks if t["userId"] == "master"]
+    assert len(masters) == (1 if preload else 3)  # without --preload each worker imports the app
