@@ -71,3 +71,13 @@ def test_accoil_local_example_delivers_per_user_in_order() -> None:
         assert paths == ["/v2/identify", "/v2/group", "/v2/group", "/v2/track"]
     assert "flush: delivered=8 pending=0" in result.stdout
     assert "sk_example_not_real" not in result.stdout
+
+
+def test_outbox_example_keeps_events_through_an_outage_and_a_restart() -> None:
+    """Events tracked while the provider is down are delivered once by the next process."""
+    result = run(["examples/outbox.py"])
+    assert result.returncode == 0, result.stderr
+    assert "provider down: pending=9 in_outbox=9" in result.stdout
+    assert "after the restart: pending=0" in result.stdout
+    assert "provider accepted 9 messages, 9 distinct" in result.stdout
+    assert "wk_example" not in result.stdout + result.stderr
