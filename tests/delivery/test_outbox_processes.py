@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -119,13 +120,16 @@ def run_gunicorn(server: FaultServer, path: str, *options: str) -> tuple[list[in
     served: list[int] = []
     try:
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not served:
+        while time.monotonic() < deadline:  # a bare connection: a timed-out GET could be served
             try:
-                served.append(int(httpx.get(f"http://127.0.0.1:{port}/", timeout=1.0).text))
-            except httpx.TransportError:
+                socket.create_connection(("127.0.0.1", port), timeout=1.0).close()
+                break
+            except OSError:
                 time.sleep(0.1)
-        for _ in range(59):
-            response = httpx.get(f"http://127.0.0.1:{port}/", headers={"Connection": "close"})
+        for _ in range(60):
+            response = httpx.get(
+                f"http://127.0.0.1:{port}/", headers={"Connection": "close"}, timeout=30
+            )
             served.append(int(response.text))
         deadline = time.monotonic() + 20
         while len(tracks_received(server)) < len(served) and time.monotonic() < deadline:
