@@ -20,6 +20,7 @@ MODULES = [
     "instrumentor.delivery.attempt",
     "instrumentor.delivery.destination",
     "instrumentor.delivery.outbox",
+    "instrumentor.delivery.outbox_admin",
     "instrumentor.delivery.outbox_destination",
     "instrumentor.delivery.retry",
     "instrumentor.delivery.telemetry",

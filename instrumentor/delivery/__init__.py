@@ -9,7 +9,8 @@ from instrumentor.delivery.destination import (
     flush_all,
     shutdown_all,
 )
-from instrumentor.delivery.outbox import OutboxError, OutboxStatus, drain, outbox_status, purge
+from instrumentor.delivery.outbox import OutboxError, OutboxStatus
+from instrumentor.delivery.outbox_admin import drain, outbox_status, purge
 from instrumentor.delivery.outbox_destination import OutboxDestination
 from instrumentor.delivery.retry import RetryPolicy
 

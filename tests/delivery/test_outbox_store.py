@@ -12,13 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from instrumentor.delivery.outbox import (
-    OutboxError,
-    OutboxStore,
-    check_path,
-    outbox_status,
-    purge,
-)
+from instrumentor.delivery import outbox_status, purge
+from instrumentor.delivery.outbox import OutboxError, OutboxStore, check_path
 from instrumentor.messages import (
     GroupMessage,
     IdentifyMessage,
