@@ -36,6 +36,7 @@ from instrumentor.exceptions import ConfigurationError
 from instrumentor.signals import event_emitted
 
 if TYPE_CHECKING:
+    from instrumentor.delivery.queue import QueueBackend
     from instrumentor.transports.base import Transport
 
 __all__ = [
@@ -141,6 +142,10 @@ class Settings:
             behind a queued :class:`~instrumentor.delivery.Destination`; pass a
             ``Destination`` yourself to choose its options.
         on_error: Called with every :class:`~instrumentor.Incident`; must not block.
+        queue: Where queued events go: ``None`` for the in-memory queue of each
+            :class:`~instrumentor.delivery.Destination`, or a queue backend such as
+            :class:`~instrumentor.celery.CeleryQueue`, which then builds the destination of
+            every transport that is not inline and not a ``Destination`` you passed in.
     """
 
     api_key: Secret | None = None
@@ -156,6 +161,7 @@ class Settings:
     span_event_user: bool = False
     transports: tuple[Transport | Destination, ...] | None = None
     on_error: Callable[[Incident], None] | None = field(default=None, repr=False)
+    queue: QueueBackend | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -220,6 +226,11 @@ class Settings:
                 )
         if self.on_error is not None and not callable(self.on_error):
             raise ConfigurationError(f"on_error must be callable, got {self.on_error!r}")
+        if self.queue is not None and not callable(getattr(self.queue, "destination", None)):
+            raise ConfigurationError(
+                f"queue must be None or a queue backend such as CeleryQueue(app), got "
+                f"{self.queue!r}"
+            )
 
 
 def _default_transports(settings: Settings) -> tuple[Transport, ...]:
@@ -242,6 +253,8 @@ def _receiver_for(transport: Transport | Destination, settings: Settings) -> Any
         return transport
     if getattr(transport, "inline", False):
         return InlineDestination(transport)
+    if settings.queue is not None:
+        return settings.queue.destination(transport, max_queue=int(settings.queue_size))
     return Destination(transport, max_queue=int(settings.queue_size))
 
 
@@ -278,6 +291,7 @@ class Runtime:
             reuse is not None
             and reuse.settings.enabled == settings.enabled
             and reuse.settings.queue_size == settings.queue_size
+            and reuse.settings.queue == settings.queue
             and reuse.settings.transports == settings.transports
             and (
                 settings.transports is not None
@@ -422,6 +436,7 @@ def configure(
     span_event_user: bool = _UNSET,
     transports: Sequence[Transport | Destination] | None = _UNSET,
     on_error: Callable[[Incident], None] | None = _UNSET,
+    queue: QueueBackend | None = _UNSET,
 ) -> Settings:
     """Configure instrumentor; settings not given keep their current value.
 
@@ -443,6 +458,8 @@ def configure(
         transports: Replace the transports (or :class:`~instrumentor.delivery.Destination`
             objects); ``None`` chooses from the other settings.
         on_error: Called with every run-time :class:`~instrumentor.Incident`.
+        queue: A queue backend for the destinations built here, e.g.
+            :class:`~instrumentor.celery.CeleryQueue`; ``None`` (the default) queues in memory.
 
     Returns:
         The settings now in force.
@@ -464,6 +481,7 @@ def configure(
         "span_event_user": span_event_user,
         "transports": transports,
         "on_error": on_error,
+        "queue": queue,
     }
     return _configure({k: v for k, v in given.items() if v is not _UNSET}, retire=True)
 

@@ -24,6 +24,8 @@ __all__ = [
     "IdentifyMessage",
     "Message",
     "TrackMessage",
+    "message_from_data",
+    "message_to_data",
     "new_message_id",
     "to_json_compatible",
 ]
@@ -296,3 +298,68 @@ def _convert(value: Any, _depth: int, _seen: frozenset[int]) -> Any:
             return _fallback(value)
         return _convert(fields, _depth + 1, seen)
     return _fallback(value)
+
+
+# --- a lossless JSON form, for queues that carry messages between processes -------------------
+
+_MESSAGE_TYPES: dict[str, type[IdentifyMessage] | type[GroupMessage] | type[TrackMessage]] = {
+    "identify": IdentifyMessage,
+    "group": GroupMessage,
+    "track": TrackMessage,
+}
+_MAPPING_FIELDS = frozenset({"traits", "properties", "context"})
+
+
+def message_to_data(message: Message) -> dict[str, Any]:
+    """Every field of ``message`` as JSON data, for :func:`message_from_data` to rebuild.
+
+    Unlike ``to_dict()`` (the provider's form) nothing is left out: the message id, the group
+    level and category of a track, and the timestamp to the microsecond survive the trip.
+    """
+    data: dict[str, Any] = {"type": message.type}
+    for item in dataclasses.fields(message):
+        value = getattr(message, item.name)
+        if item.name == "timestamp":
+            aware = value if value.tzinfo is not None else value.replace(tzinfo=_UTC)
+            data["timestamp"] = aware.isoformat()
+        elif item.name in _MAPPING_FIELDS:
+            data[item.name] = to_json_compatible(dict(value))
+        else:
+            data[item.name] = value
+    return data
+
+
+def message_from_data(data: Mapping[str, Any]) -> Message:
+    """Rebuild a message from :func:`message_to_data`'s form, keeping its ``message_id``.
+
+    Raises:
+        ValueError: If ``data`` is not such a form (unknown type, missing or ill-typed field).
+    """
+    if not isinstance(data, Mapping):
+        raise ValueError(f"a message must be a JSON object, got {type(data).__name__}")
+    kind = _MESSAGE_TYPES.get(data.get("type"))  # type: ignore[arg-type]
+    if kind is None:
+        raise ValueError(f"unknown message type {data.get('type')!r}")
+    values: dict[str, Any] = {}
+    for item in dataclasses.fields(kind):
+        if item.name not in data:
+            raise ValueError(f"a {kind.type} message needs {item.name!r}")
+        value = data[item.name]
+        if item.name == "timestamp":
+            try:
+                value = _dt.datetime.fromisoformat(value)
+            except (TypeError, ValueError):
+                raise ValueError(f"timestamp {value!r} is not an ISO 8601 time") from None
+            if value.tzinfo is None:
+                value = value.replace(tzinfo=_UTC)
+        elif item.name in _MAPPING_FIELDS:
+            if not isinstance(value, Mapping):
+                raise ValueError(f"{item.name!r} must be a JSON object")
+            value = dict(value)
+        elif value is None:
+            if "None" not in str(item.type):  # the annotation, e.g. "str | None"
+                raise ValueError(f"{item.name!r} must not be null in a {kind.type} message")
+        elif not isinstance(value, str):
+            raise ValueError(f"{item.name!r} must be a string, got {type(value).__name__}")
+        values[item.name] = value
+    return kind(**values)

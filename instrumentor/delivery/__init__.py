@@ -1,4 +1,5 @@
-"""Queued delivery: destinations (a transport behind a queue and a worker) and the retry policy."""
+"""Queued delivery: destinations (a transport behind a queue and a worker), the retry policy
+and the queue backend protocol (the Celery backend lives in :mod:`instrumentor.celery`)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,14 @@ from instrumentor.delivery.destination import (
     flush_all,
     shutdown_all,
 )
+from instrumentor.delivery.queue import QueueBackend
 from instrumentor.delivery.retry import RetryPolicy
 
 __all__ = [
     "Destination",
     "DestinationStats",
     "FlushResult",
+    "QueueBackend",
     "RetryPolicy",
     "aflush",
     "flush",
