@@ -281,7 +281,7 @@ def count_dead_letters(app: Any, *, dead_letter_queue: str = "instrumentor.dead"
     """How many batches wait on the dead-letter queue (asks the broker; may raise its errors)."""
     with app.connection_for_write() as connection:
         bound = _bound_queue(app, connection, dead_letter_queue)
-        return int(bound.queue_declare(passive=True).message_count)
+        return int(bound.queue_declare().message_count)
 
 
 def replay_dead_letters(
@@ -312,7 +312,7 @@ def replay_dead_letters(
     replayed = 0
     with app.connection_for_write() as connection:
         bound = _bound_queue(app, connection, dead_letter_queue)
-        to_replay = int(bound.queue_declare(passive=True).message_count)
+        to_replay = int(bound.queue_declare().message_count)
         if limit is not None:
             to_replay = min(to_replay, limit)
         for _ in range(to_replay):
