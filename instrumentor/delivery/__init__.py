@@ -1,5 +1,7 @@
-"""Queued delivery: destinations (a transport behind a queue and a worker), the retry policy
-and the queue backend protocol (the Celery backend lives in :mod:`instrumentor.celery`)."""
+"""Queued delivery: destinations, the retry policy and the queue backend protocol.
+
+The Celery backend lives in :mod:`instrumentor.celery`.
+"""
 
 from __future__ import annotations
 

@@ -34,7 +34,9 @@ __all__ = ["CeleryPublisher", "CeleryQueue"]
 
 #: How patiently a web process publishes while the broker is down: a batch is given up (counted
 #: in ``failed``) after an hour; meanwhile the bounded queue keeps new events.
-PUBLISH_RETRY = RetryPolicy(max_attempts=1_000_000, max_elapsed=3600.0, base_delay=0.5, max_delay=30.0)
+PUBLISH_RETRY = RetryPolicy(
+    max_attempts=1_000_000, max_elapsed=3600.0, base_delay=0.5, max_delay=30.0
+)
 
 
 class CeleryQueue:

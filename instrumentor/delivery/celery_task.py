@@ -53,7 +53,7 @@ def register(queue: CeleryQueue) -> None:
     if not first:
         return
 
-    @queue.app.task(
+    @queue.app.task(  # type: ignore[untyped-decorator]  # celery has no type hints
         name=queue.task_name,
         bind=True,
         acks_late=True,  # a worker that dies mid-delivery leaves the batch on the broker

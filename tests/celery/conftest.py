@@ -95,8 +95,11 @@ class Worker:
         return self.log_path.read_text(errors="replace")
 
     def wait_ready(self, timeout: float = 60) -> None:
-        ready = wait_until(lambda: " ready." in self.log() or self.process.poll() is not None, timeout)
-        assert ready and self.process.poll() is None, f"the worker did not start:\n{self.log()}"
+        ready = wait_until(
+            lambda: " ready." in self.log() or self.process.poll() is not None, timeout
+        )
+        assert ready, f"the worker did not start:\n{self.log()}"
+        assert self.process.poll() is None, f"the worker exited:\n{self.log()}"
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -175,8 +178,10 @@ class RedisServer:
         binary = shutil.which("redis-server")
         assert binary is not None
         self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
-            + ["--appendonly", "no", "--dir", str(self.tmp)],
+            [
+                *(binary, "--port", str(self.port), "--bind", "127.0.0.1"),
+                *("--save", "", "--appendonly", "no", "--dir", str(self.tmp)),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

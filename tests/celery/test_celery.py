@@ -79,7 +79,9 @@ def test_permanent_failure_is_dead_lettered_reported_and_replayed(stack: Stack) 
     track_events(1)  # one emission is never split: exactly one batch
     sent = [m.message_id for m in memory.messages]
     app, dead = stack.app, stack.celery_queue.dead_letter_queue
-    assert wait_until(lambda: count_dead_letters(app, dead_letter_queue=dead) == 1, 60), worker.log()
+    assert wait_until(lambda: count_dead_letters(app, dead_letter_queue=dead) == 1, 60), (
+        worker.log()
+    )
     assert "delivery_dead_lettered" in worker.log()
     assert stack.server.message_ids() == []
     tries = [r for r in stack.server.requests() if r.path == "/v2/identify"]

@@ -40,7 +40,9 @@ def make_app(broker: str, prefix: str) -> tuple[Any, CeleryQueue]:
         base_delay=0.05,
         max_delay=0.2,
         linger=0.02,
-        publish_retry=RetryPolicy(max_attempts=100_000, max_elapsed=120, base_delay=0.02, max_delay=0.2),
+        publish_retry=RetryPolicy(
+            max_attempts=100_000, max_elapsed=120, base_delay=0.02, max_delay=0.2
+        ),
         publish_timeout=2.0,
     )
     app.task(name="tests.create_report")(create_report)
@@ -54,9 +56,7 @@ def create_report(title: str) -> str:
 
 
 if "TEST_CELERY_BROKER" in os.environ:  # a worker process
-    app, celery_queue = make_app(
-        os.environ["TEST_CELERY_BROKER"], os.environ["TEST_CELERY_PREFIX"]
-    )
+    app, celery_queue = make_app(os.environ["TEST_CELERY_BROKER"], os.environ["TEST_CELERY_PREFIX"])
     instrumentor.configure(
         api_key=KEY,
         endpoint=os.environ["TEST_CELERY_PROVIDER"],
