@@ -40,6 +40,7 @@ from instrumentor.exceptions import ConfigurationError
 from instrumentor.signals import event_emitted
 
 if TYPE_CHECKING:
+    from instrumentor.delivery.queue import QueueBackend
     from instrumentor.transports.base import Transport
 
 __all__ = [
@@ -153,6 +154,10 @@ class Settings:
             behind a queued :class:`~instrumentor.delivery.Destination`; pass a
             ``Destination`` yourself to choose its options.
         on_error: Called with every :class:`~instrumentor.Incident`; must not block.
+        queue: Where queued events go: ``None`` for the in-memory queue of each
+            :class:`~instrumentor.delivery.Destination`, or a queue backend such as
+            :class:`~instrumentor.celery.CeleryQueue`, which then builds the destination of
+            every transport that is not inline and not a ``Destination`` you passed in.
     """
 
     api_key: Secret | None = None
@@ -171,6 +176,7 @@ class Settings:
     outbox_synchronous: str = "normal"
     transports: tuple[Transport | Destination, ...] | None = None
     on_error: Callable[[Incident], None] | None = field(default=None, repr=False)
+    queue: QueueBackend | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -223,6 +229,11 @@ class Settings:
             )
 
     def _validate(self) -> None:
+        if self.queue is not None and self.outbox is not None:
+            raise ConfigurationError(
+                "outbox and queue are alternatives: the outbox keeps messages on this machine's "
+                "disk, a queue such as CeleryQueue hands them to a broker. Set one of them"
+            )
         if not isinstance(self.bundle_ttl, (int, float)) or not self.bundle_ttl >= 0:
             raise ConfigurationError(
                 f"bundle_ttl must be a number of seconds >= 0, got {self.bundle_ttl!r}"
@@ -252,6 +263,11 @@ class Settings:
                 )
         if self.on_error is not None and not callable(self.on_error):
             raise ConfigurationError(f"on_error must be callable, got {self.on_error!r}")
+        if self.queue is not None and not callable(getattr(self.queue, "destination", None)):
+            raise ConfigurationError(
+                f"queue must be None or a queue backend such as CeleryQueue(app), got "
+                f"{self.queue!r}"
+            )
 
 
 def _default_transports(settings: Settings) -> tuple[Transport, ...]:
@@ -276,6 +292,8 @@ def _receiver_for(
         return transport
     if getattr(transport, "inline", False):
         return InlineDestination(transport)
+    if settings.queue is not None:
+        return settings.queue.destination(transport, max_queue=int(settings.queue_size))
     if settings.outbox is not None:
         return OutboxDestination(
             transport,
@@ -337,6 +355,7 @@ class Runtime:
             and (reuse.settings.outbox, reuse.settings.outbox_max_rows)
             == (settings.outbox, settings.outbox_max_rows)
             and reuse.settings.outbox_synchronous == settings.outbox_synchronous
+            and reuse.settings.queue == settings.queue
             and reuse.settings.transports == settings.transports
             and (
                 settings.transports is not None
@@ -495,6 +514,7 @@ def configure(
     outbox: str | os.PathLike[str] | None = _UNSET,
     outbox_max_rows: int = _UNSET,
     outbox_synchronous: str = _UNSET,
+    queue: QueueBackend | None = _UNSET,
     transports: Sequence[Transport | Destination] | None = _UNSET,
     on_error: Callable[[Incident], None] | None = _UNSET,
 ) -> Settings:
@@ -521,6 +541,9 @@ def configure(
             in strict mode ``configure()`` raises :class:`~instrumentor.ConfigurationError`.
         outbox_max_rows: Messages the outbox holds before new ones are dropped (1,000,000).
         outbox_synchronous: ``"full"`` to survive power loss as well (default ``"normal"``).
+        queue: A queue backend for the destinations built here, e.g.
+            :class:`~instrumentor.celery.CeleryQueue`; ``None`` (the default) queues in memory.
+            An alternative to ``outbox``: setting both is a ``ConfigurationError``.
         transports: Replace the transports (or :class:`~instrumentor.delivery.Destination`
             objects); ``None`` chooses from the other settings.
         on_error: Called with every run-time :class:`~instrumentor.Incident`.
@@ -546,6 +569,7 @@ def configure(
         "outbox": os.fspath(outbox) if outbox not in (_UNSET, None) else outbox,
         "outbox_max_rows": outbox_max_rows,
         "outbox_synchronous": outbox_synchronous,
+        "queue": queue,
         "transports": transports,
         "on_error": on_error,
     }

@@ -24,10 +24,10 @@ __all__ = [
     "IdentifyMessage",
     "Message",
     "TrackMessage",
-    "from_record",
+    "message_from_data",
+    "message_to_data",
     "new_message_id",
     "to_json_compatible",
-    "to_record",
 ]
 
 _log = logging.getLogger("instrumentor")
@@ -196,90 +196,6 @@ class TrackMessage:
 Message = Union[IdentifyMessage, GroupMessage, TrackMessage]
 
 
-def to_record(message: Message) -> dict[str, Any]:
-    """``message`` as JSON data that :func:`from_record` turns back into an equal message.
-
-    Unlike ``to_dict()`` (the wire form), the record keeps every field (``group_type``,
-    ``category``, the timestamp to the microsecond), so a message stored in the outbox is
-    delivered after a restart exactly as it would have been, with the same ``message_id``.
-    """
-    record: dict[str, Any] = {
-        "type": message.type,
-        "message_id": message.message_id,
-        "timestamp": message.timestamp.isoformat(),
-    }
-    if isinstance(message, TrackMessage):
-        record.update(
-            user_id=message.user_id,
-            event=message.event,
-            group_id=message.group_id,
-            group_type=message.group_type,
-            category=message.category,
-            properties=to_json_compatible(dict(message.properties)),
-            context=to_json_compatible(dict(message.context)),
-        )
-    elif isinstance(message, IdentifyMessage):
-        record.update(
-            user_id=message.user_id,
-            group_id=message.group_id,
-            traits=to_json_compatible(dict(message.traits)),
-        )
-    else:
-        record.update(
-            group_id=message.group_id,
-            group_type=message.group_type,
-            parent_group_id=message.parent_group_id,
-            user_id=message.user_id,
-            traits=to_json_compatible(dict(message.traits)),
-        )
-    return record
-
-
-def from_record(record: Mapping[str, Any]) -> Message:
-    """The message :func:`to_record` made ``record`` from.
-
-    Raises:
-        ValueError: If ``record`` is not a message record (unknown type, missing field).
-    """
-    try:
-        kind = record["type"]
-        message_id = str(record["message_id"])
-        timestamp = _dt.datetime.fromisoformat(record["timestamp"])
-        if kind == "track":
-            return TrackMessage(
-                user_id=record["user_id"],
-                event=record["event"],
-                group_id=record["group_id"],
-                group_type=record["group_type"],
-                category=record["category"],
-                properties=dict(record["properties"]),
-                context=dict(record["context"]),
-                timestamp=timestamp,
-                message_id=message_id,
-            )
-        if kind == "identify":
-            return IdentifyMessage(
-                user_id=record["user_id"],
-                group_id=record["group_id"],
-                traits=dict(record["traits"]),
-                timestamp=timestamp,
-                message_id=message_id,
-            )
-        if kind == "group":
-            return GroupMessage(
-                group_id=record["group_id"],
-                group_type=record["group_type"],
-                parent_group_id=record["parent_group_id"],
-                user_id=record["user_id"],
-                traits=dict(record["traits"]),
-                timestamp=timestamp,
-                message_id=message_id,
-            )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"not a message record: {type(exc).__name__}: {exc}") from None
-    raise ValueError(f"not a message record: unknown type {kind!r}")
-
-
 _warned_types: set[str] = set()
 _PLAIN = frozenset({str, int, bool, type(None)})
 
@@ -382,3 +298,68 @@ def _convert(value: Any, _depth: int, _seen: frozenset[int]) -> Any:
             return _fallback(value)
         return _convert(fields, _depth + 1, seen)
     return _fallback(value)
+
+
+# --- a lossless JSON form, for queues that carry messages between processes -------------------
+
+_MESSAGE_TYPES: dict[str, type[IdentifyMessage] | type[GroupMessage] | type[TrackMessage]] = {
+    "identify": IdentifyMessage,
+    "group": GroupMessage,
+    "track": TrackMessage,
+}
+_MAPPING_FIELDS = frozenset({"traits", "properties", "context"})
+
+
+def message_to_data(message: Message) -> dict[str, Any]:
+    """Every field of ``message`` as JSON data, for :func:`message_from_data` to rebuild.
+
+    Unlike ``to_dict()`` (the provider's form) nothing is left out: the message id, the group
+    level and category of a track, and the timestamp to the microsecond survive the trip.
+    """
+    data: dict[str, Any] = {"type": message.type}
+    for item in dataclasses.fields(message):
+        value = getattr(message, item.name)
+        if item.name == "timestamp":
+            aware = value if value.tzinfo is not None else value.replace(tzinfo=_UTC)
+            data["timestamp"] = aware.isoformat()
+        elif item.name in _MAPPING_FIELDS:
+            data[item.name] = to_json_compatible(dict(value))
+        else:
+            data[item.name] = value
+    return data
+
+
+def message_from_data(data: Mapping[str, Any]) -> Message:
+    """Rebuild a message from :func:`message_to_data`'s form, keeping its ``message_id``.
+
+    Raises:
+        ValueError: If ``data`` is not such a form (unknown type, missing or ill-typed field).
+    """
+    if not isinstance(data, Mapping):
+        raise ValueError(f"a message must be a JSON object, got {type(data).__name__}")
+    kind = _MESSAGE_TYPES.get(data.get("type"))  # type: ignore[arg-type]
+    if kind is None:
+        raise ValueError(f"unknown message type {data.get('type')!r}")
+    values: dict[str, Any] = {}
+    for item in dataclasses.fields(kind):
+        if item.name not in data:
+            raise ValueError(f"a {kind.type} message needs {item.name!r}")
+        value = data[item.name]
+        if item.name == "timestamp":
+            try:
+                value = _dt.datetime.fromisoformat(value)
+            except (TypeError, ValueError):
+                raise ValueError(f"timestamp {value!r} is not an ISO 8601 time") from None
+            if value.tzinfo is None:
+                value = value.replace(tzinfo=_UTC)
+        elif item.name in _MAPPING_FIELDS:
+            if not isinstance(value, Mapping):
+                raise ValueError(f"{item.name!r} must be a JSON object")
+            value = dict(value)
+        elif value is None:
+            if "None" not in str(item.type):  # the annotation, e.g. "str | None"
+                raise ValueError(f"{item.name!r} must not be null in a {kind.type} message")
+        elif not isinstance(value, str):
+            raise ValueError(f"{item.name!r} must be a string, got {type(value).__name__}")
+        values[item.name] = value
+    return kind(**values)

@@ -15,7 +15,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from instrumentor.messages import TrackMessage, new_message_id, to_json_compatible
+from instrumentor.messages import (
+    GroupMessage,
+    IdentifyMessage,
+    TrackMessage,
+    message_from_data,
+    message_to_data,
+    new_message_id,
+    to_json_compatible,
+)
 
 UTC = dt.timezone.utc
 
@@ -185,3 +193,69 @@ def test_hostile_values_replace_only_themselves() -> None:
     assert isinstance(out["zone"], str)
     assert isinstance(out["released"], str)
     json.dumps(out)
+
+
+class TestLosslessForm:
+    """message_to_data / message_from_data: what a queue between processes carries."""
+
+    NOW = dt.datetime(2026, 3, 1, 12, 30, 15, 123456, tzinfo=UTC)
+
+    @pytest.mark.parametrize(
+        "message",
+        [
+            IdentifyMessage("u_1", "acc_1", {"plan": "pro"}, NOW),
+            IdentifyMessage("u_1", None, {}, NOW),
+            GroupMessage("ws_1", "workspace", "acc_1", "u_1", {"group_type": "workspace"}, NOW),
+            GroupMessage("acc_1", "account", None, None, {}, NOW),
+            TrackMessage(
+                "u_1",
+                "Report_Created",
+                "proj_1",
+                "project",
+                "core_value",
+                {"n": 1},
+                NOW,
+                {"traceId": "ab"},
+            ),
+            TrackMessage("u_1", "Plan_Upgraded", None, "account", "billing", {}, NOW),
+        ],
+        ids=lambda m: m.type,
+    )
+    def test_round_trip_through_json_keeps_everything(self, message: Any) -> None:
+        data = json.loads(json.dumps(message_to_data(message)))
+        rebuilt = message_from_data(data)
+        assert rebuilt == message
+        assert rebuilt.message_id == message.message_id
+        assert rebuilt.timestamp == self.NOW  # to the microsecond, time zone included
+
+    def test_properties_are_normalised_to_json(self) -> None:
+        message = TrackMessage(
+            "u", "Report_Created", None, "project", "core_value", {"at": self.NOW}, self.NOW
+        )
+        assert message_to_data(message)["properties"] == {"at": "2026-03-01T12:30:15.123Z"}
+
+    @pytest.mark.parametrize(
+        ("change", "complaint"),
+        [
+            ({"type": "page"}, "unknown message type"),
+            ({"user_id": None}, "'user_id' must not be null"),
+            ({"event": 7}, "'event' must be a string"),
+            ({"timestamp": "yesterday"}, "is not an ISO 8601 time"),
+            ({"properties": [1, 2]}, "'properties' must be a JSON object"),
+        ],
+    )
+    def test_malformed_data_raises_value_error_saying_what(
+        self, change: dict[str, Any], complaint: str
+    ) -> None:
+        message = TrackMessage("u", "Report_Created", None, "project", "core_value", {}, self.NOW)
+        data = {**message_to_data(message), **change}
+        with pytest.raises(ValueError, match=complaint):
+            message_from_data(data)
+
+    def test_missing_field_and_non_object(self) -> None:
+        data = message_to_data(IdentifyMessage("u", None, {}, self.NOW))
+        del data["message_id"]
+        with pytest.raises(ValueError, match="needs 'message_id'"):
+            message_from_data(data)
+        with pytest.raises(ValueError, match="must be a JSON object"):
+            message_from_data(["identify"])  # type: ignore[arg-type]

@@ -1,4 +1,7 @@
-"""Queued delivery: destinations (a queue and a worker per transport), retries, the outbox."""
+"""Queued delivery: destinations, retries, the SQLite outbox and the queue backend protocol.
+
+The Celery backend lives in :mod:`instrumentor.celery`.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from instrumentor.delivery.destination import (
 from instrumentor.delivery.outbox import OutboxError, OutboxStatus
 from instrumentor.delivery.outbox_admin import drain, outbox_status, purge
 from instrumentor.delivery.outbox_destination import OutboxDestination
+from instrumentor.delivery.queue import QueueBackend
 from instrumentor.delivery.retry import RetryPolicy
 
 __all__ = [
@@ -21,6 +25,7 @@ __all__ = [
     "OutboxDestination",
     "OutboxError",
     "OutboxStatus",
+    "QueueBackend",
     "RetryPolicy",
     "aflush",
     "drain",

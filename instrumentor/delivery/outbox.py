@@ -1,6 +1,7 @@
 """The SQLite outbox: a durable queue of messages, shared safely by several processes.
 
-One table holds one row per message: its id, its :func:`~instrumentor.messages.to_record` JSON,
+One table holds one row per message: its id, its
+:func:`~instrumentor.messages.message_to_data` JSON,
 the channel (destination) it belongs to, and the lease bookkeeping (``lease_owner``,
 ``lease_until``, ``attempts``, ``next_attempt_at``). Writers append batches in one transaction
 each (WAL mode); deliverers *claim* a batch with ``BEGIN IMMEDIATE`` and ``UPDATE … RETURNING``,
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from instrumentor.exceptions import InstrumentorError
-from instrumentor.messages import Message, from_record, to_record
+from instrumentor.messages import Message, message_from_data, message_to_data
 
 __all__ = [
     "OutboxError",
@@ -343,7 +344,7 @@ class OutboxStore:
         """
         now = time.time()
         encoded = [
-            (m.message_id, json.dumps(to_record(m), separators=(",", ":"))) for m in messages
+            (m.message_id, json.dumps(message_to_data(m), separators=(",", ":"))) for m in messages
         ]
 
         def work(conn: sqlite3.Connection) -> int:
@@ -496,7 +497,7 @@ def _chunks(ids: Sequence[int]) -> Iterator[Sequence[int]]:
 
 def _decode(body: str) -> Message | None:
     try:
-        return from_record(json.loads(body))
+        return message_from_data(json.loads(body))
     except ValueError:  # json.JSONDecodeError is a ValueError
         return None
 

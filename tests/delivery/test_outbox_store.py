@@ -15,12 +15,7 @@ import pytest
 from instrumentor.delivery import outbox_status, purge
 from instrumentor.delivery.outbox import OutboxError, OutboxStore, check_path
 from instrumentor.messages import (
-    GroupMessage,
-    IdentifyMessage,
-    Message,
     TrackMessage,
-    from_record,
-    to_record,
 )
 
 WHEN = dt.datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=dt.timezone.utc)
@@ -43,37 +38,6 @@ def store(tmp_path: Path, **options: object) -> OutboxStore:
     created = OutboxStore(tmp_path / "outbox.db", **options)  # type: ignore[arg-type]
     created.open()
     return created
-
-
-class TestRecords:
-    @pytest.mark.parametrize(
-        "message",
-        [
-            track(),
-            IdentifyMessage(
-                user_id="u_1", group_id="acc_1", traits={"plan": "pro"}, timestamp=WHEN
-            ),
-            GroupMessage(
-                group_id="ws_1",
-                group_type="workspace",
-                parent_group_id="acc_1",
-                user_id=None,
-                traits={"group_type": "workspace", "parent_group_id": "acc_1"},
-                timestamp=WHEN,
-            ),
-        ],
-        ids=["track", "identify", "group"],
-    )
-    def test_a_record_rebuilds_an_equal_message(self, message: Message) -> None:
-        """Every field survives, the message id and the microseconds included."""
-        rebuilt = from_record(to_record(message))
-        assert rebuilt == message
-        assert rebuilt.to_dict() == message.to_dict()
-
-    @pytest.mark.parametrize("record", [{}, {"type": "alias"}, {"type": "track", "message_id": 1}])
-    def test_a_bad_record_is_a_value_error(self, record: dict[str, object]) -> None:
-        with pytest.raises(ValueError, match="not a message record"):
-            from_record(record)
 
 
 class TestQueue:

@@ -1,0 +1,137 @@
+"""Celery context propagation: a task runs with the analytics context it was sent from.
+
+:func:`propagate_context` connects three Celery signals. ``before_task_publish`` writes the
+context bound where a task is sent (``bind_context``/``bound_context``) into the message's
+``instrumentor_context`` header; ``task_prerun`` binds it in the worker for the task's run and
+``task_postrun`` restores what was bound before, so ``@tracks`` on a task function (or
+``track()`` inside it) emits for the user and groups of the request that enqueued it.
+
+A header that cannot be read never breaks the task: it is reported as an ``invalid_context``
+incident (logged, counted) and the task runs without a bound context.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from instrumentor.context import AnalyticsContext, ContextToken, Group, _current, current_context
+from instrumentor.diagnostics import Incident
+
+__all__ = ["HEADER", "context_from_header", "context_to_header", "propagate_context"]
+
+#: The message header that carries the context.
+HEADER = "instrumentor_context"
+_VERSION = 1
+
+_connected = False
+_connect_lock = threading.Lock()
+_tokens: dict[str, ContextToken] = {}  # task id -> token to restore after the run
+
+
+def context_to_header(context: AnalyticsContext) -> dict[str, Any] | None:
+    """``context`` as JSON data for the header, or ``None`` when nothing is bound."""
+    if context.user_id is None and not context.groups:
+        return None
+    return {
+        "v": _VERSION,
+        "user_id": context.user_id,
+        "user_traits": dict(context.user_traits),
+        "groups": {
+            level: {"id": group.id, "name": group.name, "traits": dict(group.traits)}
+            for level, group in context.groups.items()
+        },
+    }
+
+
+def context_from_header(data: Any) -> AnalyticsContext:
+    """Rebuild the context from :func:`context_to_header`'s form.
+
+    Raises:
+        ValueError: If ``data`` is not that form.
+    """
+    if not isinstance(data, Mapping) or data.get("v") != _VERSION:
+        raise ValueError(f"expected a version {_VERSION} context object")
+    user_id, traits, groups = data.get("user_id"), data.get("user_traits"), data.get("groups")
+    if user_id is not None and not isinstance(user_id, str):
+        raise ValueError("user_id must be a string")
+    if not isinstance(traits, Mapping) or not isinstance(groups, Mapping):
+        raise ValueError("user_traits and groups must be objects")
+    built: dict[str, Group] = {}
+    for level, item in groups.items():
+        if not isinstance(item, Mapping) or not isinstance(item.get("id"), str):
+            raise ValueError(f"group {level!r} needs a string id")
+        name, group_traits = item.get("name"), item.get("traits") or {}
+        if name is not None and not isinstance(name, str):
+            raise ValueError(f"group {level!r}: name must be a string")
+        if not isinstance(group_traits, Mapping):
+            raise ValueError(f"group {level!r}: traits must be an object")
+        try:
+            built[str(level)] = Group(item["id"], name, group_traits)
+        except Exception as exc:  # e.g. an empty id
+            raise ValueError(f"group {level!r}: {exc}") from None
+    return AnalyticsContext(user_id=user_id, user_traits=traits, groups=built)
+
+
+def propagate_context(app: Any = None) -> None:
+    """Carry the analytics context from where a task is sent into the task's run. Idempotent.
+
+    Celery's signals are process-wide, so this applies to every app in the process; ``app``
+    is accepted for symmetry with ``CeleryQueue(app)`` (which calls this by default). Call it
+    in the module that creates the app, so that web processes and workers both run it.
+    """
+    global _connected
+    from celery import signals
+
+    with _connect_lock:
+        if _connected:
+            return
+        signals.before_task_publish.connect(_on_publish, weak=False, dispatch_uid=HEADER)
+        signals.task_prerun.connect(_on_prerun, weak=False, dispatch_uid=HEADER)
+        signals.task_postrun.connect(_on_postrun, weak=False, dispatch_uid=HEADER)
+        _connected = True
+
+
+def _report(message: str, error: BaseException | None, site: str | None) -> None:
+    with contextlib.suppress(Exception):  # reporting must not break the task either
+        from instrumentor.config import runtime
+
+        runtime().report(Incident("invalid_context", message, site=site, error=error))
+
+
+def _on_publish(sender: Any = None, headers: Any = None, **_: Any) -> None:
+    try:
+        data = context_to_header(current_context())
+        if data is not None and isinstance(headers, dict):
+            headers[HEADER] = data
+    except Exception as exc:  # the task is still sent, without a context
+        _report(f"could not add the context to task {sender}: {exc}", exc, str(sender))
+
+
+def _on_prerun(task_id: Any = None, task: Any = None, **_: Any) -> None:
+    try:
+        raw = getattr(getattr(task, "request", None), HEADER, None)
+        if raw is None:
+            return
+        context = context_from_header(raw)
+    except Exception as exc:
+        name = getattr(task, "name", None)
+        _report(
+            f"task {name} has a malformed {HEADER} header ({exc}); it runs without a context",
+            exc,
+            str(name),
+        )
+        return
+    _tokens[str(task_id)] = _current.set(context)
+
+
+def _on_postrun(task_id: Any = None, **_: Any) -> None:
+    token = _tokens.pop(str(task_id), None)
+    if token is None:
+        return
+    try:
+        _current.reset(token)
+    except ValueError:  # run in another context than prerun's: leave nothing bound here
+        _current.set(AnalyticsContext())
