@@ -21,16 +21,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from instrumentor.delivery.attempt import attempt, is_too_large
 from instrumentor.delivery.retry import RetryPolicy
 from instrumentor.delivery.telemetry import DestinationMetrics
-from instrumentor.exceptions import (
-    TOO_LARGE,
-    ConfigurationError,
-    PartialDeliveryError,
-    PayloadTooLargeError,
-    PermanentDeliveryError,
-    RetryableDeliveryError,
-)
+from instrumentor.exceptions import ConfigurationError
 from instrumentor.otel import suppress_instrumentation
 
 if TYPE_CHECKING:
@@ -311,46 +305,21 @@ class Destination:
         attempts = 0
         started = time.monotonic()
         while pending:
-            retry_after: float | None = None
             attempts += 1
             attempt_started = time.monotonic()
             try:
-                try:
-                    self.transport.deliver(pending)
-                finally:
-                    self._metrics.attempt(time.monotonic() - attempt_started)
-            except PayloadTooLargeError as exc:
-                if len(pending) == 1:
-                    self._give_up(pending, "too_large", exc)
-                else:  # split: each half settles its own share of the in-flight count
-                    middle = len(pending) // 2
-                    first, second = pending[:middle], pending[middle:]
-                    pending.clear()
-                    self._deliver_batch(first)
-                    self._deliver_batch(second)
-                return
-            except PartialDeliveryError as exc:
-                self._count_delivered(len(pending) - len(exc.retry) - len(exc.failed))
-                for message, reason in exc.failed:
-                    self._give_up([message], reason, exc)
-                pending[:] = exc.retry
-                retry_after = exc.retry_after
-                if pending:
-                    self._note_error(_describe(exc), exc)
-            except RetryableDeliveryError as exc:
-                retry_after = exc.retry_after
-                self._note_error(_describe(exc), exc)
-            except PermanentDeliveryError as exc:
-                self._give_up(pending, _describe(exc), exc)
-                return
-            except Exception as exc:  # a transport bug: retried like an outage, then given up
-                self._note_error(f"transport raised {type(exc).__name__}: {_describe(exc)}", exc)
-            else:
-                self._count_delivered(len(pending))
-                return
+                outcome = attempt(self.transport, pending)
+            finally:
+                self._metrics.attempt(time.monotonic() - attempt_started)
+            if outcome.delivered:
+                self._count_delivered(len(outcome.delivered))
+            for reason, refused in outcome.refused().items():
+                self._give_up(refused, reason, outcome.exception)
+            pending[:] = outcome.retry
             if not pending:
                 return
-            delay = self.retry.delay(attempts, retry_after)
+            self._note_error(outcome.error or "delivery failed", outcome.exception)
+            delay = self.retry.delay(attempts, outcome.retry_after)
             if self.retry.gives_up(attempts, time.monotonic() - started + delay):
                 self._give_up(list(pending), f"gave up after {attempts} attempts", None)
                 pending.clear()
@@ -471,13 +440,18 @@ class Destination:
                 if batch:
                     self._deliver_batch(batch)
 
+    def _threads(self) -> list[threading.Thread]:
+        """The threads that must end before the transport is closed."""
+        return [self._worker] if self._worker is not None else []
+
     def _finish_shutdown(self, deadline: float) -> None:
         if self._worker is None and self._queue and self._pid == os.getpid():
             self._drain_inline(deadline)  # events that arrived when no thread could start
-        worker = self._worker
-        if worker is not None and worker.is_alive() and self._pid == os.getpid():
-            worker.join(max(deadline - time.monotonic(), 0.0))
-            if worker.is_alive():
+        if self._pid == os.getpid():
+            for thread in self._threads():
+                if thread.is_alive():
+                    thread.join(max(deadline - time.monotonic(), 0.0))
+            if any(thread.is_alive() for thread in self._threads()):
                 if self._past_deadline():
                     # Time is up: stop retrying. The worker may be inside a request; closing the
                     # transport under it could wait for that request, so the (daemon) worker is
@@ -513,19 +487,6 @@ class Destination:
 
     def __repr__(self) -> str:
         return f"Destination({self.name!r}, {self.transport!r})"
-
-
-def is_too_large(reason: str) -> bool:
-    """Whether a give-up ``reason`` means "too large to send alone" (a drop, not a failure)."""
-    return reason == "too_large" or f"({TOO_LARGE})" in reason
-
-
-def _describe(exc: BaseException) -> str:
-    """An error's text, never raising (a broken __str__ is not ours to fix here)."""
-    try:
-        return str(exc)
-    except Exception:
-        return type(exc).__name__
 
 
 def counters() -> dict[str, int]:
