@@ -158,6 +158,22 @@ class AccoilTransport:
         self._version = library_version()
         self._holder = ClientHolder(self._new_client)
 
+    @property
+    def timeout(self) -> float:
+        """Seconds for connecting, each read and write (the outbox derives its lease from it)."""
+        return self._timeout
+
+    @property
+    def outbox_channel(self) -> str:
+        """The outbox channel this transport's rows are stored under.
+
+        Class, endpoint and a fingerprint of the key (never the key): a new key or endpoint
+        gets its own rows, and old rows are not sent with the new key.
+        """
+        return (
+            f"{type(self).__name__}({self._api_version})@{self._endpoint}#{self._key.fingerprint()}"
+        )
+
     def _new_client(self) -> httpx.Client:
         headers = {
             "Content-Type": "application/json",

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime
 import email.utils
+import encodings.idna  # noqa: F401  (see below)
 import json
 import math
 import os
@@ -182,7 +183,27 @@ class ClientHolder:
 _holders: weakref.WeakSet[ClientHolder] = weakref.WeakSet()
 
 
+# ``encodings.idna`` is imported above, not lazily by the first getaddrinfo() on a worker
+# thread: a process forked while that import runs would inherit its module lock held, and hang
+# at its own first connection (gunicorn --preload forks while the master's worker delivers).
+_forking: list[threading.Lock] = []
+
+
+def _before_fork() -> None:
+    # A client being built holds OpenSSL's locks (loading certificates): a child forked then
+    # would hang building its own. Wait (briefly) until no client is being built.
+    for holder in list(_holders):
+        if holder._lock.acquire(timeout=5.0):
+            _forking.append(holder._lock)
+
+
+def _release_after_fork() -> None:
+    while _forking:
+        _forking.pop().release()
+
+
 def _reset_after_fork() -> None:
+    _release_after_fork()
     for holder in list(_holders):
         # The parent's client, pool and lock are not ours: drop them without closing the
         # sockets the parent still uses.
@@ -191,4 +212,6 @@ def _reset_after_fork() -> None:
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_after_fork)
+    os.register_at_fork(
+        before=_before_fork, after_in_parent=_release_after_fork, after_in_child=_reset_after_fork
+    )

@@ -155,6 +155,20 @@ class SegmentTransport:
         self._user_agent = f"instrumentor/{version}"
         self._holder = ClientHolder(self._new_client)
 
+    @property
+    def timeout(self) -> float:
+        """Seconds for connecting, each read and write (the outbox derives its lease from it)."""
+        return self._timeout
+
+    @property
+    def outbox_channel(self) -> str:
+        """The outbox channel this transport's rows are stored under.
+
+        Class, endpoint and a fingerprint of the key (never the key): a new key or endpoint
+        gets its own rows, and old rows are not sent with the new key.
+        """
+        return f"{type(self).__name__}@{self._endpoint}#{self._key.fingerprint()}"
+
     def _new_client(self) -> httpx.Client:
         token = base64.b64encode(f"{self._key.reveal()}:".encode()).decode("ascii")
         headers = {
