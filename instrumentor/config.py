@@ -107,6 +107,15 @@ class Secret:
     def __bool__(self) -> bool:
         return bool(self._value)
 
+    def fingerprint(self) -> str:
+        """8 hex digits that tell two secrets apart without revealing either.
+
+        The first 8 hex digits of HMAC-SHA256 of the secret, keyed with a fixed label: it
+        names a key in outbox channels and logs; it cannot be turned back into the key.
+        """
+        digest = hmac.new(b"instrumentor key fingerprint", self._value.encode(), "sha256")
+        return digest.hexdigest()[:8]
+
 
 def _parse_bool(name: str, raw: str) -> bool:
     value = raw.strip().lower()
@@ -283,9 +292,7 @@ def _default_transports(settings: Settings) -> tuple[Transport, ...]:
     return ()
 
 
-def _receiver_for(
-    transport: Transport | Destination, settings: Settings, channel: str, *, lazy: bool
-) -> Any:
+def _receiver_for(transport: Transport | Destination, settings: Settings, *, lazy: bool) -> Any:
     from instrumentor.transports.base import InlineDestination
 
     if isinstance(transport, Destination):
@@ -298,22 +305,12 @@ def _receiver_for(
         return OutboxDestination(
             transport,
             path=settings.outbox,
-            channel=channel,
             max_queue=int(settings.queue_size),
             max_rows=settings.outbox_max_rows,
             synchronous="full" if settings.outbox_synchronous == "full" else "normal",
             open_now=not lazy,  # at the first event (from the environment): the worker opens it
         )
     return Destination(transport, max_queue=int(settings.queue_size))
-
-
-def _channels(transports: Sequence[Any]) -> list[str]:
-    """Stable outbox channel names: the transport's class, numbered when it repeats."""
-    names: list[str] = []
-    for transport in transports:
-        base = type(transport).__qualname__
-        names.append(base if base not in names else f"{base}#{names.count(base) + 1}")
-    return names
 
 
 class Runtime:
@@ -375,10 +372,7 @@ class Runtime:
                 if settings.transports is not None
                 else _default_transports(settings)
             )
-            self.receivers = tuple(
-                _receiver_for(t, settings, channel, lazy=lazy)
-                for t, channel in zip(transports, _channels(transports), strict=True)
-            )
+            self.receivers = tuple(_receiver_for(t, settings, lazy=lazy) for t in transports)
             self.owned = [
                 r
                 for r, t in zip(self.receivers, transports, strict=True)
@@ -388,9 +382,12 @@ class Runtime:
             self.receivers = ()
         #: Outboxes that could not be opened (their destinations deliver from memory).
         self.outbox_problems: list[str] = []
+        served = {r.channel for r in self.receivers if isinstance(r, OutboxDestination)}
         for receiver in self.receivers:
             if isinstance(receiver, Destination):
                 receiver.report = self._destination_reporter(receiver)
+            if isinstance(receiver, OutboxDestination):
+                receiver.served_channels |= served  # other channels of this configuration
             problem = getattr(receiver, "outbox_problem", None)
             if problem is not None and (reuse is None or receiver not in reuse.receivers):
                 self.outbox_problems.append(str(problem))

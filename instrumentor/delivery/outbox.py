@@ -2,13 +2,15 @@
 
 One table holds one row per message: its id, its
 :func:`~instrumentor.messages.message_to_data` JSON,
-the channel (destination) it belongs to, and the lease bookkeeping (``lease_owner``,
-``lease_until``, ``attempts``, ``next_attempt_at``). Writers append batches in one transaction
-each (WAL mode); deliverers *claim* a batch with ``BEGIN IMMEDIATE`` and ``UPDATE … RETURNING``,
-which leases the rows to them, and delete the rows once the provider accepted them. A process
-that dies mid-batch leaves leased rows that are claimable again once the lease expires (at
-once for a dead process on the same host). Everything here runs on worker threads or in the
-CLI; nothing is ever called from the caller's thread.
+the channel (destination) it belongs to, the lease bookkeeping (``lease_owner``,
+``lease_until``, ``attempts``, ``next_attempt_at``) and the poison bookkeeping (``strikes``:
+failures blamed on the message itself; ``dead``: why it was set aside). Writers append batches
+in one transaction each (WAL mode), possibly already leased to themselves; deliverers *claim*
+due rows with ``BEGIN IMMEDIATE`` and ``UPDATE … RETURNING``, which leases them, renew the
+lease while an attempt runs, and delete the rows once the provider accepted them. A process
+that dies mid-batch leaves leased rows that are claimable again once the lease expires, or at
+once when the owner is provably dead (:mod:`~instrumentor.delivery.outbox_owner`). Everything
+here runs on worker threads or in the CLI; nothing is ever called from the caller's thread.
 
 What the ``instrumentor outbox`` command calls is in :mod:`instrumentor.delivery.outbox_admin`.
 """
@@ -17,17 +19,18 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sqlite3
 import threading
 import time
-import uuid
+import urllib.parse
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from instrumentor.delivery.outbox_owner import new_owner, owner_is_dead
 from instrumentor.exceptions import InstrumentorError
 from instrumentor.messages import Message, message_from_data, message_to_data
 
@@ -37,6 +40,7 @@ __all__ = [
     "OutboxStatus",
     "OutboxStore",
     "Synchronous",
+    "UNSERVED_AFTER",
     "check_path",
 ]
 
@@ -44,7 +48,7 @@ __all__ = [
 #: ``"full"`` also an OS crash or power loss, at the price of an fsync per commit.
 Synchronous = Literal["normal", "full"]
 
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2
 _HEADER = b"SQLite format 3\x00"
 _LOCK_RETRIES = 3
 _CHUNK = 500  # ids per statement (far below SQLite's variable limit)
@@ -58,28 +62,60 @@ CREATE TABLE IF NOT EXISTS outbox (
     attempts INTEGER NOT NULL DEFAULT 0,
     next_attempt_at REAL NOT NULL DEFAULT 0,
     lease_owner TEXT,
-    lease_until REAL
+    lease_until REAL,
+    strikes INTEGER NOT NULL DEFAULT 0,
+    dead TEXT
 );
 CREATE INDEX IF NOT EXISTS outbox_by_channel ON outbox (channel, id);
+CREATE INDEX IF NOT EXISTS outbox_leased ON outbox (lease_owner) WHERE lease_owner IS NOT NULL;
 CREATE TABLE IF NOT EXISTS outbox_meta (key TEXT PRIMARY KEY, value);
 """
-_CLAIMABLE = "channel = ? AND next_attempt_at <= ? AND (lease_until IS NULL OR lease_until < ?)"
+_MIGRATE_1 = (
+    "ALTER TABLE outbox ADD COLUMN strikes INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE outbox ADD COLUMN dead TEXT",
+)
+_CLAIMABLE = (
+    "channel = ? AND dead IS NULL AND next_attempt_at <= ? "
+    "AND (lease_until IS NULL OR lease_until < ?)"
+)
+_JOURNAL_LIMIT = 64 * 1024 * 1024  # bytes the -wal file is truncated to after a checkpoint
+_VACUUM_PAGES = 1000  # free pages returned to the file system per incremental vacuum
+#: Seconds after which a channel with rows that no process served is reported as unserved.
+UNSERVED_AFTER = 600.0
 _T = TypeVar("_T")
 _inherited: list[sqlite3.Connection] = []  # a forked child's copies: never used, never closed
+_stores: weakref.WeakSet[OutboxStore] = weakref.WeakSet()
+_held: list[threading.Lock] = []  # the stores' locks taken for a fork
 
 
 class OutboxError(InstrumentorError):
     """The outbox file cannot be used; the message says why and what to do."""
 
+    def is_locked(self) -> bool:
+        """Whether another process held the file's lock too long (worth trying again later)."""
+        cause = self.__cause__
+        return isinstance(cause, sqlite3.OperationalError) and any(
+            word in str(cause).lower() for word in ("locked", "busy")
+        )
+
 
 @dataclass(frozen=True)
 class OutboxRow:
-    """One claimed row: its id, its message (``None`` if the stored JSON is unreadable)."""
+    """One claimed row: its id, its message (``None`` if the stored JSON is unreadable).
+
+    Attributes:
+        id: The row id.
+        message: The message, or ``None`` if its stored JSON cannot be read.
+        attempts: Attempts so far, this one included.
+        created_at: When it was stored (Unix time).
+        strikes: Earlier failures blamed on the message itself (its batch-mates were accepted).
+    """
 
     id: int
     message: Message | None
     attempts: int
     created_at: float
+    strikes: int = 0
 
 
 @dataclass(frozen=True)
@@ -88,12 +124,16 @@ class OutboxStatus:
 
     Attributes:
         path: The file.
-        pending: Messages waiting, leased ones included.
+        pending: Messages waiting, leased ones included (dead ones not).
         leased: Messages claimed by a process now (being delivered).
         oldest_age: Seconds since the oldest waiting message was stored, or ``None``.
         channels: Messages waiting per channel (destination).
         last_error: The last delivery error recorded, or ``None``.
         last_error_at: When it was recorded (Unix time), or ``None``.
+        dead: Messages set aside as dead (poison), per channel; kept until purged.
+        unserved: Of ``channels``, those no process has served for ``UNSERVED_AFTER`` seconds
+            (a transport removed, its key or endpoint changed): their rows wait for a
+            ``drain(..., channel=...)`` or a ``purge``.
     """
 
     path: str
@@ -103,6 +143,8 @@ class OutboxStatus:
     channels: dict[str, int] = field(default_factory=dict)
     last_error: str | None = None
     last_error_at: float | None = None
+    dead: dict[str, int] = field(default_factory=dict)
+    unserved: dict[str, int] = field(default_factory=dict)
 
 
 def _explain(path: str, exc: BaseException) -> str:
@@ -112,7 +154,8 @@ def _explain(path: str, exc: BaseException) -> str:
     if "not a database" in lowered or "malformed" in lowered:
         return (
             f"the outbox {path} is not a usable SQLite database ({text}): move it aside "
-            "(instrumentor then starts a new, empty one) or point ANALYTICS_OUTBOX elsewhere"
+            f"together with {path}-wal and {path}-shm (instrumentor then starts a new, empty "
+            "one) or point ANALYTICS_OUTBOX elsewhere"
         )
     if "readonly" in lowered or "read-only" in lowered:
         return (
@@ -171,20 +214,34 @@ def check_path(path: str) -> None:
             ) from None
 
 
+def _missing(path: str) -> OutboxError:
+    return OutboxError(
+        f"there is no outbox at {path}: check the path (the value of ANALYTICS_OUTBOX); "
+        "nothing was created"
+    )
+
+
 class OutboxStore:
-    """One process's handle on an outbox file, for one channel.
+    """One connection to an outbox file, for one channel.
 
     Thread-safe (one lock around the connection); reopens its connection after ``fork()``.
+    Several stores may share an ``owner`` (one destination's threads, each with its own
+    connection): they then hold the same leases.
 
     Args:
-        path: The SQLite file; created (with its tables) when missing.
+        path: The SQLite file; created (with its tables) when missing, unless ``create`` is
+            false or ``readonly`` is true.
         channel: The name rows are stored and claimed under; destinations sharing a file need
             distinct channels (processes of one application share theirs).
-        max_rows: Messages the file may hold, all channels together; beyond it new messages
-            are refused (counted by the caller).
+        max_rows: Messages the file may hold, all channels together, dead ones included;
+            beyond it new messages are refused (counted by the caller).
         synchronous: ``"normal"`` (survives ``kill -9``) or ``"full"`` (also power loss).
-        lease: Seconds a claimed batch stays reserved to its claimer.
+        lease: Seconds a claimed batch stays reserved to its claimer; :meth:`renew` extends it.
         busy_timeout: Seconds a statement waits for another process's lock.
+        owner: The lease owner (:func:`~instrumentor.delivery.outbox_owner.new_owner`); a new
+            one by default.
+        create: Create the file when it is missing (``False``: :class:`OutboxError` instead).
+        readonly: Open read-only (``mode=ro``): nothing is written, not even at open.
     """
 
     def __init__(
@@ -196,6 +253,9 @@ class OutboxStore:
         synchronous: Synchronous = "normal",
         lease: float = 60.0,
         busy_timeout: float = 5.0,
+        owner: str | None = None,
+        create: bool = True,
+        readonly: bool = False,
     ) -> None:
         if synchronous not in ("normal", "full"):
             raise OutboxError(f"synchronous must be 'normal' or 'full', got {synchronous!r}")
@@ -207,89 +267,134 @@ class OutboxStore:
         self.synchronous = synchronous
         self.lease = lease
         self.busy_timeout = busy_timeout
+        self.create = create and not readonly
+        self.readonly = readonly
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
         self._pid = os.getpid()
-        self.owner = self._new_owner()
-
-    def _new_owner(self) -> str:
-        return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+        self.owner = owner or new_owner()
+        #: ``(st_dev, st_ino)`` of the file the connection is open on, or ``None``.
+        self.identity: tuple[int, int] | None = None
+        _stores.add(self)
 
     # --- connection --------------------------------------------------------------------------
 
-    def open(self) -> None:
-        """Open (creating the file and tables if needed) and release dead processes' leases.
+    def open(self, busy_timeout: float | None = None) -> None:
+        """Open (creating the file and tables if allowed) and release dead owners' leases.
+
+        Args:
+            busy_timeout: Seconds to wait for another process's lock while opening (by default
+                the store's); later statements wait the store's ``busy_timeout``.
 
         Raises:
             OutboxError: If the file cannot be used; the message says what to do.
+                :meth:`OutboxError.is_locked` tells a lock held by another process (worth
+                trying again) from a lasting problem.
         """
         with self._lock:
-            self._connection()
+            self._connection(busy_timeout)
 
-    def _connection(self) -> sqlite3.Connection:
+    def _connection(self, busy_timeout: float | None = None) -> sqlite3.Connection:
         if self._pid != os.getpid():
             self.after_fork()
         if self._conn is not None:
             return self._conn
-        check_path(self.path)
+        if not self.create and not os.path.exists(self.path):
+            raise _missing(self.path)
+        if not self.readonly:
+            check_path(self.path)
+        wait = self.busy_timeout if busy_timeout is None else busy_timeout
         try:
-            conn = sqlite3.connect(
-                self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
-            )
-        except sqlite3.Error as exc:
-            raise OutboxError(_explain(self.path, exc)) from None
-        try:
-            conn.execute("PRAGMA journal_mode=WAL").fetchone()
-            conn.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > _SCHEMA_VERSION:
-                raise OutboxError(
-                    f"the outbox {self.path} was written by a newer instrumentor (schema "
-                    f"{version}): upgrade, or drain it with that version first"
+            if self.readonly:
+                uri = f"file:{urllib.parse.quote(os.path.abspath(self.path))}?mode=ro"
+                conn = sqlite3.connect(
+                    uri, uri=True, timeout=wait, isolation_level=None, check_same_thread=False
                 )
-            with _transaction(conn):
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
-                # A write at open proves the file is writable (read-only, full disk).
-                _set_meta(conn, "opened_at", time.time())
-                self._release_dead_leases(conn)
+            else:
+                conn = sqlite3.connect(
+                    self.path, timeout=wait, isolation_level=None, check_same_thread=False
+                )
+        except sqlite3.Error as exc:
+            raise OutboxError(_explain(self.path, exc)) from exc
+        try:
+            self._prepare(conn)
+            stat = os.stat(self.path)
         except OutboxError:
             conn.close()
             raise
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             conn.close()
-            raise OutboxError(_explain(self.path, exc)) from None
+            raise OutboxError(_explain(self.path, exc)) from exc
+        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+        self.identity = (stat.st_dev, stat.st_ino)
         self._conn = conn
         return conn
 
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > _SCHEMA_VERSION:
+            raise OutboxError(
+                f"the outbox {self.path} was written by a newer instrumentor (schema "
+                f"{version}): upgrade, or drain it with that version first"
+            )
+        if self.readonly:
+            if version < _SCHEMA_VERSION:
+                raise OutboxError(
+                    f"the outbox {self.path} has an older schema ({version}): open it with "
+                    "this version's destination (or drain) once, which upgrades it"
+                )
+            return
+        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")  # only takes effect on a new file
+        conn.execute("PRAGMA journal_mode=WAL").fetchone()
+        conn.execute(f"PRAGMA journal_size_limit = {_JOURNAL_LIMIT}").fetchone()
+        conn.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
+        with _transaction(conn):
+            if version == 1:
+                for statement in _MIGRATE_1:
+                    conn.execute(statement)
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+            # A write at open proves the file is writable (read-only, full disk).
+            _set_meta(conn, f"seen:{self.channel}", time.time())
+            self._release_dead_leases(conn)
+
     def _release_dead_leases(self, conn: sqlite3.Connection) -> None:
-        """Free the leases of processes on this host that are gone (a crash, a restart)."""
-        host = socket.gethostname()
-        owners = [r[0] for r in conn.execute("SELECT DISTINCT lease_owner FROM outbox")]
+        """Free the leases of owners that are provably gone (see outbox_owner)."""
+        owners = [
+            r[0]
+            for r in conn.execute(
+                "SELECT DISTINCT lease_owner FROM outbox WHERE lease_owner IS NOT NULL"
+            )
+        ]
         for owner in owners:
-            if owner is None or owner == self.owner:
-                continue
-            owner_host, _, rest = owner.partition(":")
-            pid_text = rest.partition(":")[0]
-            if owner_host != host or not pid_text.isdigit():
-                continue
-            if int(pid_text) == os.getpid() or not _alive(int(pid_text)):
+            if owner != self.owner and owner_is_dead(owner):
                 conn.execute(
                     "UPDATE outbox SET lease_owner = NULL, lease_until = NULL "
                     "WHERE lease_owner = ?",
                     (owner,),
                 )
 
+    def replaced(self) -> bool:
+        """Whether the file was deleted or replaced since the connection opened (a ``stat``)."""
+        identity = self.identity
+        if self._conn is None or identity is None:
+            return False
+        try:
+            stat = os.stat(self.path)
+        except OSError:
+            return True
+        return (stat.st_dev, stat.st_ino) != identity
+
     def after_fork(self) -> None:
-        """Forget the parent's connection (never used nor closed here) and lease identity."""
+        """Forget the parent's connection (never used nor closed here)."""
         if self._conn is not None:
             _inherited.append(self._conn)  # closing it could disturb the parent's locks
         self._conn = None
+        self.identity = None
         self._lock = threading.Lock()
         self._pid = os.getpid()
-        self.owner = self._new_owner()
 
     def close(self) -> None:
         """Close the connection (this process's own only). Reopens on next use."""
@@ -297,6 +402,7 @@ class OutboxStore:
             if self._conn is not None and self._pid == os.getpid():
                 self._conn.close()
             self._conn = None
+            self.identity = None
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -316,10 +422,7 @@ class OutboxStore:
                 with self._write() as conn:
                     return work(conn)
             except OutboxError as exc:
-                locked = isinstance(exc.__cause__, sqlite3.OperationalError) and any(
-                    word in str(exc.__cause__).lower() for word in ("locked", "busy")
-                )
-                if not locked or attempt_number == _LOCK_RETRIES - 1:
+                if not exc.is_locked() or attempt_number == _LOCK_RETRIES - 1:
                     raise
                 time.sleep(0.05 * 2**attempt_number)
         raise AssertionError("unreachable")  # pragma: no cover
@@ -342,26 +445,66 @@ class OutboxStore:
         Raises:
             OutboxError: If nothing could be written (full disk, lock held too long, ...).
         """
+        rows, refused = self._insert(messages, leased=False)
+        return len(rows), refused
+
+    def persist_leased(self, messages: Sequence[Message]) -> tuple[list[OutboxRow], list[Message]]:
+        """Store ``messages`` already leased to this owner (their first attempt is counted).
+
+        The caller delivers the returned rows from memory (no claim, no decoding) and settles
+        them; if it dies first, the lease expires and another process delivers them.
+
+        Returns:
+            The stored rows (with the very message objects given), and the refused messages.
+
+        Raises:
+            OutboxError: If nothing could be written.
+        """
+        return self._insert(messages, leased=True)
+
+    def _insert(
+        self, messages: Sequence[Message], *, leased: bool
+    ) -> tuple[list[OutboxRow], list[Message]]:
+        if not messages:
+            return [], []
         now = time.time()
+        owner, until, attempts = (self.owner, now + self.lease, 1) if leased else (None, None, 0)
         encoded = [
             (m.message_id, json.dumps(message_to_data(m), separators=(",", ":"))) for m in messages
         ]
 
-        def work(conn: sqlite3.Connection) -> int:
+        def work(conn: sqlite3.Connection) -> list[int]:
             total = conn.execute(
-                "SELECT coalesce(sum(value), 0) FROM outbox_meta WHERE key LIKE 'rows:%'"
+                "SELECT coalesce(sum(value), 0) FROM outbox_meta "
+                "WHERE key LIKE 'rows:%' OR key LIKE 'dead:%'"
             ).fetchone()[0]
-            room = max(self.max_rows - int(total), 0)
-            stored = encoded[:room]
+            stored = encoded[: max(self.max_rows - int(total), 0)]
+            before = conn.execute("SELECT coalesce(max(id), 0) FROM outbox").fetchone()[0]
             conn.executemany(
-                "INSERT INTO outbox (channel, message_id, body, created_at) VALUES (?, ?, ?, ?)",
-                [(self.channel, mid, body, now) for mid, body in stored],
+                "INSERT INTO outbox (channel, message_id, body, created_at, attempts, "
+                "lease_owner, lease_until) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(self.channel, mid, body, now, attempts, owner, until) for mid, body in stored],
             )
-            _add_rows(conn, self.channel, len(stored))
-            return len(stored)
+            _add_rows(conn, f"rows:{self.channel}", len(stored))
+            if not leased or not stored:
+                return [0] * len(stored)
+            last = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
+            if last == before + len(stored):  # the usual case: ids follow the largest one
+                return list(range(before + 1, last + 1))
+            by_id = dict(  # ids at the top of the range are chosen at random: look them up
+                conn.execute(
+                    "SELECT message_id, id FROM outbox WHERE lease_owner = ? AND created_at = ?",
+                    (owner, now),
+                ).fetchall()
+            )
+            return [by_id[mid] for mid, _ in stored]
 
-        stored = self._retrying(work) if encoded else 0
-        return stored, list(messages[stored:])
+        ids = self._retrying(work)
+        rows = [
+            OutboxRow(row_id, message, attempts, now)
+            for row_id, message in zip(ids, messages, strict=False)
+        ]
+        return rows, list(messages[len(ids) :])
 
     def pending(self) -> int:
         """Messages of this channel in the file (leased ones included), from a counter."""
@@ -369,59 +512,100 @@ class OutboxStore:
         return int(rows[0][0]) if rows and rows[0][0] else 0
 
     def claim(self, limit: int) -> list[OutboxRow]:
-        """Lease up to ``limit`` due rows of this channel to this process, oldest first."""
+        """Lease up to ``limit`` due rows of this channel to this owner, oldest first."""
         now = time.time()
 
-        def work(conn: sqlite3.Connection) -> list[tuple[int, str, int, float]]:
+        def work(conn: sqlite3.Connection) -> list[tuple[int, str, int, float, int]]:
             return conn.execute(
                 "UPDATE outbox SET lease_owner = ?, lease_until = ?, attempts = attempts + 1 "
                 f"WHERE id IN (SELECT id FROM outbox WHERE {_CLAIMABLE} ORDER BY id LIMIT ?) "
-                "RETURNING id, body, attempts, created_at",
+                "RETURNING id, body, attempts, created_at, strikes",
                 (self.owner, now + self.lease, self.channel, now, now, limit),
             ).fetchall()
 
         return [
-            OutboxRow(row_id, _decode(body), attempts, created)
-            for row_id, body, attempts, created in sorted(self._retrying(work))
+            OutboxRow(row_id, _decode(body), attempts, created, strikes)
+            for row_id, body, attempts, created, strikes in sorted(self._retrying(work))
         ]
+
+    def renew(self) -> int:
+        """Extend this owner's leases by ``lease`` from now (a heartbeat); return how many."""
+        until = time.time() + self.lease
+
+        def work(conn: sqlite3.Connection) -> int:
+            _set_meta(conn, f"seen:{self.channel}", time.time())
+            return conn.execute(
+                "UPDATE outbox SET lease_until = ? WHERE lease_owner = ?", (until, self.owner)
+            ).rowcount
+
+        return self._retrying(work)
 
     def settle(
         self,
         done: Sequence[int],
-        retry: Sequence[int],
-        next_attempt_at: float,
-        error: str | None,
-    ) -> None:
-        """Delete ``done`` rows and hand ``retry`` rows back for ``next_attempt_at``, at once."""
+        retry: Sequence[tuple[int, float, int]] = (),
+        dead: Sequence[tuple[int, str]] = (),
+        error: str | None = None,
+        *,
+        identity: tuple[int, int] | None = None,
+    ) -> bool:
+        """Record what an attempt did, in one transaction.
 
-        def work(conn: sqlite3.Connection) -> None:
+        Args:
+            done: Rows to delete (delivered, refused, too large).
+            retry: ``(row id, next attempt at, strikes to add)`` for rows to hand back; only
+                rows this owner still leases are changed.
+            dead: ``(row id, reason)`` for rows to set aside as dead (kept, never claimed).
+            error: The error to record as the file's ``last_error``.
+            identity: The file identity the rows were read from; if the file was replaced
+                since, nothing is written (the ids would name other rows).
+
+        Returns:
+            Whether it was written.
+        """
+
+        def work(conn: sqlite3.Connection) -> bool:
+            if identity is not None and identity != self.identity:
+                return False  # the rows were read from a file that has been replaced
             deleted: dict[str, int] = {}
             for chunk in _chunks(done):
                 marks = ",".join("?" * len(chunk))
                 for (channel,) in conn.execute(
-                    f"DELETE FROM outbox WHERE id IN ({marks}) RETURNING channel", chunk
+                    f"DELETE FROM outbox WHERE id IN ({marks}) AND dead IS NULL RETURNING channel",
+                    chunk,
                 ).fetchall():
                     deleted[channel] = deleted.get(channel, 0) + 1
             for channel, count in deleted.items():
-                _add_rows(conn, channel, -count)
-            for chunk in _chunks(retry):
-                marks = ",".join("?" * len(chunk))
-                conn.execute(
-                    "UPDATE outbox SET lease_owner = NULL, lease_until = NULL, "
-                    f"next_attempt_at = ? WHERE id IN ({marks}) AND lease_owner = ?",
-                    (next_attempt_at, *chunk, self.owner),
-                )
+                _add_rows(conn, f"rows:{channel}", -count)
+            conn.executemany(
+                "UPDATE outbox SET lease_owner = NULL, lease_until = NULL, next_attempt_at = ?, "
+                "strikes = strikes + ? WHERE id = ? AND lease_owner = ?",
+                [(when, strikes, row_id, self.owner) for row_id, when, strikes in retry],
+            )
+            buried: dict[str, int] = {}
+            for row_id, reason in dead:
+                for (channel,) in conn.execute(
+                    "UPDATE outbox SET dead = ?, lease_owner = NULL, lease_until = NULL "
+                    "WHERE id = ? AND dead IS NULL RETURNING channel",
+                    (reason, row_id),
+                ).fetchall():
+                    buried[channel] = buried.get(channel, 0) + 1
+            for channel, count in buried.items():
+                _add_rows(conn, f"rows:{channel}", -count)
+                _add_rows(conn, f"dead:{channel}", count)
             if error is not None:
                 _set_meta(conn, "last_error", error)
                 _set_meta(conn, "last_error_at", time.time())
+            return True
 
-        if done or retry or error is not None:
-            self._retrying(work)
+        if done or retry or dead or error is not None:
+            return self._retrying(work)
+        return True
 
     def due_before(self, when: float) -> bool:
         """Whether a row of this channel becomes claimable by ``when`` (Unix time)."""
         rows = self._read(
-            "SELECT 1 FROM outbox WHERE channel = ? "
+            "SELECT 1 FROM outbox WHERE channel = ? AND dead IS NULL "
             "AND max(next_attempt_at, coalesce(lease_until, 0)) <= ? LIMIT 1",
             (self.channel, when),
         )
@@ -430,17 +614,28 @@ class OutboxStore:
     def status(self) -> OutboxStatus:
         """What the whole file holds, counted exactly (every channel)."""
         now = time.time()
-        channels = {
-            str(c): int(n)
-            for c, n in self._read("SELECT channel, count(*) FROM outbox GROUP BY channel")
-        }
+        channels: dict[str, int] = {}
+        dead: dict[str, int] = {}
+        for channel, is_dead, count in self._read(
+            "SELECT channel, dead IS NOT NULL, count(*) FROM outbox GROUP BY 1, 2"
+        ):
+            (dead if is_dead else channels)[str(channel)] = int(count)
         ((leased, oldest),) = self._read(
-            "SELECT count(lease_until > ? OR NULL), min(created_at) FROM outbox", (now,)
+            "SELECT count(lease_until > ? OR NULL), min(created_at) FROM outbox WHERE dead IS NULL",
+            (now,),
         )
         meta: dict[str, Any] = dict(
-            self._read("SELECT key, value FROM outbox_meta WHERE key LIKE 'last_error%'")
+            self._read(
+                "SELECT key, value FROM outbox_meta "
+                "WHERE key LIKE 'last_error%' OR key LIKE 'seen:%'"
+            )
         )
         error_at = meta.get("last_error_at")
+        unserved = {
+            channel: count
+            for channel, count in channels.items()
+            if now - float(meta.get(f"seen:{channel}") or 0.0) > UNSERVED_AFTER
+        }
         return OutboxStatus(
             path=self.path,
             pending=sum(channels.values()),
@@ -449,18 +644,55 @@ class OutboxStore:
             channels=channels,
             last_error=None if meta.get("last_error") is None else str(meta["last_error"]),
             last_error_at=None if error_at is None else float(error_at),
+            dead=dead,
+            unserved=unserved,
         )
 
-    def purge(self) -> int:
-        """Delete every row of every channel; return how many there were."""
+    def unserved(self, served: set[str], after: float) -> dict[str, int]:
+        """Rows per channel outside ``served`` that no process served for ``after`` seconds."""
+        now = time.time()
+        seen: dict[str, float] = {
+            str(key)[5:]: float(value or 0.0)
+            for key, value in self._read(
+                "SELECT key, value FROM outbox_meta WHERE key LIKE 'seen:%'"
+            )
+        }
+        return {
+            str(key)[5:]: int(value)
+            for key, value in self._read(
+                "SELECT key, value FROM outbox_meta WHERE key LIKE 'rows:%' AND value > 0"
+            )
+            if str(key)[5:] not in served and now - seen.get(str(key)[5:], 0.0) > after
+        }
+
+    def purge(self, *, dead_only: bool = False) -> int:
+        """Delete every row of every channel (or only the dead ones); return how many."""
+        where = " WHERE dead IS NOT NULL" if dead_only else ""
+        keys = "'dead:%'" if dead_only else "'rows:%' OR key LIKE 'dead:%'"
 
         def work(conn: sqlite3.Connection) -> int:
-            count = int(conn.execute("SELECT count(*) FROM outbox").fetchone()[0])
-            conn.execute("DELETE FROM outbox")
-            conn.execute("DELETE FROM outbox_meta WHERE key LIKE 'rows:%'")
+            count = int(conn.execute(f"SELECT count(*) FROM outbox{where}").fetchone()[0])
+            conn.execute(f"DELETE FROM outbox{where}")
+            conn.execute(f"DELETE FROM outbox_meta WHERE key LIKE {keys}")
             return count
 
         return self._retrying(work)
+
+    def vacuum(self) -> int:
+        """Give free pages back to the file system (files created with ``auto_vacuum``).
+
+        Returns:
+            The free pages there were.
+        """
+        with self._lock:
+            try:
+                conn = self._connection()
+                free = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
+                if free:
+                    conn.execute(f"PRAGMA incremental_vacuum({_VACUUM_PAGES})").fetchall()
+                return free
+            except sqlite3.Error as exc:
+                raise OutboxError(_explain(self.path, exc)) from exc
 
     def __repr__(self) -> str:
         return f"OutboxStore({self.path!r}, channel={self.channel!r})"
@@ -482,11 +714,11 @@ def _set_meta(conn: sqlite3.Connection, key: str, value: object) -> None:
     conn.execute("INSERT OR REPLACE INTO outbox_meta (key, value) VALUES (?, ?)", (key, value))
 
 
-def _add_rows(conn: sqlite3.Connection, channel: str, count: int) -> None:
+def _add_rows(conn: sqlite3.Connection, key: str, count: int) -> None:
     conn.execute(
         "INSERT INTO outbox_meta (key, value) VALUES (?, ?) "
         "ON CONFLICT (key) DO UPDATE SET value = max(value + excluded.value, 0)",
-        (f"rows:{channel}", count),
+        (key, count),
     )
 
 
@@ -502,11 +734,26 @@ def _decode(body: str) -> Message | None:
         return None
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: alive
-        return True
-    return True
+def _before_fork() -> None:
+    """Take every store's lock, so that no thread is inside SQLite when the process forks.
+
+    A child forked while another thread held SQLite's own mutexes would hang at its first
+    SQLite call. Every SQLite call here runs under its store's lock; a lock still busy after
+    a while (another process's lock being waited for) is skipped rather than holding up the
+    fork.
+    """
+    for store in list(_stores):
+        lock = store._lock
+        if lock.acquire(timeout=store.busy_timeout + 1.0):
+            _held.append(lock)
+
+
+def _after_fork() -> None:
+    while _held:
+        _held.pop().release()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_before_fork, after_in_parent=_after_fork, after_in_child=_after_fork
+    )

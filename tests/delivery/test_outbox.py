@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,16 @@ def send(count: int, *receivers: object) -> list[str]:
         with bound_context(user_id=f"u_{n % 3}", account_id="acc_1", project_id="proj_1"):
             track(Events.REPORT_CREATED, properties={"n": n})
     return [m.message_id for m in memory.messages]
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
+    """Poll ``condition`` until it holds or ``timeout`` passes; whether it held."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 def rows_in(path: str) -> int:
@@ -132,7 +142,8 @@ def test_a_new_destination_delivers_what_an_earlier_process_left(
 ) -> None:
     """Rows already in the file are delivered at start, before any event is tracked."""
     left = send(4, MemoryTransport())
-    store = OutboxStore(path, channel="SegmentTransport")
+    destination = outbox(server, path, open_now=False)
+    store = OutboxStore(path, channel=destination.channel)
     messages: list[Message] = list(instrumentor.config.runtime().receivers[0].transport.messages)
     assert store.persist(messages) == (len(left), [])
     store.close()
@@ -157,8 +168,7 @@ def test_a_disk_that_fills_up_later_falls_back_to_memory(
 ) -> None:
     """Writes that fail are delivered from memory, reported, and retried with the next batch."""
     destination = outbox(server, path)
-    store = destination._store
-    assert store is not None
+    store = destination._writer
     assert store._conn is not None
     pages = store._conn.execute("PRAGMA page_count").fetchone()[0]
     store._conn.execute(f"PRAGMA max_page_count = {pages}")  # SQLite: database or disk is full
@@ -183,7 +193,8 @@ class TestConfiguration:
         configure(api_key="sk_test", endpoint=server.url, outbox=path)
         (destination,) = instrumentor.config.runtime().destinations()
         assert isinstance(destination, OutboxDestination)
-        assert destination.channel == "AccoilTransport"
+        assert destination.channel.startswith(f"AccoilTransport(v2)@{server.url}#")
+        assert "sk_test" not in destination.channel
         with bound_context(user_id="u_1", account_id="acc_1"):
             track(Events.PLAN_UPGRADED)
         assert instrumentor.flush(10).pending == 0
@@ -257,8 +268,8 @@ class TestConfiguration:
         monkeypatch.setenv("ANALYTICS_ENDPOINT", "http://127.0.0.1:9")
         monkeypatch.setenv("ANALYTICS_OUTBOX", path)
         with bound_context(user_id="u_1", account_id="acc_1"):
-            track(Events.PLAN_UPGRADED)  # must not raise
-        assert instrumentor.stats()["outbox_unavailable"] == 1
+            track(Events.PLAN_UPGRADED)  # must not raise; the worker opens the file
+        assert wait_until(lambda: instrumentor.stats().get("outbox_unavailable") == 1)
 
 
 def test_flush_waits_at_least_until_everything_is_persisted(server: FaultServer, path: str) -> None:

@@ -50,8 +50,10 @@ class TestQueue:
         rows = outbox.claim(3)
         assert [r.message for r in rows] == messages[:3]
         assert [r.attempts for r in rows] == [1, 1, 1]
-        assert outbox.claim(10) != rows  # the leased rows are not handed out twice
-        outbox.settle([r.id for r in rows], [], time.time(), None)
+        rest = outbox.claim(10)
+        assert {r.id for r in rest}.isdisjoint(r.id for r in rows)  # never handed out twice
+        assert [r.message for r in rest] == messages[3:]
+        outbox.settle([r.id for r in rows])
         assert outbox.pending() == 2
         assert outbox_status(outbox.path).pending == 2
 
@@ -59,12 +61,12 @@ class TestQueue:
         outbox = store(tmp_path)
         outbox.persist([track()])
         (row,) = outbox.claim(1)
-        outbox.settle([], [row.id], time.time() + 3600, "POST /v1/batch answered 503")
+        outbox.settle([], [(row.id, time.time() + 3600, 0)], error="POST /v1/batch answered 503")
         assert outbox.claim(1) == []  # not due yet
         status = outbox_status(outbox.path)
         assert (status.pending, status.leased) == (1, 0)
         assert status.last_error == "POST /v1/batch answered 503"
-        outbox.settle([], [row.id], time.time(), None)  # not ours any more: unchanged
+        outbox.settle([], [(row.id, time.time(), 0)])  # not leased by us any more: unchanged
         assert outbox.claim(1) == []
 
     def test_an_expired_lease_is_claimed_again(self, tmp_path: Path) -> None:
@@ -88,9 +90,10 @@ class TestQueue:
         outbox = store(tmp_path, lease=3600)
         outbox.persist([track()])
         assert len(outbox.claim(1)) == 1
+        host, boot, namespace, *_ = outbox.owner.split("|")
+        dead = "|".join((host, boot, namespace, "999999999", "1", "dead"))
         with sqlite3.connect(outbox.path) as conn:  # as if a dead pid had leased it
-            host = outbox.owner.split(":")[0]
-            conn.execute("UPDATE outbox SET lease_owner = ?", (f"{host}:999999999:dead",))
+            conn.execute("UPDATE outbox SET lease_owner = ?", (dead,))
         assert len(store(tmp_path, lease=3600).claim(1)) == 1
 
     def test_channels_are_separate_queues(self, tmp_path: Path) -> None:
@@ -112,7 +115,7 @@ class TestQueue:
         stored, refused = two.persist([track(3), last])
         assert (stored, refused) == (1, [last])
         assert outbox_status(one.path).pending == 3
-        one.settle([r.id for r in one.claim(10)], [], time.time(), None)
+        one.settle([r.id for r in one.claim(10)])
         assert two.persist([last]) == (1, [])
 
     def test_an_unreadable_row_comes_back_without_a_message(self, tmp_path: Path) -> None:
@@ -168,7 +171,7 @@ class TestBadPaths:
     def test_a_corrupt_file_past_its_header(self, tmp_path: Path) -> None:
         """A valid header with garbage behind it is caught by SQLite itself."""
         (tmp_path / "outbox.db").write_bytes(b"SQLite format 3\x00" + os.urandom(8192))
-        with pytest.raises(OutboxError, match="outbox"):
+        with pytest.raises(OutboxError, match=r"not a usable SQLite database.*-wal.*-shm"):
             store(tmp_path)
 
     def test_a_read_only_file_and_directory(self) -> None:
