@@ -49,7 +49,6 @@ __all__ = [
 Synchronous = Literal["normal", "full"]
 
 _SCHEMA_VERSION = 2
-_HEADER = b"SQLite format 3\x00"
 _LOCK_RETRIES = 3
 _CHUNK = 500  # ids per statement (far below SQLite's variable limit)
 _SCHEMA = """
@@ -173,7 +172,7 @@ def _explain(path: str, exc: BaseException) -> str:
 
 
 def check_path(path: str) -> None:
-    """Cheap checks (a few system calls, no SQLite) that ``path`` can hold an outbox.
+    """Cheap checks (a few ``stat`` calls, no SQLite, the file never opened) of ``path``.
 
     Raises:
         OutboxError: Saying what is wrong and what to do.
@@ -197,21 +196,14 @@ def check_path(path: str) -> None:
             f"the outbox directory {parent} is not writable by this process (SQLite creates "
             "its -wal and -shm files there): make it writable or point ANALYTICS_OUTBOX elsewhere"
         )
-    if target.exists():
-        if not os.access(target, os.R_OK | os.W_OK):
-            raise OutboxError(
-                f"the outbox {path} is read-only for this process: make it writable "
-                "or point ANALYTICS_OUTBOX elsewhere"
-            )
-        try:
-            with target.open("rb") as file:
-                header = file.read(len(_HEADER))
-        except OSError as exc:
-            raise OutboxError(_explain(path, exc)) from None
-        if header and header != _HEADER:
-            raise OutboxError(
-                _explain(path, sqlite3.DatabaseError("file is not a database"))
-            ) from None
+    if target.exists() and not os.access(target, os.R_OK | os.W_OK):
+        raise OutboxError(
+            f"the outbox {path} is read-only for this process: make it writable "
+            "or point ANALYTICS_OUTBOX elsewhere"
+        )
+    # The file itself is not opened here: closing a descriptor on it would drop the POSIX
+    # locks this process's SQLite connections hold on it. SQLite reports a file that is not
+    # a database, and _explain says what to do.
 
 
 def _missing(path: str) -> OutboxError:
