@@ -183,15 +183,20 @@ class TestOwners:
 
     def test_a_gone_or_reused_pid_is_dead(self) -> None:
         host, boot, namespace, pid, start, nonce = new_owner().split("|")
-        gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                              capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, "-c", "import os; print(os.getpid())"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        gone = done.stdout.strip()  # that process has exited
         assert owner_is_dead("|".join((host, boot, namespace, gone, start, nonce)))
         reused = str(int(start) + 12345)  # this pid, but a process that started at another time
         assert owner_is_dead("|".join((host, boot, namespace, pid, reused, nonce)))
         assert owner_is_dead("|".join((host, "another-boot", namespace, pid, start, nonce)))
 
     def test_unknown_namespaces_hosts_and_formats_are_left_to_expire(self) -> None:
-        host, boot, namespace, pid, start, nonce = new_owner().split("|")
+        host, boot, namespace, _, start, nonce = new_owner().split("|")
         assert not owner_is_dead("|".join((host, boot, "pid:[1]", "999999", start, nonce)))
         assert not owner_is_dead("|".join(("elsewhere", boot, namespace, "999999", "1", nonce)))
         assert not owner_is_dead(f"{host}:999999:old-format")
@@ -309,7 +314,8 @@ def test_a_lock_held_at_open_is_waited_out_not_given_up(server: FaultServer, pat
         text=True,
     )
     try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "locked"
         transport = SegmentTransport("k", endpoint=server.url, timeout=2)
         destination = OutboxDestination(transport, path=path, linger=0.01)
         assert destination.outbox_problem is None
@@ -403,7 +409,7 @@ def test_drain_takes_one_channel_and_refuses_a_missing_file(path: str) -> None:
     assert outbox_status(path).channels == {"b": 2}
     missing = str(Path(path).with_name("typo.db"))
     for call in (lambda: drain(missing, recording), lambda: purge(missing)):
-        with pytest.raises(OutboxError, match="there is no outbox at .*typo.db"):
+        with pytest.raises(OutboxError, match=r"there is no outbox at .*typo\.db"):
             call()
     assert not Path(missing).exists()
 
