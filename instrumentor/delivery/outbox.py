@@ -84,6 +84,10 @@ UNSERVED_AFTER = 600.0
 _T = TypeVar("_T")
 _inherited: list[sqlite3.Connection] = []  # a forked child's copies: never used, never closed
 _stores: weakref.WeakSet[OutboxStore] = weakref.WeakSet()
+#: One lock per file for this process's write transactions: two connections of one process
+#: then queue in Python instead of in SQLite's busy handler, which sleeps milliseconds a time.
+_file_locks: dict[str, threading.Lock] = {}
+_file_locks_lock = threading.Lock()
 _held: list[threading.Lock] = []  # the stores' locks taken for a fork
 
 
@@ -254,6 +258,7 @@ class OutboxStore:
         if max_rows < 1 or lease <= 0 or busy_timeout < 0:
             raise OutboxError("max_rows must be >= 1, lease > 0 and busy_timeout >= 0")
         self.path = os.fspath(path)
+        self._file_key = os.path.abspath(self.path)
         self.channel = channel
         self.max_rows = max_rows
         self.synchronous = synchronous
@@ -399,7 +404,9 @@ class OutboxStore:
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """A connection inside ``BEGIN IMMEDIATE``, errors turned into :class:`OutboxError`."""
-        with self._lock:
+        with _file_locks_lock:
+            file_lock = _file_locks.setdefault(self._file_key, threading.Lock())
+        with self._lock, file_lock:
             try:
                 conn = self._connection()
                 with _transaction(conn):
@@ -745,7 +752,12 @@ def _after_fork() -> None:
         _held.pop().release()
 
 
+def _after_fork_in_child() -> None:
+    _after_fork()
+    _file_locks.clear()  # a lock a parent's thread held would stay held here
+
+
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(
-        before=_before_fork, after_in_parent=_after_fork, after_in_child=_after_fork
+        before=_before_fork, after_in_parent=_after_fork, after_in_child=_after_fork_in_child
     )
