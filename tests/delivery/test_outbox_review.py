@@ -373,11 +373,11 @@ def test_the_key_never_reaches_the_file_and_a_new_key_gets_its_own_channel(
     with sqlite3.connect(path) as conn:
         waiting = {row[0] for row in conn.execute("SELECT message_id FROM outbox")}
     assert waiting.isdisjoint(server.message_ids())
-    result = drain(
-        path,
-        instrumentor.AccoilTransport("sk_live_SECRET_12345", endpoint=server.url),
-        timeout=10,
-    )
+    old_key = instrumentor.AccoilTransport("sk_live_SECRET_12345", endpoint=server.url)
+    try:
+        result = drain(path, old_key, timeout=10)
+    finally:
+        old_key.close()
     assert (result.delivered, result.pending) == (3, 0)
     for request in server.received():
         if waiting & set(request.message_ids):
