@@ -170,8 +170,9 @@ def test_a_disk_that_fills_up_later_falls_back_to_memory(
     destination = outbox(server, path)
     store = destination._writer
     assert store._conn is not None
-    pages = store._conn.execute("PRAGMA page_count").fetchone()[0]
-    store._conn.execute(f"PRAGMA max_page_count = {pages}")  # SQLite: database or disk is full
+    with store._lock:  # the committer uses this connection too
+        pages = store._conn.execute("PRAGMA page_count").fetchone()[0]
+        store._conn.execute(f"PRAGMA max_page_count = {pages}")  # database or disk is full
     with caplog.at_level(logging.WARNING, logger="instrumentor"):
         sent = send(20, destination)
         assert instrumentor.flush(10).pending == 0
@@ -179,7 +180,8 @@ def test_a_disk_that_fills_up_later_falls_back_to_memory(
     assert instrumentor.stats()["outbox_error"] >= 1
     assert "free space" in caplog.text
     assert destination.stats().persisted == 0
-    store._conn.execute("PRAGMA max_page_count = 1073741823")
+    with store._lock:  # the committer uses this connection too
+        store._conn.execute("PRAGMA max_page_count = 1073741823")
     more = send(2, destination)
     assert instrumentor.flush(10).pending == 0
     assert destination.stats().persisted == len(more)

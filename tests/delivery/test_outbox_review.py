@@ -234,8 +234,8 @@ def test_a_poison_message_is_isolated_and_set_aside_while_the_rest_flows(path: s
     destination = OutboxDestination(
         poisoned, path=path, channel="poisoned", linger=0.01, batch_size=10, retry=policy
     )
+    assert wait_until(lambda: len(set(poisoned.delivered)) == 199)
     assert wait_until(lambda: outbox_status(path).dead == {"poisoned": 1})
-    assert len(set(poisoned.delivered)) == 199
     stats = destination.stats()
     assert (stats.failed, stats.outbox_rows) == (1, 0)
     assert poisoned.calls < 100, f"{poisoned.calls} attempts: a hot loop"
