@@ -1,15 +1,17 @@
-"""One delivery attempt of outbox rows, sorted into what to delete and what to try again.
+"""One delivery attempt of a batch, sorted into what was settled and what to try again.
 
-The in-memory destination retries a batch in a loop on its worker; the outbox instead makes one
-attempt, records the outcome in the file (delete, or hand back for later) and moves on, so that
-a crash at any moment leaves every message either delivered or still in the file. A 413 splits
-the batch within the attempt, as the in-memory destination does.
+The in-memory destination retries a batch in a loop on its worker; the outbox and the Celery
+delivery task instead make one attempt, record the outcome (delete rows or hand them back; a
+Celery retry or a dead letter) and move on, so that a crash at any moment leaves every message
+either delivered or still queued. A 413 splits the batch within the attempt, as the in-memory
+destination does. The items are anything with an ``id`` and a ``message`` (outbox rows, or the
+numbered messages of a Celery batch).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 from instrumentor.delivery.destination import _describe, is_too_large
 from instrumentor.exceptions import (
@@ -20,15 +22,30 @@ from instrumentor.exceptions import (
 )
 
 if TYPE_CHECKING:
-    from instrumentor.delivery.outbox import OutboxRow
+    from instrumentor.messages import Message
     from instrumentor.transports.base import Transport
 
-__all__ = ["Outcome", "attempt"]
+__all__ = ["Item", "Outcome", "attempt"]
+
+
+class Item(Protocol):
+    """What an attempt delivers: a message (``None`` if unreadable) and an id to settle it by."""
+
+    @property
+    def id(self) -> int:
+        """The item's id (an outbox row id, a position in a batch)."""
+
+    @property
+    def message(self) -> Message | None:
+        """The message to deliver."""
+
+
+T = TypeVar("T", bound=Item)
 
 
 @dataclass
-class Outcome:
-    """What one attempt did with each row.
+class Outcome(Generic[T]):
+    """What one attempt did with each item.
 
     Attributes:
         delivered: Rows the provider accepted.
@@ -40,10 +57,10 @@ class Outcome:
         exception: The last error, if any.
     """
 
-    delivered: list[OutboxRow] = field(default_factory=list)
-    failed: list[tuple[OutboxRow, str]] = field(default_factory=list)
-    too_large: list[OutboxRow] = field(default_factory=list)
-    retry: list[OutboxRow] = field(default_factory=list)
+    delivered: list[T] = field(default_factory=list)
+    failed: list[tuple[T, str]] = field(default_factory=list)
+    too_large: list[T] = field(default_factory=list)
+    retry: list[T] = field(default_factory=list)
     retry_after: float | None = None
     error: str | None = None
     exception: BaseException | None = None
@@ -52,7 +69,7 @@ class Outcome:
         """Ids of the rows to delete: delivered, refused or too large."""
         return [r.id for r in self.delivered + self.too_large] + [r.id for r, _ in self.failed]
 
-    def _refused(self, row: OutboxRow, reason: str) -> None:
+    def _refused(self, row: T, reason: str) -> None:
         if is_too_large(reason):
             self.too_large.append(row)
         else:
@@ -62,15 +79,15 @@ class Outcome:
         self.error, self.exception = text, exc
 
 
-def attempt(transport: Transport, rows: list[OutboxRow]) -> Outcome:
+def attempt(transport: Transport, rows: list[T]) -> Outcome[T]:
     """Deliver ``rows`` (whose messages are set) once; never raises."""
-    outcome = Outcome()
+    outcome: Outcome[T] = Outcome()
     if rows:
         _attempt_into(transport, rows, outcome)
     return outcome
 
 
-def _attempt_into(transport: Transport, rows: list[OutboxRow], outcome: Outcome) -> None:
+def _attempt_into(transport: Transport, rows: list[T], outcome: Outcome[T]) -> None:
     try:
         transport.deliver([row.message for row in rows if row.message is not None])
     except PayloadTooLargeError as exc:
