@@ -35,12 +35,14 @@ if TYPE_CHECKING:
     from instrumentor.messages import Message
 
 __all__ = [
+    "CeleryPublisher",
+    "CeleryQueue",
     "DEFAULT_DEAD_LETTER_QUEUE",
     "DEFAULT_QUEUE",
     "DEFAULT_ROUTE",
     "DEFAULT_TASK_NAME",
-    "CeleryPublisher",
-    "CeleryQueue",
+    "broker_secrets",
+    "safe_error",
 ]
 
 _log = logging.getLogger("instrumentor")

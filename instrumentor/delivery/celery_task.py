@@ -79,9 +79,7 @@ def register(queue: CeleryQueue) -> None:
         serializer="json",
         max_retries=None,  # the CeleryQueue's max_retries is applied per call
     )
-    def deliver(
-        task: Any, route: str, messages: Any, dead_letter: Any = None
-    ) -> dict[str, int]:
+    def deliver(task: Any, route: str, messages: Any, dead_letter: Any = None) -> dict[str, int]:
         return _run_safely(_queues[task.app][task.name], task, route, messages, dead_letter)
 
     del deliver  # registered on the app; reached by name
@@ -265,9 +263,7 @@ def _run(queue: CeleryQueue, task: Any, route: str, batch: _Batch) -> dict[str, 
                 f"{retries + 1} of {queue.max_retries} in {delay:.1f} s",
                 site=site,
             )
-            raise task.retry(
-                args=(route, remaining), kwargs={}, countdown=delay, max_retries=None
-            )
+            raise task.retry(args=(route, remaining), kwargs={}, countdown=delay, max_retries=None)
         _dead_letter(
             queue, task, route, remaining, f"gave up after {retries + 1} attempts: {error}"
         )
@@ -309,9 +305,7 @@ def _publish_dead_letter(
     )
 
 
-def _put_back(
-    queue: CeleryQueue, task: Any, route: str, payload: Any, note: Any
-) -> dict[str, int]:
+def _put_back(queue: CeleryQueue, task: Any, route: str, payload: Any, note: Any) -> dict[str, int]:
     """A dead letter that a worker consumed: never delivered here (that loops), parked again.
 
     It goes back to the dead-letter queue unchanged, not before ``max_delay`` seconds, so a

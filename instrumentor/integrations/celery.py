@@ -36,9 +36,7 @@ _connect_lock = threading.Lock()
 _tokens: dict[str, ContextToken] = {}  # task id -> token to restore after the run
 
 
-def context_to_header(
-    context: AnalyticsContext, *, traits: bool = False
-) -> dict[str, Any] | None:
+def context_to_header(context: AnalyticsContext, *, traits: bool = False) -> dict[str, Any] | None:
     """``context`` as JSON data for the header, or ``None`` when nothing is bound.
 
     Args:
