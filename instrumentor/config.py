@@ -165,8 +165,10 @@ class Settings:
         on_error: Called with every :class:`~instrumentor.Incident`; must not block.
         queue: Where queued events go: ``None`` for the in-memory queue of each
             :class:`~instrumentor.delivery.Destination`, or a queue backend such as
-            :class:`~instrumentor.celery.CeleryQueue`, which then builds the destination of
-            every transport that is not inline and not a ``Destination`` you passed in.
+            :class:`~instrumentor.celery.CeleryQueue`, which then builds the destinations
+            (one per route) in place of every transport that is not inline and not a
+            ``Destination`` you passed in: those are delivered by the queue's consumers,
+            through *their* configuration (so this process needs no API key).
     """
 
     api_key: Secret | None = None
@@ -272,7 +274,7 @@ class Settings:
                 )
         if self.on_error is not None and not callable(self.on_error):
             raise ConfigurationError(f"on_error must be callable, got {self.on_error!r}")
-        if self.queue is not None and not callable(getattr(self.queue, "destination", None)):
+        if self.queue is not None and not callable(getattr(self.queue, "destinations", None)):
             raise ConfigurationError(
                 f"queue must be None or a queue backend such as CeleryQueue(app), got "
                 f"{self.queue!r}"
@@ -297,10 +299,8 @@ def _receiver_for(transport: Transport | Destination, settings: Settings, *, laz
 
     if isinstance(transport, Destination):
         return transport
-    if getattr(transport, "inline", False):
+    if _inline(transport):
         return InlineDestination(transport)
-    if settings.queue is not None:
-        return settings.queue.destination(transport, max_queue=int(settings.queue_size))
     if settings.outbox is not None:
         return OutboxDestination(
             transport,
@@ -311,6 +311,10 @@ def _receiver_for(transport: Transport | Destination, settings: Settings, *, laz
             open_now=not lazy,  # at the first event (from the environment): the worker opens it
         )
     return Destination(transport, max_queue=int(settings.queue_size))
+
+
+def _inline(transport: Any) -> bool:
+    return bool(getattr(transport, "inline", False))
 
 
 class Runtime:
@@ -372,11 +376,16 @@ class Runtime:
                 if settings.transports is not None
                 else _default_transports(settings)
             )
-            self.receivers = tuple(_receiver_for(t, settings, lazy=lazy) for t in transports)
+            kept = list(transports)
+            if settings.queue is not None:  # it builds what does I/O; the rest stays here
+                kept = [t for t in kept if isinstance(t, Destination) or _inline(t)]
+            receivers = [_receiver_for(t, settings, lazy=lazy) for t in kept]
+            if settings.queue is not None:
+                receivers.extend(settings.queue.destinations(settings))
+            self.receivers = tuple(receivers)
+            given = {id(t) for t in transports}
             self.owned = [
-                r
-                for r, t in zip(self.receivers, transports, strict=True)
-                if isinstance(r, Destination) and r is not t
+                r for r in self.receivers if isinstance(r, Destination) and id(r) not in given
             ]
         else:
             self.receivers = ()
@@ -540,7 +549,8 @@ def configure(
         outbox_synchronous: ``"full"`` to survive power loss as well (default ``"normal"``).
         queue: A queue backend for the destinations built here, e.g.
             :class:`~instrumentor.celery.CeleryQueue`; ``None`` (the default) queues in memory.
-            An alternative to ``outbox``: setting both is a ``ConfigurationError``.
+            An alternative to ``outbox``: setting both is a ``ConfigurationError``, and so is
+            a queue through which nothing would be published.
         transports: Replace the transports (or :class:`~instrumentor.delivery.Destination`
             objects); ``None`` chooses from the other settings.
         on_error: Called with every run-time :class:`~instrumentor.Incident`.

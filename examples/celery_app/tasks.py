@@ -1,8 +1,9 @@
 """The Celery app module, imported by the web processes and by the workers alike.
 
 Building the ``CeleryQueue`` here registers the delivery task on the app (workers need it) and
-turns on context propagation (tasks run with the context they were sent from). Run a worker
-on the delivery queue and the application's queue::
+turns on context propagation (tasks run with the context they were sent from). Web processes
+publish the ``default`` route and need no API key; the workers deliver it with theirs. Run a
+worker on the delivery queue and the application's queue::
 
     ANALYTICS_API_KEY=sk_live_... celery -A examples.celery_app.tasks worker -Q instrumentor,celery
 """
@@ -26,7 +27,7 @@ app.conf.update(
 )
 
 celery_queue = CeleryQueue(app)  # queue "instrumentor", dead letters on "instrumentor.dead"
-# The API key (and endpoint) come from ANALYTICS_* variables, in both kinds of process.
+# Workers read the API key (and endpoint) from ANALYTICS_* variables; web processes need none.
 instrumentor.configure(queue=celery_queue)
 
 

@@ -1,6 +1,6 @@
 """The web side: a request binds who is acting and enqueues work; tracking never waits.
 
-ANALYTICS_API_KEY=sk_live_... python -m examples.celery_app.web
+python -m examples.celery_app.web  (no API key needed here)
 """
 
 from __future__ import annotations

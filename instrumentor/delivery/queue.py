@@ -2,27 +2,31 @@
 
 By default each transport that does I/O is put behind an in-memory
 :class:`~instrumentor.delivery.Destination` that calls the provider itself. A queue backend
-replaces that: given the transport the settings chose, it returns the destination to use
-instead (for example one whose worker publishes batches to Celery rather than to the provider).
+replaces those: given the settings, it builds the destinations that hand the events on (for
+example one per route, publishing batches to Celery); the transports that do I/O are then the
+business of whoever consumes the queue. Inline transports and ``Destination`` objects passed
+in stay in the process.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
+    from instrumentor.config import Settings
     from instrumentor.delivery.destination import Destination
-    from instrumentor.transports.base import Transport
 
 __all__ = ["QueueBackend"]
 
 
 @runtime_checkable
 class QueueBackend(Protocol):
-    """Builds the destination a transport is delivered through (e.g. ``CeleryQueue``)."""
+    """Builds the destinations a configuration publishes through (e.g. ``CeleryQueue``)."""
 
-    def destination(self, transport: Transport, *, max_queue: int) -> Destination:
-        """The destination that delivers what ``transport`` would, queueing ``max_queue`` events.
+    def destinations(self, settings: Settings) -> Sequence[Destination]:
+        """The destinations for ``settings``, each queueing ``settings.queue_size`` events.
 
-        Called once per transport whenever a configuration is installed; must not do I/O.
+        Called whenever a configuration is installed; must not do I/O. Raises
+        :class:`~instrumentor.ConfigurationError` if nothing would be handed on.
         """

@@ -2,9 +2,13 @@
 
 :func:`propagate_context` connects three Celery signals. ``before_task_publish`` writes the
 context bound where a task is sent (``bind_context``/``bound_context``) into the message's
-``instrumentor_context`` header; ``task_prerun`` binds it in the worker for the task's run and
-``task_postrun`` restores what was bound before, so ``@tracks`` on a task function (or
-``track()`` inside it) emits for the user and groups of the request that enqueued it.
+``instrumentor_context`` header: the user and group ids, and their traits and names only when
+asked for (they may be personal data). ``task_prerun`` binds the header's context in the
+worker for the task's run (an empty context when there is none, so nothing a previous task
+left bound leaks into this one) and ``task_postrun`` restores what was bound before, so
+``@tracks`` on a task function (or ``track()`` inside it) emits for the user and groups of the
+request that enqueued it. A task run eagerly (``task.apply()``, ``task_always_eager``) runs in
+the caller's context and is left alone.
 
 A header that cannot be read never breaks the task: it is reported as an ``invalid_context``
 incident (logged, counted) and the task runs without a bound context.
@@ -20,27 +24,37 @@ from typing import Any
 from instrumentor.context import AnalyticsContext, ContextToken, Group, _current, current_context
 from instrumentor.diagnostics import Incident
 
-__all__ = ["HEADER", "context_from_header", "context_to_header", "propagate_context"]
+__all__ = ["HEADER", "context_from_header", "context_to_header", "propagate_context", "report"]
 
 #: The message header that carries the context.
 HEADER = "instrumentor_context"
 _VERSION = 1
 
 _connected = False
+_traits = False  # whether headers carry traits and names (propagate_context(traits=True))
 _connect_lock = threading.Lock()
 _tokens: dict[str, ContextToken] = {}  # task id -> token to restore after the run
 
 
-def context_to_header(context: AnalyticsContext) -> dict[str, Any] | None:
-    """``context`` as JSON data for the header, or ``None`` when nothing is bound."""
+def context_to_header(context: AnalyticsContext, *, traits: bool = False) -> dict[str, Any] | None:
+    """``context`` as JSON data for the header, or ``None`` when nothing is bound.
+
+    Args:
+        context: The context to send.
+        traits: Include user and group traits and group names (by default only the ids).
+    """
     if context.user_id is None and not context.groups:
         return None
     return {
         "v": _VERSION,
         "user_id": context.user_id,
-        "user_traits": dict(context.user_traits),
+        "user_traits": dict(context.user_traits) if traits else {},
         "groups": {
-            level: {"id": group.id, "name": group.name, "traits": dict(group.traits)}
+            level: {
+                "id": group.id,
+                "name": group.name if traits else None,
+                "traits": dict(group.traits) if traits else {},
+            }
             for level, group in context.groups.items()
         },
     }
@@ -75,17 +89,23 @@ def context_from_header(data: Any) -> AnalyticsContext:
     return AnalyticsContext(user_id=user_id, user_traits=traits, groups=built)
 
 
-def propagate_context(app: Any = None) -> None:
+def propagate_context(app: Any = None, *, traits: bool = False) -> None:
     """Carry the analytics context from where a task is sent into the task's run. Idempotent.
 
     Celery's signals are process-wide, so this applies to every app in the process; ``app``
     is accepted for symmetry with ``CeleryQueue(app)`` (which calls this by default). Call it
     in the module that creates the app, so that web processes and workers both run it.
+
+    Args:
+        app: The Celery app (unused: the signals are process-wide).
+        traits: Also send user and group traits and group names in task headers; they may be
+            personal data, so by default only ids travel. The last call decides.
     """
-    global _connected
+    global _connected, _traits
     from celery import signals
 
     with _connect_lock:
+        _traits = traits
         if _connected:
             return
         signals.before_task_publish.connect(_on_publish, weak=False, dispatch_uid=HEADER)
@@ -94,36 +114,52 @@ def propagate_context(app: Any = None) -> None:
         _connected = True
 
 
-def _report(message: str, error: BaseException | None, site: str | None) -> None:
+def report(
+    kind: str,
+    message: str,
+    *,
+    site: str | None,
+    error: BaseException | None = None,
+    key: str | None = None,
+) -> None:
+    """Report an incident from Celery's side (count, log, ``on_error``); never raises."""
     with contextlib.suppress(Exception):  # reporting must not break the task either
         from instrumentor.config import runtime
 
-        runtime().report(Incident("invalid_context", message, site=site, error=error))
+        runtime().report(Incident(kind, message, site=site, error=error), key)
 
 
 def _on_publish(sender: Any = None, headers: Any = None, **_: Any) -> None:
     try:
-        data = context_to_header(current_context())
+        data = context_to_header(current_context(), traits=_traits)
         if data is not None and isinstance(headers, dict):
             headers[HEADER] = data
     except Exception as exc:  # the task is still sent, without a context
-        _report(f"could not add the context to task {sender}: {exc}", exc, str(sender))
+        report(
+            "invalid_context",
+            f"could not add the context to task {sender}: {exc}",
+            site=str(sender),
+            error=exc,
+        )
 
 
 def _on_prerun(task_id: Any = None, task: Any = None, **_: Any) -> None:
+    request = getattr(task, "request", None)
+    if getattr(request, "is_eager", False):
+        return  # run on the caller's thread, in the caller's context
+    context = AnalyticsContext()  # no header: nothing bound, whatever a previous task left
     try:
-        raw = getattr(getattr(task, "request", None), HEADER, None)
-        if raw is None:
-            return
-        context = context_from_header(raw)
+        raw = getattr(request, HEADER, None)
+        if raw is not None:
+            context = context_from_header(raw)
     except Exception as exc:
         name = getattr(task, "name", None)
-        _report(
+        report(
+            "invalid_context",
             f"task {name} has a malformed {HEADER} header ({exc}); it runs without a context",
-            exc,
-            str(name),
+            site=str(name),
+            error=exc,
         )
-        return
     _tokens[str(task_id)] = _current.set(context)
 
 

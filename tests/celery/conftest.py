@@ -23,9 +23,11 @@ from typing import Any
 import pytest
 
 import instrumentor
+from instrumentor import AccoilTransport, MemoryTransport, bound_context, configure, track
 from instrumentor.celery import CeleryQueue
-from tests.celery.worker_app import make_app
+from tests.celery.worker_app import KEY, make_app
 from tests.fault_server import FaultServer
+from tests.plan import Events
 from tests.support import ROOT
 
 BROKERS = {
@@ -58,14 +60,31 @@ def wait_until(condition: Any, timeout: float, interval: float = 0.05) -> bool:
 
 
 class Worker:
-    """A real Celery worker process consuming the delivery and task queues of ``prefix``."""
+    """A real Celery worker process of the tests' app (``tests.celery.worker_app``).
 
-    def __init__(self, broker: str, prefix: str, provider: str, log: Path) -> None:
+    By default it consumes the delivery and task queues of ``prefix`` with the solo pool;
+    ``queues`` chooses others, ``pool="prefork"`` runs one child process, ``env`` adds
+    ``TEST_CELERY_*`` switches (see the worker app).
+    """
+
+    def __init__(
+        self,
+        broker: str,
+        prefix: str,
+        provider: str,
+        log: Path,
+        *,
+        queues: str | None = None,
+        pool: str = "solo",
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.log_path = log
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ANALYTICS_")}
-        env.update(
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("ANALYTICS_")}
+        clean.update(
             TEST_CELERY_BROKER=broker, TEST_CELERY_PREFIX=prefix, TEST_CELERY_PROVIDER=provider
         )
+        clean.update(env or {})
+        concurrency = ["--concurrency", "1"] if pool == "prefork" else []
         with log.open("w") as out:
             self.process = subprocess.Popen(
                 [
@@ -75,18 +94,19 @@ class Worker:
                     "-A",
                     "tests.celery.worker_app",
                     "worker",
-                    "--pool=solo",
+                    f"--pool={pool}",
+                    *concurrency,
                     "-Q",
-                    f"{prefix}.deliver,{prefix}.tasks",
+                    queues or f"{prefix}.deliver,{prefix}.tasks",
                     "--without-heartbeat",
                     "--without-gossip",
                     "--without-mingle",
                     "--loglevel=INFO",
                     "--hostname",
-                    f"{prefix}@%h",
+                    f"{prefix}-{uuid.uuid4().hex[:6]}@%h",
                 ],
                 cwd=ROOT,
-                env=env,
+                env=clean,
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
@@ -100,6 +120,17 @@ class Worker:
         )
         assert ready, f"the worker did not start:\n{self.log()}"
         assert self.process.poll() is None, f"the worker exited:\n{self.log()}"
+
+    def wait_log(self, text: str, timeout: float = 60) -> None:
+        """Wait until the worker's log says ``text``."""
+        assert wait_until(lambda: text in self.log(), timeout), (text, self.log())
+
+    def children(self) -> list[int]:
+        """The pool's child processes (prefork)."""
+        found = subprocess.run(
+            ["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True, check=False
+        )
+        return [int(pid) for pid in found.stdout.split()]
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -126,16 +157,34 @@ class Stack:
     def celery_queue(self) -> CeleryQueue:
         return self.queue
 
-    def start_worker(self) -> Worker:
+    def start_worker(
+        self,
+        *,
+        queues: str | None = None,
+        pool: str = "solo",
+        env: dict[str, str] | None = None,
+        ready: bool = True,
+    ) -> Worker:
         worker = Worker(
             self.broker,
             self.prefix,
             self.server.url,
             self.tmp / f"worker-{len(self.workers)}.log",
+            queues=queues,
+            pool=pool,
+            env=env,
         )
         self.workers.append(worker)
-        worker.wait_ready()
+        if ready:
+            worker.wait_ready()
         return worker
+
+    def waiting(self, suffix: str) -> int:
+        """Messages waiting (ready, not held by a consumer) on the queue ``<prefix>.<suffix>``."""
+        with self.app.connection_for_write() as connection:
+            bound = self.app.amqp.queues[f"{self.prefix}.{suffix}"](connection.default_channel)
+            bound.declare()
+            return int(bound.queue_declare().message_count)
 
     def close(self) -> None:
         instrumentor.shutdown(2.0)
@@ -147,10 +196,8 @@ class Stack:
                 self.app.amqp.queues[name](connection.default_channel).delete()
 
 
-@pytest.fixture(params=sorted(BROKERS))
-def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
-    """A Stack on each broker (skipped with the reason when the broker is not running)."""
-    name: str = request.param
+def broker_stack(name: str, tmp_path: Path) -> Iterator[Stack]:
+    """A Stack on broker ``name`` (skipped with the reason when the broker is not running)."""
     port = 6379 if name == "redis" else 5672
     if not reachable(port):
         pytest.skip(f"{name} is not reachable on 127.0.0.1:{port}; start it to run this test")
@@ -160,6 +207,40 @@ def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
             yield running
         finally:
             running.close()
+
+
+@pytest.fixture(params=sorted(BROKERS))
+def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
+    """A Stack on each broker."""
+    yield from broker_stack(request.param, tmp_path)
+
+
+@pytest.fixture
+def rabbitmq_stack(tmp_path: Path) -> Iterator[Stack]:
+    """A Stack on RabbitMQ only (for what only RabbitMQ can show)."""
+    yield from broker_stack("rabbitmq", tmp_path)
+
+
+@pytest.fixture
+def redis_stack(tmp_path: Path) -> Iterator[Stack]:
+    """A Stack on Redis only."""
+    yield from broker_stack("redis", tmp_path)
+
+
+def web_side(stack: Stack) -> MemoryTransport:
+    """Configure this process to publish to the stack's broker; the memory copy sees the ids."""
+    memory = MemoryTransport()
+    configure(
+        transports=[memory, AccoilTransport(KEY, endpoint=stack.server.url)],
+        queue=stack.celery_queue,
+    )
+    return memory
+
+
+def track_events(count: int, users: int = 3) -> None:
+    for i in range(count):
+        with bound_context(user_id=f"u_{i % users}", account_id="acc_1", project_id="proj_1"):
+            track(Events.REPORT_CREATED, properties={"n": i})
 
 
 class RedisServer:

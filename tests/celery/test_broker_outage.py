@@ -40,12 +40,19 @@ def test_events_tracked_while_the_broker_is_down_wait_in_the_queue(
             assert server.wait_for(4, 60)  # the path works before the outage
 
             throwaway_redis.stop()
+            before = instrumentor.stats()
+            completed = 0
             with bound_context(user_id="u_1", account_id="acc_1", project_id="proj_1"):
                 for i in range(1000):
                     track(Events.REPORT_CREATED, properties={"n": i})
+                    completed += 1  # the call returned while the broker was down
+            assert completed == 1000
             # Give the publishing thread time to meet the dead broker (and retry).
             assert wait_until(lambda: instrumentor.stats().get("delivery_retrying", 0) > 0, 30)
             stats = instrumentor.stats()
+            # Everything was appended to the queue, nothing was published yet.
+            assert stats["enqueued"] - before["enqueued"] == 1000, stats
+            assert stats.get("delivered", 0) == before.get("delivered", 0), stats
             assert stats["queue_depth"] + stats.get("in_flight", 0) >= 999, stats
             assert not any(key.startswith("dropped") for key in stats), stats
             assert stats.get("failed", 0) == 0

@@ -11,30 +11,12 @@ from __future__ import annotations
 import pytest
 
 import instrumentor
-from instrumentor import AccoilTransport, MemoryTransport, bound_context, configure, track
+from instrumentor import bound_context, configure
 from instrumentor.celery import count_dead_letters
 from instrumentor.integrations.celery import HEADER
-from tests.celery.conftest import Stack, wait_until
-from tests.celery.worker_app import KEY
-from tests.plan import Events
+from tests.celery.conftest import Stack, track_events, wait_until, web_side
 
 pytestmark = pytest.mark.services
-
-
-def web_side(stack: Stack) -> MemoryTransport:
-    """Configure this process to publish to the stack's broker; the memory copy sees the ids."""
-    memory = MemoryTransport()
-    configure(
-        transports=[memory, AccoilTransport(KEY, endpoint=stack.server.url)],
-        queue=stack.celery_queue,
-    )
-    return memory
-
-
-def track_events(count: int, users: int = 3) -> None:
-    for i in range(count):
-        with bound_context(user_id=f"u_{i % users}", account_id="acc_1", project_id="proj_1"):
-            track(Events.REPORT_CREATED, properties={"n": i})
 
 
 def assert_delivered_once(stack: Stack, sent: list[str], timeout: float = 60) -> None:

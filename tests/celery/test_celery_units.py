@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import socket
 from typing import Any
 
 import pytest
@@ -20,22 +19,32 @@ from instrumentor import (
     configure,
 )
 from instrumentor.celery import CeleryPublisher, CeleryQueue
+from instrumentor.config import runtime
+from instrumentor.delivery.celery_task import transport_for
 from instrumentor.integrations.celery import context_from_header, context_to_header
 from instrumentor.messages import IdentifyMessage
+from tests.celery.conftest import free_port
 from tests.support import run_python
 
 PASSWORD = "s3cret-broker-password"
-
-
-def dead_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port  # closed again: nothing listens there
+PASSWORD_2 = "other-failover-password"
 
 
 def app_on(url: str) -> Any:
     return Celery("units", broker=url, set_as_current=False)
+
+
+def dead_redis() -> Any:
+    """An app whose broker port has nothing listening (free_port closes it again)."""
+    return app_on(f"redis://127.0.0.1:{free_port()}/0")
+
+
+def routes() -> list[str]:
+    return [
+        d.transport.route
+        for d in runtime().destinations()
+        if isinstance(d.transport, CeleryPublisher)
+    ]
 
 
 def test_importing_instrumentor_does_not_import_celery() -> None:
@@ -50,24 +59,66 @@ def test_importing_instrumentor_does_not_import_celery() -> None:
     assert result.stdout.strip() == "[]"
 
 
-def test_configure_with_a_celery_queue_puts_a_publisher_behind_each_default_destination() -> None:
-    queue = CeleryQueue(app_on(f"redis://127.0.0.1:{dead_port()}/0"), propagate_context=False)
-    configure(api_key="sk_units", queue=queue)
-    from instrumentor.config import runtime
-
-    (destination,) = runtime().destinations()
-    assert isinstance(destination.transport, CeleryPublisher)
-    assert destination.transport.kind == "AccoilTransport"
+def test_the_web_side_needs_no_api_key_it_publishes_the_default_route() -> None:
+    """Without a key there is no transport here, yet every event is published (route default)."""
+    queue = CeleryQueue(dead_redis(), propagate_context=False)
+    configure(queue=queue)
+    assert routes() == ["default"]
+    configure(api_key="sk_units")  # a key in the web process changes nothing
+    assert routes() == ["default"]
     assert instrumentor.current_settings().queue is queue
 
 
-def test_inline_transports_and_your_own_destinations_are_left_alone() -> None:
-    queue = CeleryQueue(app_on(f"redis://127.0.0.1:{dead_port()}/0"), propagate_context=False)
+def test_each_transport_that_does_io_is_its_own_route_even_of_the_same_class() -> None:
+    """Two Accoil transports (two keys) publish two routes; the memory one stays here."""
     memory = MemoryTransport()
-    configure(transports=[memory], queue=queue)
-    from instrumentor.config import runtime
+    configure(
+        transports=[memory, AccoilTransport("sk_a"), AccoilTransport("sk_b")],
+        queue=CeleryQueue(dead_redis(), propagate_context=False),
+    )
+    assert routes() == ["AccoilTransport", "AccoilTransport#2"]
+    assert [
+        r.transport for r in runtime().receivers if not isinstance(r, instrumentor.Destination)
+    ] == [memory]
 
-    assert runtime().destinations() == []
+
+def test_explicit_routes_and_a_queue_that_would_publish_nothing() -> None:
+    memory = MemoryTransport()
+    configure(
+        transports=[memory],
+        queue=CeleryQueue(dead_redis(), routes=("eu", "us"), propagate_context=False),
+    )
+    assert routes() == ["eu", "us"]
+    with pytest.raises(ConfigurationError, match="nothing would be published"):
+        configure(transports=[memory], queue=CeleryQueue(dead_redis(), propagate_context=False))
+    assert routes() == ["eu", "us"]  # the refused configuration changed nothing
+    configure(debug=True, transports=None)  # debug prints instead of publishing
+    assert routes() == []
+
+
+def test_a_worker_resolves_routes_against_its_own_transports() -> None:
+    first, second = AccoilTransport("sk_a"), AccoilTransport("sk_b")
+    configure(transports=[MemoryTransport(), first, second])
+    assert transport_for("default") is first
+    assert transport_for("AccoilTransport") is first
+    assert transport_for("AccoilTransport#2") is second
+    assert transport_for("SegmentTransport") is None
+
+
+def test_eager_apps_are_refused_at_configure_time() -> None:
+    app = dead_redis()
+    app.conf.task_always_eager = True
+    with pytest.raises(ConfigurationError, match="task_always_eager"):
+        configure(queue=CeleryQueue(app, propagate_context=False))
+
+
+def test_a_retry_longer_than_the_redis_visibility_timeout_is_refused() -> None:
+    app = dead_redis()
+    app.conf.broker_transport_options = {"visibility_timeout": 120}
+    with pytest.raises(ConfigurationError, match="visibility_timeout"):
+        CeleryQueue(app, propagate_context=False)
+    app.conf.broker_transport_options = {"visibility_timeout": 7200}
+    CeleryQueue(app, max_delay=600, propagate_context=False)
 
 
 @pytest.mark.parametrize(
@@ -77,6 +128,9 @@ def test_inline_transports_and_your_own_destinations_are_left_alone() -> None:
         {"queue": ""},
         {"max_retries": -1},
         {"publish_timeout": 0},
+        {"routes": ()},
+        {"routes": ("a", "a")},
+        {"routes": ("",)},
     ],
 )
 def test_bad_options_raise_configuration_errors(options: dict[str, Any]) -> None:
@@ -100,19 +154,40 @@ def test_a_queue_that_is_not_a_backend_is_refused() -> None:
 
 def test_a_dead_broker_is_a_retryable_error_without_the_password() -> None:
     """Publishing to a port where nothing listens fails quickly, retryably, and says no secret."""
-    app = app_on(f"amqp://guest:{PASSWORD}@127.0.0.1:{dead_port()}//")
+    app = app_on(f"amqp://guest:{PASSWORD}@127.0.0.1:{free_port()}//")
     queue = CeleryQueue(app, propagate_context=False)
-    publisher = CeleryPublisher(queue, AccoilTransport("sk_units"))
+    publisher = CeleryPublisher(queue, "default")
     message = IdentifyMessage("u_1", None, {}, dt.datetime.now(dt.timezone.utc))
     with pytest.raises(RetryableDeliveryError) as caught:
         publisher.deliver([message])
     assert "could not publish to the Celery broker" in str(caught.value)
-    assert PASSWORD not in str(caught.value)
     assert caught.value.__cause__ is None
     assert caught.value.__suppress_context__
     assert PASSWORD not in repr(queue)
     assert PASSWORD not in repr(publisher)
     publisher.close()
+
+
+def test_broker_errors_that_quote_the_urls_lose_every_password() -> None:
+    """An error whose text is the (failover) broker URL comes out with both passwords masked."""
+    urls = (
+        f"amqp://guest:{PASSWORD}@127.0.0.1:{free_port()}//;"
+        f"amqp://guest:{PASSWORD_2}@127.0.0.1:{free_port()}//"
+    )
+    app = app_on(urls)
+
+    def send_task(*args: Any, **kwargs: Any) -> None:
+        raise ConnectionError(f"cannot reach {urls}")
+
+    app.send_task = send_task
+    publisher = CeleryPublisher(CeleryQueue(app, propagate_context=False), "default")
+    message = IdentifyMessage("u_1", None, {}, dt.datetime.now(dt.timezone.utc))
+    with pytest.raises(RetryableDeliveryError) as caught:
+        publisher.deliver([message])
+    text = str(caught.value)
+    assert "cannot reach amqp://guest:********@127.0.0.1" in text
+    assert PASSWORD not in text
+    assert PASSWORD_2 not in text
 
 
 def test_context_header_round_trip() -> None:
@@ -124,8 +199,37 @@ def test_context_header_round_trip() -> None:
             "project": Group("p_1"),
         },
     )
-    assert context_from_header(context_to_header(context)) == context
+    assert context_from_header(context_to_header(context, traits=True)) == context
     assert context_to_header(AnalyticsContext()) is None
+
+
+def test_context_headers_carry_ids_only_unless_traits_are_asked_for() -> None:
+    context = AnalyticsContext(
+        user_id="u_1",
+        user_traits={"email": "ada@example.com"},
+        groups={"account": Group("acc_1", name="Acme", traits={"tier": 1})},
+    )
+    header = context_to_header(context)
+    assert "ada@example.com" not in str(header)
+    assert "Acme" not in str(header)
+    assert context_from_header(header) == AnalyticsContext(
+        user_id="u_1", groups={"account": Group("acc_1")}
+    )
+
+
+def test_a_task_run_eagerly_keeps_the_callers_context() -> None:
+    """apply() runs on the caller's thread: the caller's context stays bound in it."""
+    app = app_on("memory://")
+    CeleryQueue(app)  # turns on propagation
+    seen: list[Any] = []
+
+    @app.task(name="units.look")  # type: ignore[untyped-decorator]
+    def look() -> None:
+        seen.append(instrumentor.current_context().user_id)
+
+    with instrumentor.bound_context(user_id="u_eager"):
+        look.apply()
+    assert seen == ["u_eager"]
 
 
 @pytest.mark.parametrize(

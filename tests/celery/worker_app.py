@@ -3,6 +3,9 @@
 A worker runs ``python -m celery -A tests.celery.worker_app worker``; everything it needs comes
 from ``TEST_CELERY_*`` variables: the broker, the queue names (unique per test run, so parallel
 runs never share a queue) and the provider URL (the test's loopback :class:`FaultServer`).
+Switches: ``TEST_CELERY_KEYS=a,b`` delivers through one Accoil transport per key (routes
+``AccoilTransport``, ``AccoilTransport#2``) instead of the single ``KEY``;
+``TEST_CELERY_PICKLE=1`` makes the worker accept pickle (to see it warn).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from typing import Any
 from celery import Celery
 
 import instrumentor
-from instrumentor import RetryPolicy, tracks
+from instrumentor import AccoilTransport, RetryPolicy, bind_context, tracks
 from instrumentor.celery import CeleryQueue
 from tests.plan import Events
 
@@ -46,6 +49,8 @@ def make_app(broker: str, prefix: str) -> tuple[Any, CeleryQueue]:
         publish_timeout=2.0,
     )
     app.task(name="tests.create_report")(create_report)
+    app.task(name="tests.bind_user")(bind_user)
+    app.task(name="tests.create_report_later", bind=True)(create_report_later)
     return app, queue
 
 
@@ -55,11 +60,28 @@ def create_report(title: str) -> str:
     return title
 
 
+def bind_user(user_id: str) -> str:
+    """A task that binds a user and never unbinds it (the next task must not inherit it)."""
+    bind_context(user_id=user_id, account_id="acc_leak", project_id="proj_leak")
+    return user_id
+
+
+def create_report_later(task: Any, title: str) -> str:
+    """A task that sends ``create_report`` from inside the worker (it inherits the context)."""
+    task.app.send_task(
+        "tests.create_report", args=(title,), queue=task.request.delivery_info.get("routing_key")
+    )
+    return title
+
+
 if "TEST_CELERY_BROKER" in os.environ:  # a worker process
     app, celery_queue = make_app(os.environ["TEST_CELERY_BROKER"], os.environ["TEST_CELERY_PREFIX"])
-    instrumentor.configure(
-        api_key=KEY,
-        endpoint=os.environ["TEST_CELERY_PROVIDER"],
-        queue=celery_queue,
-        bundle_ttl=0,
-    )
+    if os.environ.get("TEST_CELERY_PICKLE"):
+        app.conf.accept_content = ["json", "pickle"]
+    provider = os.environ["TEST_CELERY_PROVIDER"]
+    keys = [k for k in os.environ.get("TEST_CELERY_KEYS", "").split(",") if k]
+    if keys:
+        transports = [AccoilTransport(key, endpoint=provider) for key in keys]
+        instrumentor.configure(transports=transports, queue=celery_queue, bundle_ttl=0)
+    else:
+        instrumentor.configure(api_key=KEY, endpoint=provider, queue=celery_queue, bundle_ttl=0)
