@@ -1,0 +1,51 @@
+"""The ``instrumentor`` command line: keep the tracking plan and the code honest.
+
+Console script ``instrumentor`` (also ``python -m instrumentor``)::
+
+    instrumentor plan show|export|check|lock|diff   # the plan itself
+    instrumentor lint PATH...                       # the code against the plan
+    instrumentor doctor                             # the configuration of this environment
+
+Exit codes: ``0`` clean, ``1`` findings (or a failed check), ``2`` a usage or set-up error (no plan
+found, a module that does not import), so CI can tell "the plan is wrong" from "the job is wrong".
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from instrumentor.cli._common import CLIError
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    from instrumentor.cli import doctor, lint, plan
+
+    parser = argparse.ArgumentParser(
+        prog="instrumentor",
+        description="Keep the tracking plan and the code honest.",
+    )
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    plan.register(commands)
+    lint.register(commands)
+    doctor.register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line with ``argv`` (default: ``sys.argv[1:]``) and return its exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.handler(args)
+    except CLIError as exc:
+        print(f"instrumentor: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `instrumentor plan export | head`
+        return 0
+    return code
