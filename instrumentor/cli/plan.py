@@ -80,7 +80,7 @@ def _show(args: argparse.Namespace) -> int:
             m.category,
             m.group_level,
             "yes" if m.frontend else "",
-            m.description,
+            " ".join(m.description.split()),  # one line per event, whatever the description
         )
         for m in plan.events
     ]

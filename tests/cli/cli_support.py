@@ -1,0 +1,45 @@
+"""Run the real ``instrumentor`` entry points in a subprocess, against the sample plans."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Literal
+
+PLANS = Path(__file__).resolve().parent / "plans"
+#: The console script pip installed next to the interpreter running the tests.
+SCRIPT = Path(sys.executable).with_name("instrumentor")
+
+Entry = Literal["script", "module"]
+
+
+def run_cli(*args: str, cwd: Path, entry: Entry = "script") -> subprocess.CompletedProcess[str]:
+    """Run ``instrumentor ARGS`` (the console script, or ``python -m instrumentor``) in ``cwd``."""
+    command = (
+        [str(SCRIPT), *args] if entry == "script" else [sys.executable, "-m", "instrumentor", *args]
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANALYTICS_")}
+    env.update(PYTHONDONTWRITEBYTECODE="1", PYTHONPATH=str(cwd))
+    return subprocess.run(
+        command, cwd=cwd, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def make_project(root: Path, plan: str = "kitchen", *, lock: str | None = None) -> Path:
+    """A project in ``root`` whose pyproject names the sample ``plan``, copied as ``kitchen.py``."""
+    root.mkdir(parents=True, exist_ok=True)
+    use_plan(root, plan)
+    settings = ['plan = "kitchen:Events"'] + ([f'lock = "{lock}"'] if lock else [])
+    (root / "pyproject.toml").write_text(
+        "[project]\nname = 'kitchen'\n\n[tool.instrumentor]\n" + "\n".join(settings) + "\n",
+        encoding="utf-8",
+    )
+    return root
+
+
+def use_plan(root: Path, plan: str) -> None:
+    """Make the project's ``kitchen`` module the sample plan ``plan`` (a version of it)."""
+    shutil.copyfile(PLANS / f"{plan}.py", root / "kitchen.py")
