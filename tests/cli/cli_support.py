@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Literal
+
+from tests import support
 
 PLANS = Path(__file__).resolve().parent / "plans"
 #: The console script pip installed next to the interpreter running the tests.
@@ -18,14 +19,7 @@ Entry = Literal["script", "module"]
 
 def run_cli(*args: str, cwd: Path, entry: Entry = "script") -> subprocess.CompletedProcess[str]:
     """Run ``instrumentor ARGS`` (the console script, or ``python -m instrumentor``) in ``cwd``."""
-    command = (
-        [str(SCRIPT), *args] if entry == "script" else [sys.executable, "-m", "instrumentor", *args]
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ANALYTICS_")}
-    env.update(PYTHONDONTWRITEBYTECODE="1", PYTHONPATH=str(cwd))
-    return subprocess.run(
-        command, cwd=cwd, env=env, capture_output=True, text=True, timeout=120, check=False
-    )
+    return support.run_cli(*args, cwd=cwd, module=entry == "module")
 
 
 def make_project(root: Path, plan: str = "kitchen", *, lock: str | None = None) -> Path:
