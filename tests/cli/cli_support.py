@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Literal
 
 from tests import support
 
 PLANS = Path(__file__).resolve().parent / "plans"
-#: The console script pip installed next to the interpreter running the tests.
-SCRIPT = Path(sys.executable).with_name("instrumentor")
 
 Entry = Literal["script", "module"]
 
