@@ -1,11 +1,277 @@
-"""``instrumentor lint`` (being written)."""
+"""``instrumentor lint PATH...``: the application's code against the tracking plan.
+
+Scans Python files with ``ast`` (nothing is imported but the plan) and reports, with file, line
+and a hint, what :data:`RULES` describes. Exit code 0 when no error was found, 1 otherwise (and
+for a plan that is invalid, e.g. a duplicate name), 2 for a usage or set-up problem.
+"""
 
 from __future__ import annotations
 
+import argparse
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from fnmatch import fnmatchcase
+from pathlib import Path
 from typing import Any
 
-__all__ = ["register"]
+from instrumentor.cli._common import (
+    EXIT_FINDINGS,
+    EXIT_OK,
+    CLIError,
+    Finding,
+    find_pyproject,
+    print_findings,
+    tool_config,
+)
+from instrumentor.cli._scan import ModuleScan, PlanIndex, RegistryInfo, scan_module
+from instrumentor.cli._source import Plan, load_plan
+from instrumentor.cli._suppress import Suppression, apply_suppressions, read_suppressions
+from instrumentor.cli.plan import _add_plan_option, _relative
+
+__all__ = ["DEFAULT_SKIP", "RULES", "register"]
+
+#: Every rule ``lint`` reports, with what it finds.
+RULES = {
+    "inline-event-name": "an event name written as a string in a track call (instrumentor or SDK)",
+    "dynamic-event-name": "an event name built at run time (f-string, +, %, .format())",
+    "unknown-event": "Events.X (or Events['X'], Events.by_name('X')) that the plan does not define",
+    "unused-event": "an event the plan defines that no scanned code refers to",
+    "direct-sdk-import": "an analytics SDK imported outside the analytics package",
+    "syntax-error": "a file that does not parse (it is not linted)",
+    "unreadable-file": "a file that cannot be read",
+    "suppression-without-reason": "an ignore comment without '-- reason'",
+    "unused-suppression": "an ignore comment that silences nothing",
+}
+_NEEDS_PLAN = frozenset({"unknown-event", "unused-event"})
+
+#: Directories never descended into.
+DEFAULT_SKIP = frozenset({".venv", "venv", "node_modules", ".git", "__pycache__", "build", "dist"})
 
 
 def register(commands: Any) -> None:
-    """Add ``lint``."""
+    """Add ``lint`` to the top-level parser."""
+    lint = commands.add_parser(
+        "lint",
+        help="check the code against the plan: inline, dynamic and unknown event names, ...",
+        description="Scan Python files for event names that bypass the tracking plan.",
+        epilog="rules:\n" + "\n".join(f"  {rule:27} {text}" for rule, text in RULES.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    lint.add_argument("paths", nargs="*", metavar="PATH", default=["."], help="default: .")
+    _add_plan_option(lint)
+    lint.add_argument("--format", choices=["text", "json", "github"], default="text")
+    lint.add_argument(
+        "--unused",
+        choices=["error", "warning", "off"],
+        default="warning",
+        help="how to report plan events no scanned code uses (default: warning)",
+    )
+    lint.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="skip matching paths (repeatable; added to [tool.instrumentor] exclude)",
+    )
+    lint.add_argument(
+        "--analytics-package",
+        metavar="PATH",
+        help="the package that may import analytics SDKs, e.g. app/analytics or app.analytics "
+        "(default: [tool.instrumentor] analytics_package)",
+    )
+    lint.set_defaults(handler=_lint)
+
+
+def _strings(settings: dict[str, Any], key: str) -> list[str]:
+    value = settings.get(key, [])
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return value
+    raise CLIError(f"[tool.instrumentor] {key} must be a string or a list of strings")
+
+
+def _display(path: Path) -> str:
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def _excluded(relative: str, patterns: Sequence[str]) -> bool:
+    """Whether ``relative`` (to the project root) matches an exclude glob.
+
+    A pattern with a ``/`` matches the path or one of its parent folders, from the root
+    (``app/legacy``, ``app/*/migrations``); one without matches any single component
+    (``migrations``, ``*_pb2.py``).
+    """
+    parts = relative.split("/")
+    for pattern in patterns:
+        pattern = pattern.strip().removeprefix("./").rstrip("/")
+        if "/" in pattern:
+            prefixes = ("/".join(parts[: i + 1]) for i in range(len(parts)))
+            if any(fnmatchcase(prefix, pattern) for prefix in prefixes):
+                return True
+        elif any(fnmatchcase(part, pattern) for part in parts):
+            return True
+    return False
+
+
+def _relative_to(path: Path, root: Path) -> str:
+    try:
+        return path.resolve().relative_to(root).as_posix()
+    except ValueError:
+        return path.resolve().as_posix()
+
+
+def _files(paths: Sequence[str], root: Path, patterns: Sequence[str]) -> Iterator[Path]:
+    """The Python files under ``paths`` (named files always), skipping excluded ones."""
+    for given in paths:
+        start = Path(given)
+        if start.is_file():
+            if not _excluded(_relative_to(start, root), patterns):
+                yield start
+            continue
+        if not start.is_dir():
+            raise CLIError(f"{given}: no such file or directory")
+        for folder, dirs, files in os.walk(start):
+            here = Path(folder)
+            dirs[:] = sorted(
+                d
+                for d in dirs
+                if d not in DEFAULT_SKIP and not _excluded(_relative_to(here / d, root), patterns)
+            )
+            for name in sorted(files):
+                if name.endswith(".py") and not _excluded(
+                    _relative_to(here / name, root), patterns
+                ):
+                    yield here / name
+
+
+def _plan_index(plan: Plan | None) -> PlanIndex:
+    if plan is None:
+        return PlanIndex()
+    infos = []
+    for registry in plan.registries:
+        members = {member.name: member.event_name for member in registry}
+        infos.append(
+            RegistryInfo(
+                registry.__qualname__,
+                registry.__module__,
+                members,
+                frozenset(name for cls in registry.__mro__ for name in vars(cls)) - set(members),
+            )
+        )
+    return PlanIndex(tuple(infos))
+
+
+def _unused(plan: Plan, scans: Sequence[ModuleScan], severity: str) -> list[Finding]:
+    members = set().union(*(s.used_members for s in scans))
+    names = set().union(*(s.used_names for s in scans))
+    findings = []
+    for member in plan.events:
+        registry = type(member)
+        key = (f"{registry.__module__}.{registry.__qualname__}", member.name)
+        if key in members or member.event_name in names:
+            continue
+        path, line = _relative(member.spec.defined_at)
+        findings.append(
+            Finding(
+                "unused-event",
+                f"{registry.__qualname__}.{member.name} ({member.event_name!r}) is in the plan "
+                "but no scanned code refers to it",
+                path=path,
+                line=line,
+                hint="track it where the action happens, e.g. "
+                f"@tracks({registry.__qualname__}.{member.name}), or remove it from the plan",
+                severity="error" if severity == "error" else "warning",
+            )
+        )
+    return findings
+
+
+def _load(args: argparse.Namespace, settings: dict[str, Any]) -> Plan | None:
+    if args.plan or settings.get("plan"):
+        try:
+            return load_plan(args.plan)
+        except CLIError as exc:  # name the definition sites as findings do: relative paths
+            here = f"{Path.cwd().resolve()}{os.sep}"
+            raise CLIError(str(exc).replace(here, ""), exc.exit_code) from None
+    print(
+        "instrumentor lint: no tracking plan configured (--plan, or [tool.instrumentor] plan "
+        "in pyproject.toml): unknown-event and unused-event do not run, and inline names get "
+        "no Events.X hint",
+        file=sys.stderr,
+    )
+    return None
+
+
+def _in_package(path: Path, packages: Sequence[Path]) -> bool:
+    resolved = path.resolve()
+    return any(resolved == p.with_suffix(".py") or resolved.is_relative_to(p) for p in packages)
+
+
+def _lint(args: argparse.Namespace) -> int:
+    pyproject = find_pyproject()
+    settings = tool_config(pyproject)
+    root = (pyproject.parent if pyproject else Path.cwd()).resolve()
+    plan = _load(args, settings)
+    index = _plan_index(plan)
+    patterns = [*_strings(settings, "exclude"), *args.exclude]
+    configured = [args.analytics_package] if args.analytics_package else None
+    packages = configured or _strings(settings, "analytics_package")
+    package_paths = [
+        (root / (p if "/" in p or p.endswith(".py") else p.replace(".", "/"))).resolve()
+        for p in packages
+    ]
+    package_hint = (
+        f"import SDKs only in {', '.join(packages)} (the analytics package); track with Events.X"
+        if packages
+        else "track with Events.X; if this file belongs to your analytics package, set "
+        "[tool.instrumentor] analytics_package (or pass --analytics-package)"
+    )
+    scans: list[ModuleScan] = []
+    suppressions: dict[str, dict[int, Suppression]] = {}
+    findings: list[Finding] = []
+    for path in _files(args.paths, root, patterns):
+        shown = _display(path)
+        try:
+            source = path.read_bytes()
+        except OSError as exc:
+            message = f"cannot read: {exc.strerror or exc}"
+            findings.append(Finding("unreadable-file", message, path=shown))
+            continue
+        scan = scan_module(
+            source,
+            shown,
+            index,
+            may_import_sdks=_in_package(path, package_paths),
+            package_hint=package_hint,
+        )
+        scans.append(scan)
+        findings.extend(scan.findings)
+        suppressions[shown] = read_suppressions(source)
+    scanned = list(suppressions)
+    if not scanned and not findings:
+        raise CLIError(
+            f"no Python files to lint in {' '.join(args.paths)} (check the paths and the "
+            "exclude patterns)"
+        )
+    if plan is not None and args.unused != "off":
+        for finding in _unused(plan, scans, args.unused):
+            if finding.path not in suppressions:  # the plan's file was not scanned
+                try:
+                    suppressions[finding.path] = read_suppressions(Path(finding.path).read_bytes())
+                except OSError:
+                    suppressions[finding.path] = {}
+            findings.append(finding)
+    rules_run = set(RULES) - (_NEEDS_PLAN if plan is None else set())
+    if args.unused == "off":
+        rules_run.discard("unused-event")
+    findings = apply_suppressions(
+        findings, suppressions, scanned=scanned, rules_run=rules_run, known_rules=RULES
+    )
+    findings.sort(key=lambda f: (f.path, f.line, f.column, f.rule))
+    print_findings(findings, args.format)
+    return EXIT_FINDINGS if any(f.severity == "error" for f in findings) else EXIT_OK
