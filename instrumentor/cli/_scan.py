@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import ast
 import difflib
+import re
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from instrumentor.cli._calls import (
     FALLBACK_KEYWORDS,
@@ -72,6 +75,8 @@ class PlanIndex:
     by_class: Mapping[str, tuple[RegistryInfo, ...]] = field(init=False)
     labels: Mapping[str, str] = field(init=False)  # event name -> "Events.MEMBER"
     near: Mapping[str, str] = field(init=False)  # normalised name -> event name
+    #: Matches the source of any module that can have a finding (all else only compiles).
+    needles: re.Pattern[bytes] = field(init=False)
 
     def __post_init__(self) -> None:
         by_class: dict[str, tuple[RegistryInfo, ...]] = {}
@@ -83,6 +88,10 @@ class PlanIndex:
         object.__setattr__(self, "by_class", by_class)
         object.__setattr__(self, "labels", labels)
         object.__setattr__(self, "near", {normalise_event_name(n): n for n in labels})
+        words = {*SDK_MODULES, *(k[1] for k in SIGNATURES), *FALLBACK_METHODS, *by_class, *labels}
+        words.add("instrumentor")  # the package, and suppression comments
+        needles = b"|".join(re.escape(w.encode()) for w in sorted(words, key=len, reverse=True))
+        object.__setattr__(self, "needles", re.compile(needles))
 
     def inline_hint(self, name: str) -> str:
         """What to write instead of the literal ``name``."""
@@ -103,6 +112,53 @@ class ModuleScan:
     used_names: set[str] = field(default_factory=set)  # literal event names of the plan
 
 
+_WANTED = frozenset(
+    {
+        ast.Import,
+        ast.ImportFrom,
+        ast.ClassDef,
+        ast.Assign,
+        ast.AnnAssign,
+        ast.Call,
+        ast.Attribute,
+        ast.Subscript,
+        ast.Constant,
+    }
+)
+# Fields that never hold a node the scan needs (names, flags, contexts, operators, aliases).
+_SCALAR_FIELDS = frozenset(
+    {"ctx", "op", "ops", "id", "attr", "name", "names", "arg", "asname", "module", "level"}
+    | {"kind", "type_comment", "is_async", "conversion", "simple", "kwd_attrs", "rest", "tag"}
+)
+_CHILD_FIELDS: dict[type, tuple[str, ...]] = {ast.Constant: (), ast.Name: ()}
+
+
+def _nodes(tree: ast.AST) -> list[ast.AST]:
+    """The nodes the scan looks at, breadth first (a call before its arguments).
+
+    ``ast.walk``, about twice as fast: no generators, and fields that hold no node are skipped.
+    """
+    queue: list[Any] = [tree]
+    wanted: list[ast.AST] = []
+    for node in queue:  # grows while iterating
+        cls = type(node)
+        fields = _CHILD_FIELDS.get(cls)
+        if fields is None:
+            if not isinstance(node, ast.AST):  # None in Dict.keys, a str in a list
+                continue
+            fields = tuple(f for f in cls._fields if f not in _SCALAR_FIELDS)
+            _CHILD_FIELDS[cls] = fields
+        if cls in _WANTED:
+            wanted.append(node)
+        for name in fields:
+            value = getattr(node, name, None)
+            if type(value) is list:
+                queue.extend(value)
+            elif value is not None:
+                queue.append(value)
+    return wanted
+
+
 class _Module:
     """One module's names (imports, registry classes, SDK client instances) and its walk."""
 
@@ -114,7 +170,7 @@ class _Module:
         self.instances: dict[str, str] = {}  # "ph", "self.client" -> dotted class, unresolved
         self.imports: list[tuple[ast.stmt, str]] = []  # (statement, imported module)
         self.skip: set[int] = set()  # ids of nodes inside event(...) definitions
-        self.tree = tree
+        self.nodes = _nodes(tree)
 
     def finding(self, rule: str, node: ast.AST, message: str, hint: str) -> None:
         self.result.findings.append(
@@ -130,7 +186,7 @@ class _Module:
 
     def bind(self) -> None:
         """First pass: what every name of the module refers to."""
-        for node in ast.walk(self.tree):
+        for node in self.nodes:
             if isinstance(node, ast.Import):
                 for alias in node.names:
                     self.imports.append((node, alias.name))
@@ -174,13 +230,19 @@ class _Module:
 
     def registries(self, node: ast.expr) -> tuple[RegistryInfo, ...]:
         """The plan registries ``node`` may be (matched by class name, narrowed by module)."""
-        if not self.plan.registries:
+        by_class = self.plan.by_class
+        if isinstance(node, ast.Name):
+            target = self.aliases.get(node.id)
+        elif isinstance(node, ast.Attribute) and node.attr in by_class:
+            target = self.resolve_text(dotted(node) or "")
+        else:
             return ()
-        target = self.resolve_text(dotted(node) or "")
         if target is None:
             return ()
         module, _, name = target.rpartition(".")
-        candidates = self.plan.by_class.get(name, ())
+        candidates = by_class.get(name, ())
+        if not candidates:
+            return ()
         module = module.lstrip(".")
         narrowed = tuple(
             c
@@ -206,7 +268,7 @@ class _Module:
     def walk(self) -> None:
         """Second pass: calls, registry references and literal event names."""
         names = self.plan.labels
-        for node in ast.walk(self.tree):
+        for node in self.nodes:
             if isinstance(node, ast.Call):
                 self.call(node)
             elif isinstance(node, ast.Attribute):
@@ -339,25 +401,39 @@ def scan_module(
         The findings and references; a file that does not parse is one ``syntax-error``.
     """
     result = ModuleScan()
-    try:
-        tree = ast.parse(source, filename=path)
-    except (SyntaxError, ValueError) as exc:  # ValueError: null bytes before Python 3.12
-        line = getattr(exc, "lineno", None) or 0
-        column = getattr(exc, "offset", None) or 0
-        message = getattr(exc, "msg", None) or str(exc)
-        result.findings.append(
-            Finding(
-                "syntax-error",
-                f"cannot parse: {message}",
-                path=path,
-                line=line,
-                column=column,
-                hint="fix the syntax (the file was not linted), or exclude it",
-            )
-        )
-        return result
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # invalid escapes and the like are not lint's business
+        try:
+            if plan.needles.search(source) is None:
+                # Nothing here can be a finding, only the syntax can be wrong: compiling says
+                # so in about half the time of building the tree (which then tells what).
+                compile(source, path, "exec", dont_inherit=True)
+                return result
+        except (SyntaxError, ValueError, RecursionError):
+            pass
+        try:
+            tree = ast.parse(source, filename=path)
+        except (SyntaxError, ValueError, RecursionError) as exc:  # ValueError: null bytes < 3.12
+            return _unparsable(result, path, exc)
     module = _Module(tree, path, plan, result)
     module.bind()
     module.check_imports(may_import_sdks, package_hint)
     module.walk()
+    return result
+
+
+def _unparsable(result: ModuleScan, path: str, exc: Exception) -> ModuleScan:
+    line = getattr(exc, "lineno", None) or 0
+    column = getattr(exc, "offset", None) or 0
+    message = getattr(exc, "msg", None) or str(exc) or type(exc).__name__
+    result.findings.append(
+        Finding(
+            "syntax-error",
+            f"cannot parse: {message}",
+            path=path,
+            line=line,
+            column=column,
+            hint="fix the syntax (the file was not linted), or exclude it",
+        )
+    )
     return result

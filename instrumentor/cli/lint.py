@@ -27,7 +27,8 @@ from instrumentor.cli._common import (
 from instrumentor.cli._scan import ModuleScan, PlanIndex, RegistryInfo, scan_module
 from instrumentor.cli._source import Plan, load_plan
 from instrumentor.cli._suppress import Suppression, apply_suppressions, read_suppressions
-from instrumentor.cli.plan import _add_plan_option, _relative
+from instrumentor.cli.plan import _add_plan_option
+from instrumentor.cli.plan import _relative as _definition_site
 
 __all__ = ["DEFAULT_SKIP", "RULES", "register"]
 
@@ -92,13 +93,6 @@ def _strings(settings: dict[str, Any], key: str) -> list[str]:
     raise CLIError(f"[tool.instrumentor] {key} must be a string or a list of strings")
 
 
-def _display(path: Path) -> str:
-    try:
-        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
-    except ValueError:
-        return path.as_posix()
-
-
 def _excluded(relative: str, patterns: Sequence[str]) -> bool:
     """Whether ``relative`` (to the project root) matches an exclude glob.
 
@@ -118,35 +112,64 @@ def _excluded(relative: str, patterns: Sequence[str]) -> bool:
     return False
 
 
-def _relative_to(path: Path, root: Path) -> str:
-    try:
-        return path.resolve().relative_to(root).as_posix()
-    except ValueError:
-        return path.resolve().as_posix()
+def _relative(path: str, base: str) -> str:
+    """``path`` (absolute) relative to ``base`` with ``/`` separators, else ``path`` itself."""
+    if path == base:
+        return ""
+    if path.startswith(base + os.sep):
+        path = path[len(base) + 1 :]
+    return path.replace(os.sep, "/")
 
 
-def _files(paths: Sequence[str], root: Path, patterns: Sequence[str]) -> Iterator[Path]:
-    """The Python files under ``paths`` (named files always), skipping excluded ones."""
-    for given in paths:
-        start = Path(given)
-        if start.is_file():
-            if not _excluded(_relative_to(start, root), patterns):
-                yield start
-            continue
-        if not start.is_dir():
-            raise CLIError(f"{given}: no such file or directory")
-        for folder, dirs, files in os.walk(start):
-            here = Path(folder)
-            dirs[:] = sorted(
-                d
-                for d in dirs
-                if d not in DEFAULT_SKIP and not _excluded(_relative_to(here / d, root), patterns)
-            )
-            for name in sorted(files):
-                if name.endswith(".py") and not _excluded(
-                    _relative_to(here / name, root), patterns
-                ):
-                    yield here / name
+class _Layout:
+    """Paths as the rules see them.
+
+    Exclude globs and the analytics package are relative to the project root (the folder of
+    pyproject.toml, else the working directory); findings show paths relative to the working
+    directory.
+    """
+
+    def __init__(self, root: Path, patterns: Sequence[str], packages: Sequence[str]) -> None:
+        self.root = str(root)
+        self.cwd = os.getcwd()
+        self.patterns = patterns
+        self.packages = [
+            (p if "/" in p or p.endswith(".py") else p.replace(".", "/")).strip("/")
+            for p in packages
+        ]
+
+    def shown(self, path: str) -> str:
+        """What findings show for the absolute ``path``."""
+        return _relative(path, self.cwd)
+
+    def in_package(self, path: str) -> bool:
+        """Whether the absolute ``path`` belongs to the analytics package."""
+        relative = _relative(path, self.root)
+        return any(
+            relative in (p, f"{p}.py") or relative.startswith(f"{p}/") for p in self.packages
+        )
+
+    def files(self, paths: Sequence[str]) -> Iterator[str]:
+        """The absolute paths of the Python files to lint (named files always), in order."""
+        for given in paths:
+            start = os.path.abspath(given)
+            if os.path.isfile(start):
+                if not _excluded(_relative(start, self.root), self.patterns):
+                    yield start
+                continue
+            if not os.path.isdir(start):
+                raise CLIError(f"{given}: no such file or directory")
+            for folder, dirs, files in os.walk(start):
+                relative = _relative(folder, self.root)
+                relative = f"{relative}/" if relative else ""
+                dirs[:] = sorted(
+                    d
+                    for d in dirs
+                    if d not in DEFAULT_SKIP and not _excluded(f"{relative}{d}", self.patterns)
+                )
+                for name in sorted(files):
+                    if name.endswith(".py") and not _excluded(f"{relative}{name}", self.patterns):
+                        yield os.path.join(folder, name)
 
 
 def _plan_index(plan: Plan | None) -> PlanIndex:
@@ -175,7 +198,7 @@ def _unused(plan: Plan, scans: Sequence[ModuleScan], severity: str) -> list[Find
         key = (f"{registry.__module__}.{registry.__qualname__}", member.name)
         if key in members or member.event_name in names:
             continue
-        path, line = _relative(member.spec.defined_at)
+        path, line = _definition_site(member.spec.defined_at)
         findings.append(
             Finding(
                 "unused-event",
@@ -207,11 +230,6 @@ def _load(args: argparse.Namespace, settings: dict[str, Any]) -> Plan | None:
     return None
 
 
-def _in_package(path: Path, packages: Sequence[Path]) -> bool:
-    resolved = path.resolve()
-    return any(resolved == p.with_suffix(".py") or resolved.is_relative_to(p) for p in packages)
-
-
 def _lint(args: argparse.Namespace) -> int:
     pyproject = find_pyproject()
     settings = tool_config(pyproject)
@@ -221,10 +239,7 @@ def _lint(args: argparse.Namespace) -> int:
     patterns = [*_strings(settings, "exclude"), *args.exclude]
     configured = [args.analytics_package] if args.analytics_package else None
     packages = configured or _strings(settings, "analytics_package")
-    package_paths = [
-        (root / (p if "/" in p or p.endswith(".py") else p.replace(".", "/"))).resolve()
-        for p in packages
-    ]
+    layout = _Layout(root, patterns, packages)
     package_hint = (
         f"import SDKs only in {', '.join(packages)} (the analytics package); track with Events.X"
         if packages
@@ -234,10 +249,11 @@ def _lint(args: argparse.Namespace) -> int:
     scans: list[ModuleScan] = []
     suppressions: dict[str, dict[int, Suppression]] = {}
     findings: list[Finding] = []
-    for path in _files(args.paths, root, patterns):
-        shown = _display(path)
+    for path in layout.files(args.paths):
+        shown = layout.shown(path)
         try:
-            source = path.read_bytes()
+            with open(path, "rb") as fh:
+                source = fh.read()
         except OSError as exc:
             message = f"cannot read: {exc.strerror or exc}"
             findings.append(Finding("unreadable-file", message, path=shown))
@@ -246,7 +262,7 @@ def _lint(args: argparse.Namespace) -> int:
             source,
             shown,
             index,
-            may_import_sdks=_in_package(path, package_paths),
+            may_import_sdks=layout.in_package(path),
             package_hint=package_hint,
         )
         scans.append(scan)
