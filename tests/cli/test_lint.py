@@ -291,3 +291,42 @@ def test_invalid_configuration_is_a_usage_error(tmp_path: Path) -> None:
     result = lint(cwd=tmp_path)
     assert result.returncode == 2
     assert "[tool.instrumentor] exclude must be a string or a list of strings" in result.stderr
+
+
+GOVERNANCE = Path(__file__).resolve().parents[2] / "docs" / "governance.md"
+_SHOWN_RUN = re.compile(
+    r"^```text\n\$ instrumentor (?P<args>[^\n]*)\n(?P<output>.*?)^```$", re.M | re.S
+)
+
+
+def test_the_documented_output_is_what_lint_prints() -> None:
+    """Each ``$ instrumentor lint ...`` block of docs/governance.md is a real run's output (in
+    the shop project; the bare one, with its duplicate names, in the split project)."""
+    runs = list(_SHOWN_RUN.finditer(GOVERNANCE.read_text(encoding="utf-8")))
+    assert len(runs) == 3
+    for run in runs:
+        args = run["args"].split()
+        assert args[0] == "lint"
+        result = lint(*args[1:], cwd=SHOP if args[1:] else PROJECTS / "split")
+        assert result.stdout + result.stderr == run["output"], run["args"]
+
+
+def test_exclude_globs_from_the_project_root(tmp_path: Path) -> None:
+    """From ``.``: a glob with ``/`` matches from the root, a bare one any name at any depth."""
+    call = 'import instrumentor\ninstrumentor.track("Report_Created")\n'
+    write_project(
+        tmp_path,
+        {
+            **CLEAN_PROJECT,
+            "seed.py": call,
+            "tools/gen/client.py": call,
+            "tools/keep.py": call,
+            "app/migrations/0001.py": call,
+        },
+    )
+    args = ["--format", "json", "--exclude", "tools/g*", "--exclude", "migrations", "."]
+    result = lint(*args, cwd=tmp_path)
+    assert [(row[1], row[2]) for row in json_rows(result.stdout)] == [
+        ("seed.py", 2),
+        ("tools/keep.py", 2),
+    ]
