@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import resource
 import shutil
 import statistics
 import subprocess
@@ -130,28 +131,33 @@ def plan_index() -> PlanIndex:
     return PlanIndex((RegistryInfo("Events", "app.analytics.events", members),))
 
 
-def time_scan(root: Path) -> tuple[float, int, int]:
-    """Seconds to read and scan every file in process; files and findings."""
+def time_scan(root: Path) -> tuple[float, float, int, int]:
+    """Wall and CPU seconds to read and scan every file in process; files and findings."""
     index = plan_index()
     paths = sorted(root.rglob("*.py"))
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     findings = 0
     for path in paths:
         findings += len(scan_module(path.read_bytes(), str(path), index).findings)
-    return time.perf_counter() - started, len(paths), findings
+    return time.perf_counter() - started, time.process_time() - cpu, len(paths), findings
 
 
-def time_cli(root: Path) -> tuple[float, int]:
-    """Seconds for ``instrumentor lint app`` end to end; its exit code."""
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def time_cli(root: Path) -> tuple[float, float]:
+    """Wall and CPU seconds for ``instrumentor lint app`` end to end."""
     script = shutil.which("instrumentor", path=str(Path(sys.executable).parent)) or "instrumentor"
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), _children_cpu()
     result = subprocess.run(
         [script, "lint", "app"], cwd=root, capture_output=True, text=True, check=False
     )
     elapsed = time.perf_counter() - started
     if result.returncode not in (0, 1):
         print(result.stderr, file=sys.stderr)
-    return elapsed, result.returncode
+    return elapsed, _children_cpu() - cpu
 
 
 def measure(files: int, share: float, rounds: int) -> dict[str, Any]:
@@ -163,11 +169,13 @@ def measure(files: int, share: float, rounds: int) -> dict[str, Any]:
         clis = [time_cli(root) for _ in range(rounds)]
     return {
         "share": share,
-        "files": scans[0][1],
+        "files": scans[0][2],
         "lines": lines,
-        "findings": scans[0][2],
-        "scan_s": statistics.median(s for s, _, _ in scans),
-        "cli_s": statistics.median(s for s, _ in clis),
+        "findings": scans[0][3],
+        "scan_s": statistics.median(s[0] for s in scans),
+        "scan_cpu_s": statistics.median(s[1] for s in scans),
+        "cli_s": statistics.median(c[0] for c in clis),
+        "cli_cpu_s": statistics.median(c[1] for c in clis),
     }
 
 
@@ -182,20 +190,25 @@ def main() -> None:
     print(f"Python {platform.python_version()} on {platform.platform()}")
     results = [measure(files, share, rounds) for share in (0.25, 1.0)]
     print(f"\n{files} modules (+ the plan and packages), median of {rounds} round(s)\n")
-    print("| modules tracking events | lines | findings | scan, in process | `instrumentor lint` |")
-    print("|---|---:|---:|---:|---:|")
+    print(
+        "| modules tracking events | lines | findings | scan, in process: wall (CPU) "
+        "| `instrumentor lint`: wall (CPU) | files/s, wall (CPU) |"
+    )
+    print("|---|---:|---:|---:|---:|---:|")
     for r in results:
         print(
             f"| {r['share']:.0%} | {r['lines']:,} | {r['findings']} "
-            f"| {r['scan_s']:.2f} s ({r['files'] / r['scan_s']:,.0f} files/s) "
-            f"| {r['cli_s']:.2f} s ({r['files'] / r['cli_s']:,.0f} files/s) |"
+            f"| {r['scan_s']:.2f} s ({r['scan_cpu_s']:.2f} s) "
+            f"| {r['cli_s']:.2f} s ({r['cli_cpu_s']:.2f} s) "
+            f"| {r['files'] / r['cli_s']:,.0f} ({r['files'] / r['cli_cpu_s']:,.0f}) |"
         )
     rate = results[0]["files"] / results[0]["cli_s"]
     verdict = "PASS" if rate >= TARGET_FILES_PER_SECOND else "MISS"
     print(
         f"\ntarget: end to end, a quarter of the modules tracking, >= "
-        f"{TARGET_FILES_PER_SECOND:,.0f} files/s: {rate:,.0f} {verdict}"
+        f"{TARGET_FILES_PER_SECOND:,.0f} files/s (wall): {rate:,.0f} {verdict}"
     )
+    print("On a busy machine wall time exceeds CPU time: the CPU figures are the steadier ones.")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

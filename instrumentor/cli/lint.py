@@ -150,7 +150,14 @@ class _Layout:
         )
 
     def files(self, paths: Sequence[str]) -> Iterator[str]:
-        """The absolute paths of the Python files to lint (named files always), in order."""
+        """The absolute paths of the Python files to lint (named files always), each once."""
+        seen: set[str] = set()
+        for path in self._files(paths):
+            if path not in seen:
+                seen.add(path)
+                yield path
+
+    def _files(self, paths: Sequence[str]) -> Iterator[str]:
         for given in paths:
             start = os.path.abspath(given)
             if os.path.isfile(start):

@@ -330,3 +330,13 @@ def test_exclude_globs_from_the_project_root(tmp_path: Path) -> None:
         ("seed.py", 2),
         ("tools/keep.py", 2),
     ]
+
+
+def test_overlapping_paths_lint_each_file_once() -> None:
+    """``app`` and a file inside it: the file's findings are reported once."""
+    result = lint("--format", "json", "--unused", "off", "app/reports.py", "app")
+    rows = json_rows(result.stdout)
+    assert len(rows) == len(set(rows))
+    assert [r for r in rows if r[1] == "app/reports.py"] == [
+        r for r in SHOP_FINDINGS if r[1] == "app/reports.py"
+    ]
