@@ -15,8 +15,15 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import cast
 
-from instrumentor.cli._common import CLIError
+from instrumentor.cli._common import (
+    EXIT_FINDINGS,
+    CLIError,
+    Finding,
+    OutputFormat,
+    print_findings,
+)
 
 __all__ = ["main"]
 
@@ -43,6 +50,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.handler(args)
     except CLIError as exc:
         print(f"instrumentor: error: {exc}", file=sys.stderr)
+        output = getattr(args, "format", "text")
+        invalid_plan = exc.exit_code == EXIT_FINDINGS and getattr(args, "prints_findings", False)
+        if invalid_plan and output in ("json", "github"):  # what reads stdout sees it too
+            print_findings([Finding("invalid-plan", str(exc))], cast("OutputFormat", output))
         return exc.exit_code
     except KeyboardInterrupt:
         return 130

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from dataclasses import asdict, dataclass
@@ -14,6 +15,8 @@ __all__ = [
     "EXIT_USAGE",
     "CLIError",
     "Finding",
+    "add_plan_option",
+    "definition_site",
     "find_pyproject",
     "print_findings",
     "tool_config",
@@ -145,3 +148,24 @@ def tool_config(pyproject: Path | None) -> dict[str, Any]:
     if not isinstance(table, dict):
         raise CLIError(f"{pyproject}: [tool.instrumentor] must be a table")
     return table
+
+
+def add_plan_option(parser: argparse.ArgumentParser) -> None:
+    """Add the ``--plan`` option (repeatable) that every plan-reading command takes."""
+    parser.add_argument(
+        "--plan",
+        action="append",
+        metavar="MODULE[:REGISTRY]",
+        help="the plan to load (repeat for a plan split over several registries); "
+        "default: [tool.instrumentor] plan in pyproject.toml",
+    )
+
+
+def definition_site(defined_at: str) -> tuple[str, int]:
+    """Split an event's ``defined_at`` (``path:line``) into a path relative to cwd and a line."""
+    path, _, line = defined_at.rpartition(":")
+    try:
+        shown = str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        shown = path
+    return shown, int(line) if line.isdigit() else 0

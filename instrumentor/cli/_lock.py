@@ -14,7 +14,6 @@ import datetime as _dt
 import json
 import os
 import sys
-from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from instrumentor.cli._common import (
     EXIT_FINDINGS,
     EXIT_OK,
     CLIError,
+    add_plan_option,
     find_pyproject,
     tool_config,
 )
@@ -36,7 +36,7 @@ DEFAULT_LOCK = "instrumentor.lock.json"
 _APPROVE = 'instrumentor plan lock --approve-breaking "why"'
 
 
-def register(sub: Any, add_plan_option: Callable[[Any], None]) -> None:
+def register(sub: Any) -> None:
     """Add ``plan lock`` and ``plan diff`` to the ``plan`` subcommands."""
     lock = sub.add_parser(
         "lock", help="write the plan's lock file; breaking changes need --approve-breaking"

@@ -20,6 +20,8 @@ from instrumentor.cli._common import (
     EXIT_OK,
     CLIError,
     Finding,
+    add_plan_option,
+    definition_site,
     find_pyproject,
     print_findings,
     tool_config,
@@ -27,8 +29,6 @@ from instrumentor.cli._common import (
 from instrumentor.cli._scan import ModuleScan, PlanIndex, RegistryInfo, scan_module
 from instrumentor.cli._source import Plan, load_plan
 from instrumentor.cli._suppress import Suppression, apply_suppressions, read_suppressions
-from instrumentor.cli.plan import _add_plan_option
-from instrumentor.cli.plan import _relative as _definition_site
 
 __all__ = ["DEFAULT_SKIP", "RULES", "register"]
 
@@ -60,7 +60,7 @@ def register(commands: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     lint.add_argument("paths", nargs="*", metavar="PATH", default=["."], help="default: .")
-    _add_plan_option(lint)
+    add_plan_option(lint)
     lint.add_argument("--format", choices=["text", "json", "github"], default="text")
     lint.add_argument(
         "--unused",
@@ -81,7 +81,7 @@ def register(commands: Any) -> None:
         help="the package that may import analytics SDKs, e.g. app/analytics or app.analytics "
         "(default: [tool.instrumentor] analytics_package)",
     )
-    lint.set_defaults(handler=_lint)
+    lint.set_defaults(handler=_lint, prints_findings=True)
 
 
 def _strings(settings: dict[str, Any], key: str) -> list[str]:
@@ -205,7 +205,7 @@ def _unused(plan: Plan, scans: Sequence[ModuleScan], severity: str) -> list[Find
         key = (f"{registry.__module__}.{registry.__qualname__}", member.name)
         if key in members or member.event_name in names:
             continue
-        path, line = _definition_site(member.spec.defined_at)
+        path, line = definition_site(member.spec.defined_at)
         findings.append(
             Finding(
                 "unused-event",

@@ -13,6 +13,8 @@ from instrumentor.cli._common import (
     EXIT_OK,
     CLIError,
     Finding,
+    add_plan_option,
+    definition_site,
     find_pyproject,
     print_findings,
     tool_config,
@@ -24,16 +26,6 @@ from instrumentor.naming import NAMING_RULES, check_event_name
 __all__ = ["check_plan", "register"]
 
 
-def _add_plan_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--plan",
-        action="append",
-        metavar="MODULE[:REGISTRY]",
-        help="the plan to load (repeat for a plan split over several registries); "
-        "default: [tool.instrumentor] plan in pyproject.toml",
-    )
-
-
 def register(commands: Any) -> None:
     """Add ``plan`` and its subcommands to the top-level parser."""
     from instrumentor.cli import _export
@@ -42,13 +34,13 @@ def register(commands: Any) -> None:
     sub = plan.add_subparsers(title="plan commands", metavar="COMMAND", required=True)
 
     show = sub.add_parser("show", help="print the plan as a table")
-    _add_plan_option(show)
+    add_plan_option(show)
     show.set_defaults(handler=_show)
 
     export = sub.add_parser(
         "export", help="write the plan as md, json, csv, yaml, jsonschema or ts"
     )
-    _add_plan_option(export)
+    add_plan_option(export)
     export.add_argument("--format", "-f", choices=_export.FORMATS, default="md")
     export.add_argument("--output", "-o", type=Path, help="write to this file (default: stdout)")
     export.set_defaults(handler=_export_command)
@@ -56,16 +48,16 @@ def register(commands: Any) -> None:
     check = sub.add_parser(
         "check", help="naming, descriptions, expired deprecations; exit 1 on errors"
     )
-    _add_plan_option(check)
+    add_plan_option(check)
     check.add_argument("--format", choices=["text", "json", "github"], default="text")
     check.add_argument(
         "--today", type=_dt.date.fromisoformat, help=argparse.SUPPRESS
     )  # tests pin the date of sunset checks
-    check.set_defaults(handler=_check)
+    check.set_defaults(handler=_check, prints_findings=True)
 
     from instrumentor.cli import _lock
 
-    _lock.register(sub, _add_plan_option)
+    _lock.register(sub)
 
 
 def _load(args: argparse.Namespace) -> Plan:
@@ -110,15 +102,6 @@ def _export_command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _relative(defined_at: str) -> tuple[str, int]:
-    path, _, line = defined_at.rpartition(":")
-    try:
-        shown = str(Path(path).resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        shown = path
-    return shown, int(line) if line.isdigit() else 0
-
-
 def check_plan(
     plan: Plan, *, today: _dt.date | None = None, require_descriptions: bool = True
 ) -> list[Finding]:
@@ -133,7 +116,7 @@ def check_plan(
     findings: list[Finding] = []
     for member in plan.events:
         spec = member.spec
-        path, line = _relative(spec.defined_at)
+        path, line = definition_site(spec.defined_at)
         label = f"{type(member).__qualname__}.{member.name} ({spec.name!r})"
         if require_descriptions and not spec.description.strip():
             findings.append(

@@ -200,13 +200,22 @@ def test_duplicate_names_across_plan_modules_name_both_sites() -> None:
     """A plan whose modules define a name twice: exit 1, both definitions named."""
     result = lint("--format", "json", cwd=PROJECTS / "split")
     assert result.returncode == 1
-    assert result.stdout == ""
-    assert result.stderr == (
-        "instrumentor: error: the plan in 'app.analytics.billing' is invalid: duplicate event "
+    message = (
+        "the plan in 'app.analytics.billing' is invalid: duplicate event "
         "name 'Report_Created': defined at ReportEvents.REPORT_CREATED "
         "(app/analytics/reports.py:7) and again at app/analytics/billing.py:8. Define every "
-        "event exactly once and import the registry where you need it.\n"
+        "event exactly once and import the registry where you need it."
     )
+    assert result.stderr == f"instrumentor: error: {message}\n"
+    # What reads the JSON (or the GitHub annotations) sees it too.
+    (finding,) = json.loads(result.stdout)
+    assert (finding["rule"], finding["message"], finding["severity"]) == (
+        "invalid-plan",
+        message,
+        "error",
+    )
+    github = lint("--format", "github", cwd=PROJECTS / "split")
+    assert github.stdout.startswith("::error title=invalid-plan::the plan in")
 
 
 def test_without_a_plan_the_plan_free_rules_run_and_say_so_once() -> None:
