@@ -7,18 +7,22 @@ Console script ``instrumentor`` (also ``python -m instrumentor``)::
     instrumentor doctor                             # the configuration of this environment
 
 Exit codes: ``0`` clean, ``1`` findings (or a failed check), ``2`` a usage or set-up error (no plan
-found, a module that does not import), so CI can tell "the plan is wrong" from "the job is wrong".
+found, a module that does not import, an internal error), so CI can tell "the plan is wrong" from
+"the job is wrong"; ``141`` when the reader of the output left early (``| head``).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import traceback
 from collections.abc import Sequence
 from typing import cast
 
 from instrumentor.cli._common import (
     EXIT_FINDINGS,
+    EXIT_USAGE,
     CLIError,
     Finding,
     OutputFormat,
@@ -26,6 +30,9 @@ from instrumentor.cli._common import (
 )
 
 __all__ = ["main"]
+
+#: A reader that left the pipe early: the exit status of a process killed by SIGPIPE.
+EXIT_BROKEN_PIPE = 141
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -57,6 +64,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:  # `instrumentor plan export | head`
-        return 0
+    except BrokenPipeError:
+        # `instrumentor lint | head`: the reader left. Exit like a process killed by SIGPIPE
+        # (128 + 13), so `set -o pipefail` still sees a failure, and keep Python from reporting
+        # the broken stdout again at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+    except Exception:
+        traceback.print_exc()
+        print(
+            "instrumentor: internal error (the traceback above): please report it, with the "
+            "command you ran",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     return code

@@ -14,12 +14,18 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote
 
 __all__ = ["SCHEMA_DIALECT", "render_jsonschema", "render_typescript"]
 
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 #: Validators need not check ``format``: the pattern holds the timestamps to ISO 8601 with a zone.
 _ISO_8601 = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$"
+
+
+def _pointer(name: str) -> str:
+    """``name`` as one JSON Pointer token inside a URI fragment (RFC 6901, then RFC 3986)."""
+    return quote(name.replace("~", "~0").replace("/", "~1"), safe="")
 
 
 def _event_schema(event: Mapping[str, Any]) -> dict[str, Any]:
@@ -78,7 +84,7 @@ def render_jsonschema(document: Mapping[str, Any]) -> str:
         "$defs": {event["name"]: _event_schema(event) for event in events},
     }
     if events:
-        schema["oneOf"] = [{"$ref": f"#/$defs/{event['name']}"} for event in events]
+        schema["oneOf"] = [{"$ref": "#/$defs/" + _pointer(event["name"])} for event in events]
     else:
         schema["not"] = {}  # a plan without events allows no message (oneOf must not be empty)
     return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"

@@ -19,6 +19,7 @@ __all__ = [
     "definition_site",
     "find_pyproject",
     "print_findings",
+    "shown_path",
     "tool_config",
 ]
 
@@ -144,7 +145,8 @@ def tool_config(pyproject: Path | None) -> dict[str, Any]:
             data = tomllib.load(fh)
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise CLIError(f"cannot read {pyproject}: {exc}") from None
-    table = data.get("tool", {}).get("instrumentor", {})
+    tool = data.get("tool", {})
+    table = tool.get("instrumentor", {}) if isinstance(tool, dict) else {}
     if not isinstance(table, dict):
         raise CLIError(f"{pyproject}: [tool.instrumentor] must be a table")
     return table
@@ -161,11 +163,15 @@ def add_plan_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def shown_path(path: str | Path) -> str:
+    """``path`` relative to the working directory when it is below it, else as given."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def definition_site(defined_at: str) -> tuple[str, int]:
     """Split an event's ``defined_at`` (``path:line``) into a path relative to cwd and a line."""
     path, _, line = defined_at.rpartition(":")
-    try:
-        shown = str(Path(path).resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        shown = path
-    return shown, int(line) if line.isdigit() else 0
+    return shown_path(path), int(line) if line.isdigit() else 0

@@ -141,13 +141,16 @@ def _compare(old: Event, new: Event) -> list[Change]:
 def classify(lock: Mapping[str, Any], plan: Mapping[str, Any]) -> list[Change]:
     """Every change from ``lock`` to ``plan`` (both as :func:`lock_content`), breaking first."""
     changes: list[Change] = []
-    if lock["group_hierarchy"] != plan["group_hierarchy"]:
+    old_levels, new_levels = lock["group_hierarchy"], plan["group_hierarchy"]
+    if old_levels != new_levels:
+        # A new level below the others changes no existing level's parent: not breaking.
+        extended = new_levels[: len(old_levels)] == old_levels
         changes.append(
             Change(
-                "hierarchy_changed",
+                "hierarchy_extended" if extended else "hierarchy_changed",
                 "",
                 f"group hierarchy {_hierarchy(lock)} -> {_hierarchy(plan)}",
-                True,
+                not extended,
             )
         )
     before = {e["name"]: e for e in lock["events"]}

@@ -15,22 +15,12 @@ from typing import Any
 
 from instrumentor.cli._codegen import render_jsonschema, render_typescript
 from instrumentor.cli._yaml import dump_yaml
+from instrumentor.registry import CATEGORY_ORDER
 
-__all__ = ["CATEGORY_ORDER", "CSV_COLUMNS", "FORMATS", "render"]
+__all__ = ["CSV_COLUMNS", "FORMATS", "render"]
 
 FORMATS = ("md", "json", "csv", "yaml", "jsonschema", "ts")
 
-#: The categories in the order the library's design lists them (``CATEGORIES`` is a set).
-CATEGORY_ORDER = (
-    "lifecycle",
-    "core_value",
-    "collaboration",
-    "configuration",
-    "billing",
-    "feature_usage",
-    "errors",
-    "navigation",
-)
 
 #: The columns of the CSV export, one row per event.
 CSV_COLUMNS = (

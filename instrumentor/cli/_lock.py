@@ -24,6 +24,7 @@ from instrumentor.cli._common import (
     CLIError,
     add_plan_option,
     find_pyproject,
+    shown_path,
     tool_config,
 )
 from instrumentor.cli._diff import LOCK_VERSION, Change, classify, lock_content
@@ -83,13 +84,6 @@ def _lock_path(given: Path | None) -> Path:
     return (pyproject.parent if pyproject else Path.cwd()) / configured
 
 
-def _shown(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
-
-
 def _read_lock(path: Path) -> dict[str, Any] | None:
     """The lock file's data, or ``None`` when there is none."""
     try:
@@ -97,26 +91,64 @@ def _read_lock(path: Path) -> dict[str, Any] | None:
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise CLIError(f"cannot read {_shown(path)}: {exc.strerror or exc}") from None
+        raise CLIError(f"cannot read {shown_path(path)}: {exc.strerror or exc}") from None
     fix = "restore it from version control, or delete it and run `instrumentor plan lock`"
     try:
         data = json.loads(text)
     except ValueError as exc:
-        raise CLIError(f"{_shown(path)} is not JSON ({exc}): {fix}") from None
+        raise CLIError(f"{shown_path(path)} is not JSON ({exc}): {fix}") from None
     if not isinstance(data, dict) or data.get("lock_version") != LOCK_VERSION:
         version = data.get("lock_version") if isinstance(data, dict) else None
         raise CLIError(
-            f"{_shown(path)} is not an instrumentor lock of version {LOCK_VERSION} "
+            f"{shown_path(path)} is not an instrumentor lock of version {LOCK_VERSION} "
             f"(lock_version {version!r}): {fix}"
         )
-    events = data.get("events")
-    if (
-        not isinstance(data.get("group_hierarchy"), list)
-        or not isinstance(events, list)
-        or not all(isinstance(e, dict) and isinstance(e.get("name"), str) for e in events)
-    ):
-        raise CLIError(f"{_shown(path)} lacks group_hierarchy or events with names: {fix}")
+    problem = _lock_problem(data)
+    if problem is not None:
+        raise CLIError(f"{shown_path(path)} is damaged: {problem}: {fix}")
     return data
+
+
+#: The fields of a locked event the diff reads, and the types they must have.
+_EVENT_FIELDS: dict[str, tuple[type, ...]] = {
+    "name": (str,),
+    "category": (str,),
+    "group_level": (str,),
+    "description": (str,),
+    "frontend": (bool,),
+    "deprecated": (str, type(None)),
+    "replaced_by": (str, type(None)),
+    "sunset": (str, type(None)),
+    "waivers": (dict,),
+    "registry": (str,),
+    "member": (str,),
+}
+
+
+def _lock_problem(data: dict[str, Any]) -> str | None:
+    """What is wrong with the structure of a parsed lock file, or ``None``."""
+    hierarchy = data.get("group_hierarchy")
+    if not isinstance(hierarchy, list) or not all(
+        isinstance(entry, dict)
+        and isinstance(entry.get("level"), str)
+        and isinstance(entry.get("parent"), (str, type(None)))
+        for entry in hierarchy
+    ):
+        return "group_hierarchy must be a list of {level, parent} objects"
+    events = data.get("events")
+    if not isinstance(events, list):
+        return "events must be a list"
+    for index, entry in enumerate(events):
+        if not isinstance(entry, dict):
+            return f"events[{index}] is not an object"
+        for name, types in _EVENT_FIELDS.items():
+            if name in entry and not isinstance(entry[name], types):
+                return f"events[{index}].{name} has the wrong type"
+        if not isinstance(entry.get("name"), str):
+            return f"events[{index}] has no name"
+    if not isinstance(data.get("approvals", []), list):
+        return "approvals must be a list"
+    return None
 
 
 def _write_lock(path: Path, data: dict[str, Any]) -> None:
@@ -127,7 +159,7 @@ def _write_lock(path: Path, data: dict[str, Any]) -> None:
         os.replace(temporary, path)  # a reader never sees half a lock
     except OSError as exc:
         temporary.unlink(missing_ok=True)
-        raise CLIError(f"cannot write {_shown(path)}: {exc.strerror or exc}") from None
+        raise CLIError(f"cannot write {shown_path(path)}: {exc.strerror or exc}") from None
 
 
 def _print_changes(changes: list[Change]) -> None:
@@ -146,11 +178,11 @@ def _lock_command(args: argparse.Namespace) -> int:
     approvals: list[Any] = list(old.get("approvals", [])) if old else []
     changes = classify(old, content) if old else []
     if old is not None and not changes:
-        print(f"{_shown(path)} is up to date ({len(content['events'])} events)")
+        print(f"{shown_path(path)} is up to date ({len(content['events'])} events)")
         return EXIT_OK
     breaking = [c for c in changes if c.breaking]
     if breaking and reason is None:
-        print(f"{_shown(path)} not written: {len(breaking)} breaking change(s)")
+        print(f"{shown_path(path)} not written: {len(breaking)} breaking change(s)")
         _print_changes(changes)
         print(f"If they are intended, approve them: {_APPROVE}")
         return EXIT_FINDINGS
@@ -167,7 +199,7 @@ def _lock_command(args: argparse.Namespace) -> int:
         print("nothing breaking to approve: --approve-breaking is not recorded", file=sys.stderr)
     _write_lock(path, {**content, "approvals": approvals})
     what = "created" if old is None else f"updated, {len(changes)} change(s)"
-    print(f"wrote {_shown(path)} ({len(content['events'])} events; {what})")
+    print(f"wrote {shown_path(path)} ({len(content['events'])} events; {what})")
     _print_changes(changes)
     if breaking:
         print(f"{len(breaking)} breaking change(s) approved: {reason.strip()}")
@@ -179,7 +211,7 @@ def _diff_command(args: argparse.Namespace) -> int:
     old = _read_lock(path)
     if old is None:
         raise CLIError(
-            f"no lock file at {_shown(path)}: run `instrumentor plan lock` to create it, "
+            f"no lock file at {shown_path(path)}: run `instrumentor plan lock` to create it, "
             "and commit it"
         )
     content = lock_content(plan_document(load_plan(args.plan)))
@@ -189,7 +221,7 @@ def _diff_command(args: argparse.Namespace) -> int:
     code = EXIT_FINDINGS if breaking or (stale and args.strict) else EXIT_OK
     if args.format == "json":
         report = {
-            "lock": _shown(path),
+            "lock": shown_path(path),
             "up_to_date": not changes,
             "breaking": breaking,
             "changes": [asdict(c) for c in changes],
@@ -198,10 +230,11 @@ def _diff_command(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2, ensure_ascii=False))
         return code
     if not changes:
-        print(f"the plan matches {_shown(path)} ({len(content['events'])} events)")
+        print(f"the plan matches {shown_path(path)} ({len(content['events'])} events)")
         return code
     print(
-        f"{_shown(path)}: {len(changes)} change(s) in the plan since the lock, {breaking} breaking"
+        f"{shown_path(path)}: {len(changes)} change(s) in the plan since the lock, "
+        f"{breaking} breaking"
     )
     _print_changes(changes)
     if breaking:
@@ -210,5 +243,5 @@ def _diff_command(args: argparse.Namespace) -> int:
             f"with `{_APPROVE}` and commit the lock file."
         )
     else:
-        print(f"the lock is stale: run `instrumentor plan lock` and commit {_shown(path)}")
+        print(f"the lock is stale: run `instrumentor plan lock` and commit {shown_path(path)}")
     return code

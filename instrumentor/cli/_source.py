@@ -7,6 +7,7 @@ without ``:Attr`` takes every registry the module defines.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
 import sys
@@ -48,11 +49,15 @@ class Plan:
 
 
 def _import(module_name: str, spec: str) -> object:
+    # What the application prints while importing goes to stderr: stdout carries the export.
     try:
-        return importlib.import_module(module_name)
+        with contextlib.redirect_stdout(sys.stderr):
+            return importlib.import_module(module_name)
     except PlanError as exc:
         raise CLIError(f"the plan in {module_name!r} is invalid: {exc}", EXIT_FINDINGS) from None
-    except Exception as exc:  # any import-time failure of the user's code is a set-up problem
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # any import-time failure of the user's code, sys.exit included
         raise CLIError(
             f"cannot import {module_name!r} (from plan {spec!r}): {type(exc).__name__}: {exc}; "
             "run from the project root, or set PYTHONPATH"
@@ -82,8 +87,10 @@ def _registries_in(spec: str) -> list[type[EventRegistry]]:
             obj = getattr(obj, part)
         except AttributeError:
             raise CLIError(f"module {module_name!r} has no attribute {attr!r}") from None
-    if not (inspect.isclass(obj) and issubclass(obj, EventRegistry)):
+    if not (inspect.isclass(obj) and issubclass(obj, EventRegistry)) or obj is EventRegistry:
         raise CLIError(f"{spec!r} is {type(obj).__name__}, not an EventRegistry subclass")
+    if len(obj) == 0:
+        raise CLIError(f"{spec!r} defines no events: name the registry that holds the plan")
     return [obj]
 
 

@@ -13,6 +13,7 @@ import ipaddress
 import json
 import os
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -91,14 +92,36 @@ def _check_key(settings: Settings, environ: dict[str, str]) -> Check:
     return Check("api key", "ok", f"set ({len(value)} characters, not shown)")
 
 
+def _url_secrets(url: str) -> list[str]:
+    """The parts of ``url`` that may be credentials: the user info, the query, the fragment."""
+    parts = urlsplit(url)
+    userinfo = parts.netloc.rpartition("@")[0]
+    return [s for s in (userinfo, parts.query, parts.fragment) if s]
+
+
+def _redact(text: str, url: str) -> str:
+    """``text`` with every credential-like part of ``url`` replaced by ``***``."""
+    for secret in sorted(_url_secrets(url), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
 def _check_endpoint(settings: Settings) -> Check:
-    endpoint = settings.endpoint or _DEFAULT_ENDPOINT
-    parts = urlsplit(endpoint)
+    raw = settings.endpoint or _DEFAULT_ENDPOINT
+    endpoint = _redact(raw, raw)
+    parts = urlsplit(raw)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return Check(
             "endpoint",
             "error",
             f"{endpoint!r} is not an http:// or https:// URL (ANALYTICS_ENDPOINT)",
+        )
+    if _url_secrets(raw):
+        return Check(
+            "endpoint",
+            "warning",
+            f"{endpoint} carries credentials or a query string (shown as ***): they end up in "
+            "proxy and server logs; put the key in ANALYTICS_API_KEY",
         )
     if parts.scheme == "http" and not _is_loopback(parts.hostname):
         return Check(
@@ -198,15 +221,35 @@ def _send_test(settings: Settings, timeout: float, user_id: str) -> Check:
         traits={"instrumentor_doctor": True},
         timestamp=_dt.datetime.now(_dt.timezone.utc),
     )
+    # httpx bounds each connect, read and write, not the whole call (a server may dribble bytes,
+    # a name may take long to resolve): the call runs on a daemon thread waited on for `timeout`.
+    outcome: list[BaseException | None] = []
+
+    def call() -> None:
+        try:
+            transport.deliver([message])
+            outcome.append(None)
+        except BaseException as exc:  # reported below, on the main thread
+            outcome.append(exc)
+
     started = time.perf_counter()
-    try:
-        transport.deliver([message])
-    except DeliveryError as exc:
-        return Check("test call", "error", f"refused or failed: {exc}")
-    except Exception as exc:  # the check reports every failure instead of a traceback
-        return Check("test call", "error", f"failed: {type(exc).__name__}: {exc}")
-    finally:
-        transport.close()
+    worker = threading.Thread(target=call, name="instrumentor-doctor", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if not outcome:
+        return Check(
+            "test call",
+            "error",
+            f"no answer within {timeout:g} s (--timeout): the endpoint is unreachable or too slow",
+        )
+    transport.close()
+    endpoint = settings.endpoint or _DEFAULT_ENDPOINT
+    error = outcome[0]
+    if isinstance(error, DeliveryError):
+        return Check("test call", "error", _redact(f"refused or failed: {error}", endpoint))
+    if error is not None:
+        text = f"failed: {type(error).__name__}: {error}"
+        return Check("test call", "error", _redact(text, endpoint))
     elapsed = (time.perf_counter() - started) * 1000
     return Check(
         "test call",

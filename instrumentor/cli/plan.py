@@ -98,7 +98,10 @@ def _export_command(args: argparse.Namespace) -> int:
             args.output.write_text(text, encoding="utf-8")
         except OSError as exc:
             raise CLIError(f"cannot write {args.output}: {exc.strerror or exc}") from None
-        print(f"wrote {args.output} ({args.format}, {len(text)} bytes)", file=sys.stderr)
+        print(
+            f"wrote {args.output} ({args.format}, {len(text.encode('utf-8'))} bytes)",
+            file=sys.stderr,
+        )
     return EXIT_OK
 
 
@@ -109,7 +112,8 @@ def check_plan(
 
     Finds: missing descriptions; deprecated events past their sunset (error), without a sunset
     or a replacement (warning), replaced by an event the plan does not define (error); and lists
-    every waived naming rule with its reason (warning), so waivers stay visible in review.
+    every waived naming rule with its reason (warning), so waivers stay visible in review, and
+    waivers the name no longer needs (warning).
     """
     today = today or _dt.date.today()
     names = {m.event_name for m in plan.events}
@@ -186,16 +190,27 @@ def check_plan(
                         line=line,
                     )
                 )
+            else:
+                findings.append(
+                    Finding(
+                        "stale-waiver",
+                        f"{label} waives {rule!r}, but its name no longer breaks that rule",
+                        hint="remove the waiver, so the rule guards the name again",
+                        severity="warning",
+                        path=path,
+                        line=line,
+                    )
+                )
     return findings
 
 
 def _check(args: argparse.Namespace) -> int:
     plan = _load(args)
-    settings = tool_config(find_pyproject())
-    findings = check_plan(
-        plan,
-        today=args.today,
-        require_descriptions=bool(settings.get("require_descriptions", True)),
-    )
+    required = tool_config(find_pyproject()).get("require_descriptions", True)
+    if not isinstance(required, bool):
+        raise CLIError(
+            f"[tool.instrumentor] require_descriptions must be true or false, got {required!r}"
+        )
+    findings = check_plan(plan, today=args.today, require_descriptions=required)
     print_findings(findings, args.format)
     return EXIT_FINDINGS if any(f.severity == "error" for f in findings) else EXIT_OK

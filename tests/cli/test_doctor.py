@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 from pathlib import Path
 
 import pytest
@@ -153,3 +154,74 @@ def test_text_output(tmp_path: Path) -> None:
     assert result.returncode == 0
     assert result.stdout.splitlines()[-1] == "no problems found"
     assert any(line.startswith("[ok  ] api key") for line in result.stdout.splitlines())
+
+
+class DribblingServer:
+    """Answers every request with headers, then one body byte every half second."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        self.sock.settimeout(0.2)
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 202 Accepted\r\nContent-Length: 100\r\n\r\n")
+                for _ in range(100):
+                    if self.stop.wait(0.5):
+                        break
+                    try:
+                        conn.sendall(b"x")
+                    except OSError:
+                        break
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(5)
+        self.sock.close()
+
+
+def test_send_test_gives_up_after_the_timeout_on_a_dribbling_server(tmp_path: Path) -> None:
+    server = DribblingServer()
+    try:
+        code, checks, _ = doctor(
+            tmp_path,
+            "--send-test",
+            "--timeout",
+            "1",
+            ANALYTICS_API_KEY=KEY,
+            ANALYTICS_ENDPOINT=server.url,
+        )
+    finally:
+        server.close()
+    assert code == 1
+    assert checks["test call"] == (
+        "error",
+        "no answer within 1 s (--timeout): the endpoint is unreachable or too slow",
+    )
+
+
+def test_credentials_in_the_endpoint_are_never_shown(tmp_path: Path) -> None:
+    with FaultServer(status=401) as server:
+        host = server.url.removeprefix("http://")
+        endpoint = f"http://proxyuser:PROXYSECRET@{host}/?token=QUERYSECRET"
+        code, checks, out = doctor(
+            tmp_path, "--send-test", ANALYTICS_API_KEY=KEY, ANALYTICS_ENDPOINT=endpoint
+        )
+    assert checks["endpoint"][0] == "warning"
+    assert "***" in checks["endpoint"][1]
+    assert checks["test call"][0] == "error"
+    assert code == 1
+    for secret in ("PROXYSECRET", "proxyuser", "QUERYSECRET", KEY):
+        assert secret not in out

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 import instrumentor
 from instrumentor.cli._document import plan_document
-from instrumentor.cli._export import CATEGORY_ORDER, CSV_COLUMNS, render
+from instrumentor.cli._export import CSV_COLUMNS, render
 from instrumentor.cli._source import Plan
 from instrumentor.cli._yaml import dump_yaml
 from instrumentor.testing import capture_events
@@ -143,11 +143,6 @@ def test_markdown_cells_escape_pipes_newlines_and_html() -> None:
     document = kitchen_document()
     document["events"][0]["description"] = "<script>a & b</script>"
     assert "&lt;script&gt;a &amp; b&lt;/script&gt;" in render(document, "md")
-
-
-def test_categories_are_ordered_as_the_library_defines_them() -> None:
-    assert set(CATEGORY_ORDER) == instrumentor.CATEGORIES
-    assert len(CATEGORY_ORDER) == len(instrumentor.CATEGORIES)
 
 
 # --- csv ----------------------------------------------------------------------------------
@@ -408,3 +403,15 @@ def test_typescript_without_frontend_events_is_a_valid_file(tsc: Path, tmp_path:
     # plan.ts itself compiles; only the call with a name is refused (nothing is a FrontendEvent)
     assert [line.split(":")[0] for line in errors] == ["usage.ts(3,7)"], failed.stdout
     assert "error TS2345" in errors[0]
+
+
+def test_jsonschema_refs_escape_names_that_are_not_plain_pointers() -> None:
+    document = kitchen_document()
+    recipe = next(e for e in document["events"] if e["name"] == "Recipe_Published")
+    odd = "Legacy/Checkout~Step %1"
+    recipe["name"] = odd
+    schema = json.loads(render(document, "jsonschema"))
+    assert {"$ref": "#/$defs/Legacy~1Checkout~0Step%20%251"} in schema["oneOf"]
+    validator = jsonschema.Draft202012Validator(schema)
+    message = {**_tracked_messages()["Recipe_Published"], "event": odd}
+    validator.validate(message)  # the reference resolves, and the message matches it

@@ -157,7 +157,28 @@ def test_the_lock_path_comes_from_the_option_or_pyproject(tmp_path: Path) -> Non
     [
         ("{not json", "instrumentor.lock.json is not JSON"),
         ('{"lock_version": 99}', "is not an instrumentor lock of version 1"),
-        ('{"lock_version": 1, "events": {}}', "lacks group_hierarchy or events"),
+        ('{"lock_version": 1, "events": {}}', "group_hierarchy must be a list"),
+        (
+            '{"lock_version": 1, "group_hierarchy": ["account"], "events": []}',
+            "group_hierarchy must be a list of {level, parent} objects",
+        ),
+        (
+            '{"lock_version": 1, "group_hierarchy": [], "events": {}}',
+            "events must be a list",
+        ),
+        (
+            '{"lock_version": 1, "group_hierarchy": [], "events": [{"name": 3}]}',
+            "events[0].name has the wrong type",
+        ),
+        (
+            '{"lock_version": 1, "group_hierarchy": [], "events": [{"name": "A_B", '
+            '"group_level": ["x"]}]}',
+            "events[0].group_level has the wrong type",
+        ),
+        (
+            '{"lock_version": 1, "group_hierarchy": [], "events": [], "approvals": "oops"}',
+            "approvals must be a list",
+        ),
     ],
 )
 def test_a_broken_lock_is_a_usage_error(tmp_path: Path, content: str, message: str) -> None:
@@ -267,11 +288,24 @@ def test_deprecation_messages_say_what_happened() -> None:
     assert "deprecation changed" in changes([deprecated], [later])[0].message
 
 
-def test_a_changed_hierarchy_is_breaking() -> None:
+def test_a_level_added_below_the_others_is_not_breaking() -> None:
     found = changes(
         [event("Report_Created")],
         [event("Report_Created")],
         hierarchy=[*HIERARCHY, {"level": "board", "parent": "project"}],
     )
-    assert kinds(found) == [("hierarchy_changed", "", True)]
+    assert kinds(found) == [("hierarchy_extended", "", False)]
     assert found[0].message == "group hierarchy account > project -> account > project > board"
+
+
+def test_a_changed_hierarchy_is_breaking() -> None:
+    inserted = [
+        HIERARCHY[0],
+        {"level": "workspace", "parent": "account"},
+        {"level": "project", "parent": "workspace"},
+    ]
+    found = changes([event("Report_Created")], [event("Report_Created")], hierarchy=inserted)
+    assert kinds(found) == [("hierarchy_changed", "", True)]
+    assert found[0].message == "group hierarchy account > project -> account > workspace > project"
+    dropped = changes([event("Report_Created")], [event("Report_Created")], hierarchy=HIERARCHY[:1])
+    assert kinds(dropped) == [("hierarchy_changed", "", True)]

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from tests.support import run_cli
+from tests.support import instrumentor_command, run_cli
 
 PLAN = """
 from instrumentor import EventRegistry, event
@@ -194,3 +195,110 @@ def test_check_github_annotations(tmp_path: Path) -> None:
         for line in lines
     )
     assert any(line.startswith("::warning ") for line in lines)
+
+
+def test_what_the_plan_prints_at_import_does_not_corrupt_stdout(tmp_path: Path) -> None:
+    root = project(tmp_path, noisy="print('loading the plan...')\n" + PLAN)
+    result = run_cli("plan", "export", "--format", "json", "--plan", "noisy", cwd=root)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["events"][0]["name"] == "Report_Created"
+    assert "loading the plan..." in result.stderr
+
+
+def test_a_plan_that_exits_at_import_is_a_usage_error(tmp_path: Path) -> None:
+    root = project(tmp_path, leaving="import sys\nsys.exit(3)\n")
+    result = run_cli("plan", "show", "--plan", "leaving", cwd=root)
+    assert result.returncode == 2
+    assert "cannot import 'leaving'" in result.stderr
+    assert "SystemExit: 3" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("source", "spec", "expected"),
+    [
+        ("from instrumentor import EventRegistry\n", "base:EventRegistry", "not an EventRegistry"),
+        (
+            "from instrumentor import EventRegistry\n\nclass Empty(EventRegistry):\n    pass\n",
+            "base:Empty",
+            "defines no events",
+        ),
+    ],
+)
+def test_a_registry_without_events_is_not_a_plan(
+    tmp_path: Path, source: str, spec: str, expected: str
+) -> None:
+    root = project(tmp_path, base=source)
+    result = run_cli("plan", "check", "--plan", spec, cwd=root)
+    assert result.returncode == 2
+    assert expected in result.stderr
+
+
+def test_a_tool_key_that_is_not_a_table_is_no_plan(tmp_path: Path) -> None:
+    root = project(tmp_path, pyproject='tool = "x"\n', app_events=PLAN)
+    result = run_cli("plan", "show", cwd=root)
+    assert result.returncode == 2
+    assert "no tracking plan named" in result.stderr
+
+
+def test_a_setting_of_the_wrong_type_is_refused(tmp_path: Path) -> None:
+    root = project(
+        tmp_path,
+        pyproject='[tool.instrumentor]\nrequire_descriptions = "false"\n',
+        billing=PROBLEMS,
+    )
+    result = run_cli("plan", "check", "--plan", "billing", cwd=root)
+    assert result.returncode == 2
+    assert "require_descriptions must be true or false" in result.stderr
+
+
+def test_check_reports_waivers_the_name_no_longer_needs(tmp_path: Path) -> None:
+    stale = PLAN.replace(
+        'description="A user ran a search.",',
+        'description="A user ran a search.", waive={"no_digits": "it used to say Search_V2"},',
+    )
+    root = project(tmp_path, app_events=stale)
+    result = run_cli("plan", "check", "--plan", "app_events", "--format", "json", cwd=root)
+    assert result.returncode == 0  # a warning
+    (finding,) = json.loads(result.stdout)
+    assert finding["rule"] == "stale-waiver"
+    assert finding["message"].startswith("Events.SEARCH_PERFORMED ('Search_Performed') waives")
+
+
+def test_a_reader_that_leaves_early_gets_the_sigpipe_status(tmp_path: Path) -> None:
+    def name(i: int) -> str:  # Item_AAA_Added, Item_BAA_Added, ...: distinct, valid names
+        letters = "".join(chr(65 + i // 26**k % 26) for k in range(3))
+        return f"Item_{letters}_Added"
+
+    members = "\n".join(
+        f'    E{i} = event("{name(i)}", category="core_value", description="An item." * 9)'
+        for i in range(3000)
+    )
+    big = f"from instrumentor import EventRegistry, event\n\nclass Big(EventRegistry):\n{members}\n"
+    root = project(tmp_path, big=big)
+    command = [*instrumentor_command(), "plan", "show", "--plan", "big"]
+    with subprocess.Popen(
+        command, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as proc:
+        assert proc.stdout is not None
+        assert proc.stdout.readline()  # the first line, then the reader goes away
+        proc.stdout.close()
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 141
+    assert b"Traceback" not in err
+    assert b"Exception ignored" not in err
+
+
+def test_an_internal_error_is_reported_as_such(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from instrumentor import cli
+    from instrumentor.cli import plan
+
+    def broken(args: object) -> int:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(plan, "_show", broken)
+    assert cli.main(["plan", "show"]) == 2
+    err = capsys.readouterr().err
+    assert "RuntimeError: a bug" in err
+    assert "internal error" in err
