@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import ast
 import difflib
+import importlib.util
 import re
 import warnings
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from instrumentor.cli._calls import (
+    DEFINERS,
     FALLBACK_KEYWORDS,
     FALLBACK_METHODS,
     SDK_MODULES,
@@ -31,10 +34,11 @@ from instrumentor.cli._calls import (
     dynamic_kind,
     event_argument,
     literal,
+    looks_like_event_name,
     posthog_slot,
     str_constant,
 )
-from instrumentor.cli._common import Finding
+from instrumentor.cli._common import Finding, Severity
 from instrumentor.naming import normalise_event_name
 
 __all__ = ["ModuleScan", "PlanIndex", "RegistryInfo", "scan_module"]
@@ -102,6 +106,13 @@ class PlanIndex:
             return f"the plan calls it {close!r}: use {self.labels[close]}"
         return "define it in the plan and use Events.X"
 
+    def event_like(self, text: str) -> bool:
+        """Whether ``text`` is, nearly is, or is shaped like an event name (the fallback's test)."""
+        if text in self.labels or looks_like_event_name(text):
+            return True
+        folded = normalise_event_name(text)
+        return folded in self.near or bool(difflib.get_close_matches(folded, self.near, n=1))
+
 
 @dataclass
 class ModuleScan:
@@ -110,6 +121,7 @@ class ModuleScan:
     findings: list[Finding] = field(default_factory=list)
     used_members: set[tuple[str, str]] = field(default_factory=set)  # (registry key, member)
     used_names: set[str] = field(default_factory=set)  # literal event names of the plan
+    dynamic_lookups: set[str] = field(default_factory=set)  # registry keys, Events[name]
 
 
 _WANTED = frozenset(
@@ -162,27 +174,62 @@ def _nodes(tree: ast.AST) -> list[ast.AST]:
 class _Module:
     """One module's names (imports, registry classes, SDK client instances) and its walk."""
 
-    def __init__(self, tree: ast.Module, path: str, plan: PlanIndex, result: ModuleScan) -> None:
+    def __init__(
+        self,
+        tree: ast.Module,
+        source: bytes,
+        path: str,
+        plan: PlanIndex,
+        result: ModuleScan,
+        *,
+        module: str | None,
+        own: frozenset[str],
+    ) -> None:
+        self.tree = tree
+        self.source = source
         self.path = path
         self.plan = plan
         self.result = result
+        self.module = module.removesuffix(".__init__") if module else None
+        self.package = module.rpartition(".")[0] if module else None  # for relative imports
+        self.own = own | {info.module.partition(".")[0] for info in plan.registries}
+        self.sdks = {name: sdk for name, sdk in SDK_MODULES.items() if name not in self.own}
         self.aliases: dict[str, str] = {}  # local name -> what it refers to, dotted
         self.instances: dict[str, str] = {}  # "ph", "self.client" -> dotted class, unresolved
+        self.constants: dict[str, str] = {}  # module-level NAME = "text"
+        self.bindings: Counter[str] | None = None  # how often each name is bound (lazily)
         self.imports: list[tuple[ast.stmt, str]] = []  # (statement, imported module)
-        self.skip: set[int] = set()  # ids of nodes inside event(...) definitions
+        self.skip: set[int] = set()  # ids of nodes inside event definitions
+        self.lines: list[bytes] | None = None  # UTF-8 lines, for columns (lazily)
         self.nodes = _nodes(tree)
 
-    def finding(self, rule: str, node: ast.AST, message: str, hint: str) -> None:
+    def finding(
+        self, rule: str, node: ast.AST, message: str, hint: str, severity: Severity = "error"
+    ) -> None:
+        line = getattr(node, "lineno", 0)
         self.result.findings.append(
             Finding(
                 rule,
                 message,
                 path=self.path,
-                line=getattr(node, "lineno", 0),
-                column=getattr(node, "col_offset", -1) + 1,
+                line=line,
+                column=self.column(line, getattr(node, "col_offset", -1)),
                 hint=hint,
+                severity=severity,
             )
         )
+
+    def column(self, line: int, offset: int) -> int:
+        """The 1-based character column of the UTF-8 byte ``offset`` that ``ast`` reports."""
+        if offset < 0:
+            return 0
+        if self.source.isascii():
+            return offset + 1
+        if self.lines is None:  # as the parser reads it: declared encoding, universal newlines
+            text = importlib.util.decode_source(self.source)
+            self.lines = [part.encode("utf-8", "surrogatepass") for part in text.split("\n")]
+        text_line = self.lines[line - 1] if 0 < line <= len(self.lines) else b""
+        return len(text_line[:offset].decode("utf-8", "replace")) + 1
 
     def bind(self) -> None:
         """First pass: what every name of the module refers to."""
@@ -193,14 +240,19 @@ class _Module:
                     head = alias.name.partition(".")[0]
                     self.aliases[alias.asname or head] = alias.name if alias.asname else head
             elif isinstance(node, ast.ImportFrom):
-                base = "." * node.level + (node.module or "")
+                base = self.absolute(node.module, node.level)
                 if node.level == 0 and node.module:
                     self.imports.append((node, node.module))
+                joiner = "" if base.endswith(".") else "."
                 for alias in node.names:
-                    joiner = "" if base.endswith(".") else "."
-                    self.aliases[alias.asname or alias.name] = f"{base}{joiner}{alias.name}"
-            elif isinstance(node, ast.ClassDef) and node.name in self.plan.by_class:
-                self.aliases.setdefault(node.name, node.name)
+                    if alias.name == "*":
+                        self.star(base)
+                    else:
+                        self.aliases[alias.asname or alias.name] = f"{base}{joiner}{alias.name}"
+            elif isinstance(node, ast.ClassDef) and self.defines_registry(node):
+                self.skip.update(id(n) for n in ast.walk(node))  # its strings are definitions
+                if self.module is not None:
+                    self.aliases.setdefault(node.name, f"{self.module}.{node.name}")
             elif isinstance(node, ast.Assign | ast.AnnAssign) and isinstance(node.value, ast.Call):
                 cls = dotted(node.value.func)
                 targets = node.targets if isinstance(node, ast.Assign) else [node.target]
@@ -208,6 +260,46 @@ class _Module:
                     name = dotted(target)
                     if cls is not None and name is not None:
                         self.instances[name] = cls
+        for statement in self.tree.body:
+            if isinstance(statement, ast.Assign) and len(statement.targets) == 1:
+                target, value = statement.targets[0], statement.value
+            elif isinstance(statement, ast.AnnAssign) and statement.value is not None:
+                target, value = statement.target, statement.value
+            else:
+                continue
+            text = str_constant(value)
+            if isinstance(target, ast.Name) and text is not None:
+                self.constants[target.id] = text
+
+    def absolute(self, module: str | None, level: int) -> str:
+        """The module an import names; a relative one resolved from this module's package
+        (left relative, with its dots, when the package is unknown)."""
+        name = module or ""
+        if level == 0:
+            return name
+        parts = self.package.split(".") if self.package else []
+        if self.package is None or level - 1 > len(parts):
+            return "." * level + name
+        resolved = ".".join([*parts[: len(parts) - level + 1], *([name] if name else [])])
+        return resolved or "." * level
+
+    def star(self, module: str) -> None:
+        """``from MODULE import *``: instrumentor's names, or a plan module's registries."""
+        if module in ("instrumentor", "instrumentor.registry"):
+            for name in ("event", "track", "tracks"):
+                self.aliases[name] = f"instrumentor.{name}"
+        for info in self.plan.registries:
+            if module in (info.module, info.module.rpartition(".")[0]):
+                self.aliases[info.qualname] = info.key
+
+    def defines_registry(self, node: ast.ClassDef) -> bool:
+        """Whether ``node`` is a registry class of the plan (this module is where it lives), or,
+        with the module unknown, a class of a registry's name deriving from ``EventRegistry``."""
+        candidates = self.plan.by_class.get(node.name, ())
+        if self.module is not None:
+            return any(c.module == self.module for c in candidates)
+        bases = (dotted(base) or "" for base in node.bases)
+        return bool(candidates) and any(b.rpartition(".")[2] == "EventRegistry" for b in bases)
 
     def resolve(self, node: ast.expr) -> str | None:
         """The dotted name ``node`` refers to through imports and instances, if known."""
@@ -228,8 +320,25 @@ class _Module:
         target = self.aliases.get(head)
         return None if target is None else target + dot + rest
 
+    def text(self, node: ast.expr) -> tuple[str | None, str | None]:
+        """The string ``node`` always is, and the module-level constant it is read from."""
+        text = literal(node)
+        if text is not None or not isinstance(node, ast.Name) or node.id not in self.constants:
+            return text, None
+        if self.bindings is None:  # a constant is one that nothing rebinds
+            self.bindings = Counter()
+            for n in ast.walk(self.tree):
+                if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Load):
+                    self.bindings[n.id] += 1
+                elif isinstance(n, ast.arg):
+                    self.bindings[n.arg] += 1
+        if self.bindings[node.id] != 1:
+            return None, None
+        return self.constants[node.id], node.id
+
     def registries(self, node: ast.expr) -> tuple[RegistryInfo, ...]:
-        """The plan registries ``node`` may be (matched by class name, narrowed by module)."""
+        """The plan registries ``node`` refers to: matched by class name, then by the module it
+        is imported from; only a relative import lint cannot resolve matches by name alone."""
         by_class = self.plan.by_class
         if isinstance(node, ast.Name):
             target = self.aliases.get(node.id)
@@ -241,8 +350,7 @@ class _Module:
             return ()
         module, _, name = target.rpartition(".")
         candidates = by_class.get(name, ())
-        if not candidates:
-            return ()
+        relative = module.startswith(".")
         module = module.lstrip(".")
         narrowed = tuple(
             c
@@ -250,13 +358,13 @@ class _Module:
             if module
             and (f"{c.module}.".startswith(f"{module}.") or module.startswith(f"{c.module}."))
         )
-        return narrowed or candidates
+        return narrowed or (candidates if relative else ())
 
     def check_imports(self, may_import_sdks: bool, package_hint: str) -> None:
         if may_import_sdks:
             return
         for statement, module in self.imports:
-            sdk = SDK_MODULES.get(module.partition(".")[0])
+            sdk = self.sdks.get(module.partition(".")[0])
             if sdk is not None:
                 self.finding(
                     "direct-sdk-import",
@@ -274,9 +382,8 @@ class _Module:
             elif isinstance(node, ast.Attribute):
                 self.member(node.value, node.attr, node)
             elif isinstance(node, ast.Subscript):
-                key = str_constant(node.slice)
-                if key is not None:
-                    self.member(node.value, key, node)
+                if self.registries(node.value):
+                    self.lookup(node.value, node.slice, node)
             elif (
                 isinstance(node, ast.Constant)
                 and isinstance(node.value, str)
@@ -312,24 +419,34 @@ class _Module:
     def call(self, call: ast.Call) -> None:
         func = call.func
         target = self.resolve(func)
-        head = (target or "").partition(".")[0].lstrip(".")
-        sdk = "instrumentor" if head == "instrumentor" else SDK_MODULES.get(head)
-        name = target.rpartition(".")[2] if target else ""
-        defines = (dotted(func) or "").rpartition(".")[2] == "event"
-        if defines and (target is None or head == "instrumentor"):  # event(...) in the plan
+        if target in DEFINERS:  # event(...) in the plan: its strings are definitions
             for part in [*call.args, *(k.value for k in call.keywords)]:
                 self.skip.update(id(n) for n in ast.walk(part))
             return
-        if isinstance(func, ast.Attribute) and func.attr == "by_name" and call.args:
-            event_name = str_constant(call.args[0])
-            if event_name is not None and self.registries(func.value):
-                self.by_name(func.value, event_name, call)
+        if isinstance(func, ast.Name) and func.id == "getattr" and len(call.args) >= 2:
+            if target is None and self.registries(call.args[0]):
+                self.lookup(call.args[0], call.args[1], call)
             return
-        signature = SIGNATURES.get((sdk or "", name)) if sdk is not None else None
+        if isinstance(func, ast.Attribute) and func.attr == "by_name" and call.args:
+            if self.registries(func.value):
+                self.lookup(func.value, call.args[0], call, by_name=True)
+            return
+        head = (target or "").partition(".")[0]
+        name = target.rpartition(".")[2] if target else ""
+        sdk = "instrumentor" if head == "instrumentor" else self.sdks.get(head)
+        signature = SIGNATURES.get((sdk, name)) if sdk is not None else None
+        # The fallback: a .track(/.capture( whose receiver is unknown (a parameter, a relative
+        # import) or the project's own code (its wrapper), never another library's object.
+        fallback = (
+            sdk is None
+            and isinstance(func, ast.Attribute)
+            and func.attr in FALLBACK_METHODS
+            and (target is None or not head or head in self.own)
+        )
         if signature is not None:
             slot, keywords = signature
-        elif isinstance(func, ast.Attribute) and func.attr in FALLBACK_METHODS:
-            sdk, name = None, func.attr
+        elif fallback:
+            name = func.attr if isinstance(func, ast.Attribute) else name
             slot, keywords = (0 if len(call.args) < 2 else 1), FALLBACK_KEYWORDS
         else:
             return
@@ -337,9 +454,31 @@ class _Module:
             slot = posthog_slot(call)
         argument = event_argument(call, slot, keywords)
         if argument is not None:
-            self.report_argument(call, argument, sdk, dynamic=signature is not None)
+            self.report_argument(call, argument, sdk, fallback=fallback)
 
-    def by_name(self, owner: ast.expr, event_name: str, call: ast.Call) -> None:
+    def lookup(
+        self, owner: ast.expr, key: ast.expr, node: ast.expr, *, by_name: bool = False
+    ) -> None:
+        """``Events[key]``, ``getattr(Events, key)`` or ``Events.by_name(key)``."""
+        text, _ = self.text(key)
+        if text is not None:
+            (self.by_name if by_name else self.member)(owner, text, node)
+            return
+        candidates = self.registries(owner)
+        self.result.dynamic_lookups.update(c.key for c in candidates)
+        shown = ast.unparse(node)
+        self.finding(
+            "dynamic-event-lookup",
+            node,
+            f"{shown if len(shown) <= 60 else shown[:57] + '...'} looks an event up by a name "
+            "known only at run time",
+            "unused-event cannot see which events a dynamic lookup reaches, so it reports none "
+            f"of {', '.join(c.key for c in candidates)}; use {ast.unparse(owner)}.X where the "
+            "event is known, or keep this with a reasoned suppression",
+            severity="warning",
+        )
+
+    def by_name(self, owner: ast.expr, event_name: str, node: ast.expr) -> None:
         candidates = self.registries(owner)
         for info in candidates:
             for member, name in info.members.items():
@@ -349,27 +488,30 @@ class _Module:
         close = difflib.get_close_matches(event_name, self.plan.labels, n=1)
         self.finding(
             "unknown-event",
-            call,
+            node,
             f"{event_name!r} is not an event name of the plan ({candidates[0].key})",
             f"did you mean {close[0]!r}?" if close else "define it in the plan first",
         )
 
     def report_argument(
-        self, call: ast.Call, argument: ast.expr, sdk: str | None, *, dynamic: bool
+        self, call: ast.Call, argument: ast.expr, sdk: str | None, *, fallback: bool
     ) -> None:
         callee = f"{ast.unparse(call.func)}()" + (
             f" ({sdk})" if sdk not in (None, "instrumentor") else ""
         )
-        text = literal(argument)
+        text, constant = self.text(argument)
         if text is not None:
+            if fallback and not self.plan.event_like(text):
+                return  # another method of that name, most likely: "photo.jpg", "express"
+            origin = f" (the constant {constant})" if constant else ""
             self.finding(
                 "inline-event-name",
                 argument,
-                f"event name {text!r} written inline in {callee}",
+                f"event name {text!r}{origin} written inline in {callee}",
                 self.plan.inline_hint(text),
             )
             return
-        kind = dynamic_kind(argument) if dynamic else None
+        kind = None if fallback else dynamic_kind(argument)
         if kind is not None:
             self.finding(
                 "dynamic-event-name",
@@ -386,6 +528,8 @@ def scan_module(
     *,
     may_import_sdks: bool = False,
     package_hint: str = "",
+    module: str | None = None,
+    project_modules: Collection[str] = frozenset(),
 ) -> ModuleScan:
     """Scan one module's ``source``; ``path`` is what findings show.
 
@@ -396,9 +540,15 @@ def scan_module(
         may_import_sdks: The module is part of the analytics package (``direct-sdk-import``
             does not apply).
         package_hint: The hint of ``direct-sdk-import`` findings.
+        module: The module's dotted name from the project root (``app.views``, a package's
+            ``app.__init__``), when known: relative imports resolve from it, and a plan module
+            scanned itself refers to its own registry.
+        project_modules: Top-level modules of the project (the plan's are added): they are
+            never SDKs, and their ``.track(``/``.capture(`` may be the project's own wrapper.
 
     Returns:
-        The findings and references; a file that does not parse is one ``syntax-error``.
+        The findings and references; a file that does not parse is one ``syntax-error``, one
+        too deeply nested for Python's parser one ``unparseable-file``.
     """
     result = ModuleScan()
     with warnings.catch_warnings():
@@ -409,16 +559,23 @@ def scan_module(
                 # so in about half the time of building the tree (which then tells what).
                 compile(source, path, "exec", dont_inherit=True)
                 return result
-        except (SyntaxError, ValueError, RecursionError):
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
             pass
         try:
             tree = ast.parse(source, filename=path)
-        except (SyntaxError, ValueError, RecursionError) as exc:  # ValueError: null bytes < 3.12
+        except (SyntaxError, ValueError) as exc:  # ValueError: null bytes < 3.12
             return _unparsable(result, path, exc)
-    module = _Module(tree, path, plan, result)
-    module.bind()
-    module.check_imports(may_import_sdks, package_hint)
-    module.walk()
+        except (RecursionError, MemoryError) as exc:  # the parser's stack or Python's
+            return _too_deep(path, exc)
+    try:
+        scan = _Module(
+            tree, source, path, plan, result, module=module, own=frozenset(project_modules)
+        )
+        scan.bind()
+        scan.check_imports(may_import_sdks, package_hint)
+        scan.walk()
+    except RecursionError as exc:  # ast.unparse of an expression nested thousands deep
+        return _too_deep(path, exc)
     return result
 
 
@@ -434,6 +591,19 @@ def _unparsable(result: ModuleScan, path: str, exc: Exception) -> ModuleScan:
             line=line,
             column=column,
             hint="fix the syntax (the file was not linted), or exclude it",
+        )
+    )
+    return result
+
+
+def _too_deep(path: str, exc: Exception) -> ModuleScan:
+    result = ModuleScan()
+    result.findings.append(
+        Finding(
+            "unparseable-file",
+            f"too deeply nested to parse ({type(exc).__name__}); Python cannot import it either",
+            path=path,
+            hint="split the nested expression (the file was not linted), or exclude it",
         )
     )
     return result
