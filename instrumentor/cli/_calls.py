@@ -51,7 +51,9 @@ DEFINERS = frozenset({"instrumentor.event", "instrumentor.registry.event"})
 
 # Object_Action in Title_Case ("Report_Created", "API_Key_Rotated") or Title Case words
 # ("Order Completed", Segment's style): two or more capitalised words, some lower case.
-_EVENT_LIKE = re.compile(r"[A-Z][A-Za-z0-9]*(?:_[A-Z][A-Za-z0-9]*)+|[A-Z][A-Za-z0-9]*(?: [A-Z][A-Za-z0-9]*)+")
+_EVENT_LIKE = re.compile(
+    r"[A-Z][A-Za-z0-9]*(?:_[A-Z][A-Za-z0-9]*)+|[A-Z][A-Za-z0-9]*(?: [A-Z][A-Za-z0-9]*)+"
+)
 
 
 def looks_like_event_name(text: str) -> bool:

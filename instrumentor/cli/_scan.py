@@ -272,8 +272,10 @@ class _Module:
                 self.constants[target.id] = text
 
     def absolute(self, module: str | None, level: int) -> str:
-        """The module an import names; a relative one resolved from this module's package
-        (left relative, with its dots, when the package is unknown)."""
+        """The module an import names, a relative one resolved from this module's package.
+
+        Left relative, with its dots, when the package is unknown.
+        """
         name = module or ""
         if level == 0:
             return name
@@ -293,8 +295,10 @@ class _Module:
                 self.aliases[info.qualname] = info.key
 
     def defines_registry(self, node: ast.ClassDef) -> bool:
-        """Whether ``node`` is a registry class of the plan (this module is where it lives), or,
-        with the module unknown, a class of a registry's name deriving from ``EventRegistry``."""
+        """Whether ``node`` defines a registry class of the plan (this module is its home).
+
+        With the module unknown: a class of a registry's name deriving from ``EventRegistry``.
+        """
         candidates = self.plan.by_class.get(node.name, ())
         if self.module is not None:
             return any(c.module == self.module for c in candidates)
@@ -337,8 +341,11 @@ class _Module:
         return self.constants[node.id], node.id
 
     def registries(self, node: ast.expr) -> tuple[RegistryInfo, ...]:
-        """The plan registries ``node`` refers to: matched by class name, then by the module it
-        is imported from; only a relative import lint cannot resolve matches by name alone."""
+        """The plan registries ``node`` refers to, by class name and the module it comes from.
+
+        Only a relative import that lint cannot resolve matches by the class name alone; a local
+        class or an absolute import of another module is never a registry of the plan.
+        """
         by_class = self.plan.by_class
         if isinstance(node, ast.Name):
             target = self.aliases.get(node.id)
