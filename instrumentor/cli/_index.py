@@ -79,7 +79,8 @@ class PlanIndex:
         if text in self.labels or looks_like_event_name(text):
             return True
         folded = normalise_event_name(text)
-        return folded in self.near or bool(difflib.get_close_matches(folded, self.near, n=1))
+        close = difflib.get_close_matches(folded, self.near, n=1, cutoff=0.85)
+        return folded in self.near or bool(close)
 
 
 @dataclass
