@@ -105,10 +105,11 @@ class Layout:
         return ".".join(parts)
 
     def project_modules(self) -> frozenset[str]:
-        """The project's top-level modules: the analytics package's, and the root's folders.
+        """The project's top-level modules: the analytics package's, and the root's.
 
-        Every folder or module in the root (or its ``src/``) counts: an SDK's name among them
-        (a project's own ``analytics`` package) is the project's, not the SDK.
+        Every module in the root (or its ``src/``), and every folder there that holds a ``.py``
+        file, counts: an SDK's name among them (a project's own ``analytics`` package) is the
+        project's, not the SDK.
         """
         names = {
             p.removeprefix("src/").partition("/")[0].removesuffix(".py") for p in self.packages
@@ -122,7 +123,7 @@ class Layout:
                 full = os.path.join(folder, entry)
                 if entry.endswith(".py") and os.path.isfile(full):
                     names.add(entry.removesuffix(".py"))
-                elif entry.isidentifier() and entry not in DEFAULT_SKIP and os.path.isdir(full):
+                elif entry.isidentifier() and entry not in DEFAULT_SKIP and _holds_python(full):
                     names.add(entry)
         return frozenset(names)
 
@@ -164,6 +165,14 @@ class Layout:
                 for name in sorted(files):
                     if name.endswith(".py") and not excluded(f"{relative}{name}", self.patterns):
                         yield os.path.join(folder, name)
+
+
+def _holds_python(folder: str) -> bool:
+    try:
+        with os.scandir(folder) as entries:
+            return any(entry.name.endswith(".py") for entry in entries)
+    except OSError:  # not a folder, or not readable
+        return False
 
 
 #: (real path, path as findings show it, in the analytics package, module name) of one file.

@@ -387,9 +387,9 @@ class ModuleWalk:
             node,
             f"{shown if len(shown) <= 60 else shown[:57] + '...'} looks an event up by a name "
             "known only at run time",
-            "unused-event cannot see which events a dynamic lookup reaches, so it reports none "
-            f"of {', '.join(c.key for c in candidates)}; use {ast.unparse(owner)}.X where the "
-            "event is known, or keep this with a reasoned suppression",
+            "unused-event cannot see which events a dynamic lookup reaches, so it skips the "
+            f"events of {', '.join(c.key for c in candidates)}; use {ast.unparse(owner)}.X where "
+            "the event is known, or keep this lookup with a reasoned suppression",
             severity="warning",
         )
 

@@ -161,3 +161,15 @@ def test_findings_do_not_depend_on_the_process_count(tmp_path: Path) -> None:
     assert parallel.stdout == serial.stdout
     assert parallel.stderr == serial.stderr == ""
     assert len(json_rows(serial.stdout)) > PARALLEL_FROM
+
+
+def test_a_root_folder_without_python_is_not_a_module(tmp_path: Path) -> None:
+    """A ``posthog/`` folder of configuration files does not make ``import posthog`` local."""
+    files = {
+        "pyproject.toml": "[tool.instrumentor]\n",
+        "posthog/values.yaml": "replicas: 2\n",
+        "views.py": "import posthog\n",
+    }
+    write_project(tmp_path, files)
+    result = lint("--format", "json", "views.py", cwd=tmp_path)
+    assert json_rows(result.stdout) == [("direct-sdk-import", "views.py", 1, "error")]
