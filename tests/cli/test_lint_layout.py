@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from instrumentor.cli._files import PARALLEL_FROM
 from tests.cli.test_lint import CLEAN_PROJECT, json_rows, lint, write_project
 
@@ -50,16 +52,35 @@ def test_a_projects_own_analytics_package_is_not_segment(tmp_path: Path) -> None
     assert "written inline in analytics.track()\n" in lint(cwd=tmp_path).stdout
 
 
-def test_the_configured_analytics_package_is_not_segment(tmp_path: Path) -> None:
-    """``analytics_package = "analytics"``, even where no such folder is in the root."""
-    files = {
-        "pyproject.toml": '[tool.instrumentor]\nanalytics_package = "analytics"\n',
-        "lib/analytics/__init__.py": "",
-        "views.py": "from analytics.events import Events\n",
-    }
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        (  # configured, even where no such folder is in the root
+            {
+                "pyproject.toml": '[tool.instrumentor]\nanalytics_package = "analytics"\n',
+                "lib/analytics/__init__.py": "",
+                "views.py": "from analytics.events import Events\n",
+            },
+            [],
+        ),
+        (  # a folder of configuration files does not make `import posthog` local
+            {
+                "pyproject.toml": "[tool.instrumentor]\n",
+                "posthog/values.yaml": "replicas: 2\n",
+                "views.py": "import posthog\n",
+            },
+            [("direct-sdk-import", "views.py", 1, "error")],
+        ),
+    ],
+    ids=["configured-analytics-package", "folder-without-python"],
+)
+def test_which_sdk_names_are_the_projects_own(
+    tmp_path: Path, files: dict[str, str], expected: list[tuple[str, str, int, str]]
+) -> None:
+    """The analytics package's name is the project's; a root folder only if it holds Python."""
     write_project(tmp_path, files)
     result = lint("--format", "json", "views.py", cwd=tmp_path)
-    assert (result.returncode, json_rows(result.stdout)) == (0, [])
+    assert json_rows(result.stdout) == expected
 
 
 def test_the_plan_file_scanned_with_the_code_still_finds_unused_events(tmp_path: Path) -> None:
@@ -86,23 +107,13 @@ def test_a_dynamic_lookup_is_a_warning_and_unused_event_skips_that_registry(
     tmp_path: Path,
 ) -> None:
     """``Events[name]`` may reach any event: one warning there, no unused-event guesses."""
-    files = {
-        "pyproject.toml": '[tool.instrumentor]\nplan = "app.events:Events"\n',
-        "app/__init__.py": "",
-        "app/events.py": """
-            from instrumentor import EventRegistry, event
+    views = """
+        from app.events import Events
 
-            class Events(EventRegistry):
-                REPORT_CREATED = event("Report_Created", category="core_value")
-                REPORT_SHARED = event("Report_Shared", category="collaboration")
-            """,
-        "app/views.py": """
-            from app.events import Events
-
-            def handle(name: str) -> None:
-                Events[name].track()
-            """,
-    }
+        def handle(name: str) -> None:
+            Events[name].track()
+        """
+    files = {**CLEAN_PROJECT, "app/views.py": views}
     write_project(tmp_path, files)
     result = lint("--format", "json", "--unused", "error", cwd=tmp_path)
     assert (result.returncode, json_rows(result.stdout)) == (
@@ -161,15 +172,3 @@ def test_findings_do_not_depend_on_the_process_count(tmp_path: Path) -> None:
     assert parallel.stdout == serial.stdout
     assert parallel.stderr == serial.stderr == ""
     assert len(json_rows(serial.stdout)) > PARALLEL_FROM
-
-
-def test_a_root_folder_without_python_is_not_a_module(tmp_path: Path) -> None:
-    """A ``posthog/`` folder of configuration files does not make ``import posthog`` local."""
-    files = {
-        "pyproject.toml": "[tool.instrumentor]\n",
-        "posthog/values.yaml": "replicas: 2\n",
-        "views.py": "import posthog\n",
-    }
-    write_project(tmp_path, files)
-    result = lint("--format", "json", "views.py", cwd=tmp_path)
-    assert json_rows(result.stdout) == [("direct-sdk-import", "views.py", 1, "error")]
