@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Mapping
 
 __all__ = [
+    "DEFINERS",
     "FALLBACK_KEYWORDS",
     "FALLBACK_METHODS",
     "SDK_MODULES",
@@ -14,6 +16,7 @@ __all__ = [
     "dynamic_kind",
     "event_argument",
     "literal",
+    "looks_like_event_name",
     "posthog_slot",
     "str_constant",
 ]
@@ -43,6 +46,22 @@ SIGNATURES: Mapping[tuple[str, str], tuple[int, tuple[str, ...]]] = {
 }
 FALLBACK_METHODS = frozenset({"track", "capture"})
 FALLBACK_KEYWORDS = ("event", "event_name", "event_type")
+#: The callables that define an event in a plan (``from instrumentor import event``).
+DEFINERS = frozenset({"instrumentor.event", "instrumentor.registry.event"})
+
+# Object_Action in Title_Case ("Report_Created", "API_Key_Rotated") or Title Case words
+# ("Order Completed", Segment's style): two or more capitalised words, some lower case.
+_EVENT_LIKE = re.compile(
+    r"[A-Z][A-Za-z0-9]*(?:_[A-Z][A-Za-z0-9]*)+|[A-Z][A-Za-z0-9]*(?: [A-Z][A-Za-z0-9]*)+"
+)
+
+
+def looks_like_event_name(text: str) -> bool:
+    """Whether ``text`` is shaped like an event name: ``Object_Action`` or ``Title Case Words``.
+
+    ``"photo.jpg"``, ``"express"``, ``"1Z999AA10123456784"`` and ``"MAX_SIZE"`` are not.
+    """
+    return _EVENT_LIKE.fullmatch(text) is not None and not text.isupper()
 
 
 def dotted(node: ast.expr) -> str | None:

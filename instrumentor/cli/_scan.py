@@ -4,379 +4,29 @@
 
 * event names passed as strings (``inline-event-name``) or built at run time
   (``dynamic-event-name``) to instrumentor's ``track()``/``tracks()`` or to another analytics
-  SDK's track call, resolved through the module's imports and assignments, and for unresolved
-  ``.track(``/``.capture(`` methods when the event argument is a string literal;
-* ``Events.X`` (any registry of the plan, as imported or aliased) where ``X`` is no member
-  (``unknown-event``);
+  SDK's track call, resolved through the module's imports, assignments and module-level
+  string constants; and to ``.track(``/``.capture(`` methods of a receiver lint cannot
+  resolve or that is the project's own, when the argument is, or is shaped like, an event name;
+* ``Events.X`` (any registry of the plan, as imported, aliased or star-imported) where ``X``
+  is no member (``unknown-event``), and ``Events[name]``-style lookups by a run-time name
+  (``dynamic-event-lookup``);
 * imports of analytics SDKs outside the analytics package (``direct-sdk-import``);
 * which plan events the module refers to, for ``unused-event`` across the whole scan.
+
+The plan's data lives in :mod:`._index`, the walk over one module's tree in :mod:`._walk`.
 """
 
 from __future__ import annotations
 
 import ast
-import difflib
-import re
 import warnings
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Collection
 
-from instrumentor.cli._calls import (
-    FALLBACK_KEYWORDS,
-    FALLBACK_METHODS,
-    SDK_MODULES,
-    SIGNATURES,
-    dotted,
-    dynamic_kind,
-    event_argument,
-    literal,
-    posthog_slot,
-    str_constant,
-)
 from instrumentor.cli._common import Finding
-from instrumentor.naming import normalise_event_name
+from instrumentor.cli._index import ModuleScan, PlanIndex, RegistryInfo
+from instrumentor.cli._walk import ModuleWalk
 
 __all__ = ["ModuleScan", "PlanIndex", "RegistryInfo", "scan_module"]
-
-_DYNAMIC_HINT = (
-    "an event name is fixed: define each event in the plan, use Events.X, and put the variable "
-    "part in properties"
-)
-
-
-@dataclass(frozen=True)
-class RegistryInfo:
-    """What the scan needs to know about one registry class of the plan.
-
-    Attributes:
-        qualname: The class name, e.g. ``Events``; code refers to it by this name or an alias.
-        module: The module defining it, e.g. ``app.analytics.events``.
-        members: Member name -> event name, e.g. ``{"REPORT_CREATED": "Report_Created"}``.
-        attributes: Other names ``Events.<name>`` may use (``by_name``, ``hierarchy``, ...).
-    """
-
-    qualname: str
-    module: str
-    members: Mapping[str, str]
-    attributes: frozenset[str] = frozenset()
-
-    @property
-    def key(self) -> str:
-        """``module.qualname``: identifies the registry in :attr:`ModuleScan.used_members`."""
-        return f"{self.module}.{self.qualname}"
-
-
-@dataclass(frozen=True)
-class PlanIndex:
-    """The plan as plain data for the scan; empty when no plan is configured."""
-
-    registries: tuple[RegistryInfo, ...] = ()
-    by_class: Mapping[str, tuple[RegistryInfo, ...]] = field(init=False)
-    labels: Mapping[str, str] = field(init=False)  # event name -> "Events.MEMBER"
-    near: Mapping[str, str] = field(init=False)  # normalised name -> event name
-    #: Matches the source of any module that can have a finding (all else only compiles).
-    needles: re.Pattern[bytes] = field(init=False)
-
-    def __post_init__(self) -> None:
-        by_class: dict[str, tuple[RegistryInfo, ...]] = {}
-        labels: dict[str, str] = {}
-        for info in self.registries:
-            by_class[info.qualname] = (*by_class.get(info.qualname, ()), info)
-            for member, name in info.members.items():
-                labels[name] = f"{info.qualname}.{member}"
-        object.__setattr__(self, "by_class", by_class)
-        object.__setattr__(self, "labels", labels)
-        object.__setattr__(self, "near", {normalise_event_name(n): n for n in labels})
-        words = {*SDK_MODULES, *(k[1] for k in SIGNATURES), *FALLBACK_METHODS, *by_class, *labels}
-        words.add("instrumentor")  # the package, and suppression comments
-        needles = b"|".join(re.escape(w.encode()) for w in sorted(words, key=len, reverse=True))
-        object.__setattr__(self, "needles", re.compile(needles))
-
-    def inline_hint(self, name: str) -> str:
-        """What to write instead of the literal ``name``."""
-        if name in self.labels:
-            return f"use {self.labels[name]}"
-        close = self.near.get(normalise_event_name(name))
-        if close is not None:
-            return f"the plan calls it {close!r}: use {self.labels[close]}"
-        return "define it in the plan and use Events.X"
-
-
-@dataclass
-class ModuleScan:
-    """What one module holds: its findings and the plan events it refers to."""
-
-    findings: list[Finding] = field(default_factory=list)
-    used_members: set[tuple[str, str]] = field(default_factory=set)  # (registry key, member)
-    used_names: set[str] = field(default_factory=set)  # literal event names of the plan
-
-
-_WANTED = frozenset(
-    {
-        ast.Import,
-        ast.ImportFrom,
-        ast.ClassDef,
-        ast.Assign,
-        ast.AnnAssign,
-        ast.Call,
-        ast.Attribute,
-        ast.Subscript,
-        ast.Constant,
-    }
-)
-# Fields that never hold a node the scan needs (names, flags, contexts, operators, aliases).
-_SCALAR_FIELDS = frozenset(
-    {"ctx", "op", "ops", "id", "attr", "name", "names", "arg", "asname", "module", "level"}
-    | {"kind", "type_comment", "is_async", "conversion", "simple", "kwd_attrs", "rest", "tag"}
-)
-_CHILD_FIELDS: dict[type, tuple[str, ...]] = {ast.Constant: (), ast.Name: ()}
-
-
-def _nodes(tree: ast.AST) -> list[ast.AST]:
-    """The nodes the scan looks at, breadth first (a call before its arguments).
-
-    ``ast.walk``, about twice as fast: no generators, and fields that hold no node are skipped.
-    """
-    queue: list[Any] = [tree]
-    wanted: list[ast.AST] = []
-    for node in queue:  # grows while iterating
-        cls = type(node)
-        fields = _CHILD_FIELDS.get(cls)
-        if fields is None:
-            if not isinstance(node, ast.AST):  # None in Dict.keys, a str in a list
-                continue
-            fields = tuple(f for f in cls._fields if f not in _SCALAR_FIELDS)
-            _CHILD_FIELDS[cls] = fields
-        if cls in _WANTED:
-            wanted.append(node)
-        for name in fields:
-            value = getattr(node, name, None)
-            if type(value) is list:
-                queue.extend(value)
-            elif value is not None:
-                queue.append(value)
-    return wanted
-
-
-class _Module:
-    """One module's names (imports, registry classes, SDK client instances) and its walk."""
-
-    def __init__(self, tree: ast.Module, path: str, plan: PlanIndex, result: ModuleScan) -> None:
-        self.path = path
-        self.plan = plan
-        self.result = result
-        self.aliases: dict[str, str] = {}  # local name -> what it refers to, dotted
-        self.instances: dict[str, str] = {}  # "ph", "self.client" -> dotted class, unresolved
-        self.imports: list[tuple[ast.stmt, str]] = []  # (statement, imported module)
-        self.skip: set[int] = set()  # ids of nodes inside event(...) definitions
-        self.nodes = _nodes(tree)
-
-    def finding(self, rule: str, node: ast.AST, message: str, hint: str) -> None:
-        self.result.findings.append(
-            Finding(
-                rule,
-                message,
-                path=self.path,
-                line=getattr(node, "lineno", 0),
-                column=getattr(node, "col_offset", -1) + 1,
-                hint=hint,
-            )
-        )
-
-    def bind(self) -> None:
-        """First pass: what every name of the module refers to."""
-        for node in self.nodes:
-            if isinstance(node, ast.Import):
-                for alias in node.names:
-                    self.imports.append((node, alias.name))
-                    head = alias.name.partition(".")[0]
-                    self.aliases[alias.asname or head] = alias.name if alias.asname else head
-            elif isinstance(node, ast.ImportFrom):
-                base = "." * node.level + (node.module or "")
-                if node.level == 0 and node.module:
-                    self.imports.append((node, node.module))
-                for alias in node.names:
-                    joiner = "" if base.endswith(".") else "."
-                    self.aliases[alias.asname or alias.name] = f"{base}{joiner}{alias.name}"
-            elif isinstance(node, ast.ClassDef) and node.name in self.plan.by_class:
-                self.aliases.setdefault(node.name, node.name)
-            elif isinstance(node, ast.Assign | ast.AnnAssign) and isinstance(node.value, ast.Call):
-                cls = dotted(node.value.func)
-                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-                for target in targets:
-                    name = dotted(target)
-                    if cls is not None and name is not None:
-                        self.instances[name] = cls
-
-    def resolve(self, node: ast.expr) -> str | None:
-        """The dotted name ``node`` refers to through imports and instances, if known."""
-        if isinstance(node, ast.Attribute):
-            owner = node.value
-            if isinstance(owner, ast.Call):  # Posthog(...).capture(...)
-                cls = self.resolve(owner.func)
-                return f"{cls}.{node.attr}" if cls else None
-            owner_name = dotted(owner)
-            if owner_name is not None and owner_name in self.instances:
-                cls = self.resolve_text(self.instances[owner_name])
-                return f"{cls}.{node.attr}" if cls else None
-        text = dotted(node)
-        return self.resolve_text(text) if text is not None else None
-
-    def resolve_text(self, text: str) -> str | None:
-        head, dot, rest = text.partition(".")
-        target = self.aliases.get(head)
-        return None if target is None else target + dot + rest
-
-    def registries(self, node: ast.expr) -> tuple[RegistryInfo, ...]:
-        """The plan registries ``node`` may be (matched by class name, narrowed by module)."""
-        by_class = self.plan.by_class
-        if isinstance(node, ast.Name):
-            target = self.aliases.get(node.id)
-        elif isinstance(node, ast.Attribute) and node.attr in by_class:
-            target = self.resolve_text(dotted(node) or "")
-        else:
-            return ()
-        if target is None:
-            return ()
-        module, _, name = target.rpartition(".")
-        candidates = by_class.get(name, ())
-        if not candidates:
-            return ()
-        module = module.lstrip(".")
-        narrowed = tuple(
-            c
-            for c in candidates
-            if module
-            and (f"{c.module}.".startswith(f"{module}.") or module.startswith(f"{c.module}."))
-        )
-        return narrowed or candidates
-
-    def check_imports(self, may_import_sdks: bool, package_hint: str) -> None:
-        if may_import_sdks:
-            return
-        for statement, module in self.imports:
-            sdk = SDK_MODULES.get(module.partition(".")[0])
-            if sdk is not None:
-                self.finding(
-                    "direct-sdk-import",
-                    statement,
-                    f"imports the {sdk} SDK ({module}) outside the analytics package",
-                    package_hint,
-                )
-
-    def walk(self) -> None:
-        """Second pass: calls, registry references and literal event names."""
-        names = self.plan.labels
-        for node in self.nodes:
-            if isinstance(node, ast.Call):
-                self.call(node)
-            elif isinstance(node, ast.Attribute):
-                self.member(node.value, node.attr, node)
-            elif isinstance(node, ast.Subscript):
-                key = str_constant(node.slice)
-                if key is not None:
-                    self.member(node.value, key, node)
-            elif (
-                isinstance(node, ast.Constant)
-                and isinstance(node.value, str)
-                and node.value in names
-                and id(node) not in self.skip
-            ):
-                self.result.used_names.add(node.value)
-
-    def member(self, owner: ast.expr, attr: str, node: ast.expr) -> None:
-        candidates = self.registries(owner)
-        if not candidates:
-            return
-        known = [c for c in candidates if attr in c.members]
-        for info in known:
-            self.result.used_members.add((info.key, attr))
-        if known or attr.startswith("_") or any(attr in c.attributes for c in candidates):
-            return
-        members = sorted({m for c in candidates for m in c.members})
-        by_event = {n: m for c in candidates for m, n in c.members.items()}
-        close = difflib.get_close_matches(attr.upper(), members, n=1) or [
-            by_event[n] for n in difflib.get_close_matches(attr, list(by_event), n=1)
-        ]
-        owner_text = ast.unparse(owner)
-        self.finding(
-            "unknown-event",
-            node,
-            f"{owner_text}.{attr} is not an event of the plan ({candidates[0].key})",
-            f"did you mean {owner_text}.{close[0]}?"
-            if close
-            else f"define it in {candidates[0].module} first, or use one of its events",
-        )
-
-    def call(self, call: ast.Call) -> None:
-        func = call.func
-        target = self.resolve(func)
-        head = (target or "").partition(".")[0].lstrip(".")
-        sdk = "instrumentor" if head == "instrumentor" else SDK_MODULES.get(head)
-        name = target.rpartition(".")[2] if target else ""
-        defines = (dotted(func) or "").rpartition(".")[2] == "event"
-        if defines and (target is None or head == "instrumentor"):  # event(...) in the plan
-            for part in [*call.args, *(k.value for k in call.keywords)]:
-                self.skip.update(id(n) for n in ast.walk(part))
-            return
-        if isinstance(func, ast.Attribute) and func.attr == "by_name" and call.args:
-            event_name = str_constant(call.args[0])
-            if event_name is not None and self.registries(func.value):
-                self.by_name(func.value, event_name, call)
-            return
-        signature = SIGNATURES.get((sdk or "", name)) if sdk is not None else None
-        if signature is not None:
-            slot, keywords = signature
-        elif isinstance(func, ast.Attribute) and func.attr in FALLBACK_METHODS:
-            sdk, name = None, func.attr
-            slot, keywords = (0 if len(call.args) < 2 else 1), FALLBACK_KEYWORDS
-        else:
-            return
-        if name == "capture":
-            slot = posthog_slot(call)
-        argument = event_argument(call, slot, keywords)
-        if argument is not None:
-            self.report_argument(call, argument, sdk, dynamic=signature is not None)
-
-    def by_name(self, owner: ast.expr, event_name: str, call: ast.Call) -> None:
-        candidates = self.registries(owner)
-        for info in candidates:
-            for member, name in info.members.items():
-                if name == event_name:
-                    self.result.used_members.add((info.key, member))
-                    return
-        close = difflib.get_close_matches(event_name, self.plan.labels, n=1)
-        self.finding(
-            "unknown-event",
-            call,
-            f"{event_name!r} is not an event name of the plan ({candidates[0].key})",
-            f"did you mean {close[0]!r}?" if close else "define it in the plan first",
-        )
-
-    def report_argument(
-        self, call: ast.Call, argument: ast.expr, sdk: str | None, *, dynamic: bool
-    ) -> None:
-        callee = f"{ast.unparse(call.func)}()" + (
-            f" ({sdk})" if sdk not in (None, "instrumentor") else ""
-        )
-        text = literal(argument)
-        if text is not None:
-            self.finding(
-                "inline-event-name",
-                argument,
-                f"event name {text!r} written inline in {callee}",
-                self.plan.inline_hint(text),
-            )
-            return
-        kind = dynamic_kind(argument) if dynamic else None
-        if kind is not None:
-            self.finding(
-                "dynamic-event-name",
-                argument,
-                f"event name built at run time ({kind}) in {callee}",
-                _DYNAMIC_HINT,
-            )
 
 
 def scan_module(
@@ -386,6 +36,8 @@ def scan_module(
     *,
     may_import_sdks: bool = False,
     package_hint: str = "",
+    module: str | None = None,
+    project_modules: Collection[str] = frozenset(),
 ) -> ModuleScan:
     """Scan one module's ``source``; ``path`` is what findings show.
 
@@ -396,9 +48,15 @@ def scan_module(
         may_import_sdks: The module is part of the analytics package (``direct-sdk-import``
             does not apply).
         package_hint: The hint of ``direct-sdk-import`` findings.
+        module: The module's dotted name from the project root (``app.views``, a package's
+            ``app.__init__``), when known: relative imports resolve from it, and a plan module
+            scanned itself refers to its own registry.
+        project_modules: Top-level modules of the project (the plan's are added): they are
+            never SDKs, and their ``.track(``/``.capture(`` may be the project's own wrapper.
 
     Returns:
-        The findings and references; a file that does not parse is one ``syntax-error``.
+        The findings and references; a file that does not parse is one ``syntax-error``, one
+        too deeply nested for Python's parser one ``unparseable-file``.
     """
     result = ModuleScan()
     with warnings.catch_warnings():
@@ -409,16 +67,23 @@ def scan_module(
                 # so in about half the time of building the tree (which then tells what).
                 compile(source, path, "exec", dont_inherit=True)
                 return result
-        except (SyntaxError, ValueError, RecursionError):
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
             pass
         try:
             tree = ast.parse(source, filename=path)
-        except (SyntaxError, ValueError, RecursionError) as exc:  # ValueError: null bytes < 3.12
+        except (SyntaxError, ValueError) as exc:  # ValueError: null bytes < 3.12
             return _unparsable(result, path, exc)
-    module = _Module(tree, path, plan, result)
-    module.bind()
-    module.check_imports(may_import_sdks, package_hint)
-    module.walk()
+        except (RecursionError, MemoryError) as exc:  # the parser's stack or Python's
+            return _too_deep(path, exc)
+    try:
+        scan = ModuleWalk(
+            tree, source, path, plan, result, module=module, own=frozenset(project_modules)
+        )
+        scan.bind()
+        scan.check_imports(may_import_sdks, package_hint)
+        scan.walk()
+    except RecursionError as exc:  # ast.unparse of an expression nested thousands deep
+        return _too_deep(path, exc)
     return result
 
 
@@ -434,6 +99,19 @@ def _unparsable(result: ModuleScan, path: str, exc: Exception) -> ModuleScan:
             line=line,
             column=column,
             hint="fix the syntax (the file was not linted), or exclude it",
+        )
+    )
+    return result
+
+
+def _too_deep(path: str, exc: Exception) -> ModuleScan:
+    result = ModuleScan()
+    result.findings.append(
+        Finding(
+            "unparseable-file",
+            f"too deeply nested to parse ({type(exc).__name__}); Python cannot import it either",
+            path=path,
+            hint="split the nested expression (the file was not linted), or exclude it",
         )
     )
     return result

@@ -1,5 +1,7 @@
 """Inline suppressions: ``# instrumentor: ignore[rule, ...] -- why``, on the reported line.
 
+Spaces are allowed around the parts: ``# instrumentor: ignore [rule] -- why`` names the rule too.
+
 A suppression silences the named rules' findings on its own line. It needs a written reason
 after ``--`` (else it is itself a ``suppression-without-reason`` error, though it still
 silences); one that silences nothing is an ``unused-suppression`` warning, so stale ones go.
@@ -18,7 +20,9 @@ from instrumentor.cli._common import Finding
 __all__ = ["Suppression", "apply_suppressions", "read_suppressions"]
 
 _MARKER = b"instrumentor:"
-_COMMENT = re.compile(r"instrumentor:\s*ignore\b(?:\[(?P<rules>[^\]]*)\])?(?:\s*--(?P<reason>.*))?")
+_COMMENT = re.compile(
+    r"instrumentor:\s*ignore\b(?:\s*\[(?P<rules>[^\]]*)\])?(?:\s*--(?P<reason>.*))?"
+)
 _EXAMPLE = "# instrumentor: ignore[inline-event-name] -- legacy webhook, removed in Q3"
 
 

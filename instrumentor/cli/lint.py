@@ -10,8 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Iterator, Sequence
-from fnmatch import fnmatchcase
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,8 @@ from instrumentor.cli._common import (
     print_findings,
     tool_config,
 )
-from instrumentor.cli._scan import ModuleScan, PlanIndex, RegistryInfo, scan_module
+from instrumentor.cli._files import DEFAULT_SKIP, Layout, ScanJob, default_jobs, scan_files
+from instrumentor.cli._scan import ModuleScan, PlanIndex, RegistryInfo
 from instrumentor.cli._source import Plan, load_plan
 from instrumentor.cli._suppress import Suppression, apply_suppressions, read_suppressions
 
@@ -37,17 +37,17 @@ RULES = {
     "inline-event-name": "an event name written as a string in a track call (instrumentor or SDK)",
     "dynamic-event-name": "an event name built at run time (f-string, +, %, .format())",
     "unknown-event": "Events.X (or Events['X'], Events.by_name('X')) that the plan does not define",
+    "dynamic-event-lookup": "Events[name], getattr(Events, name) or Events.by_name(name) with a "
+    "run-time name (a warning; unused-event then skips that registry)",
     "unused-event": "an event the plan defines that no scanned code refers to",
     "direct-sdk-import": "an analytics SDK imported outside the analytics package",
     "syntax-error": "a file that does not parse (it is not linted)",
+    "unparseable-file": "a file too deeply nested for Python's parser (it is not linted)",
     "unreadable-file": "a file that cannot be read",
     "suppression-without-reason": "an ignore comment without '-- reason'",
     "unused-suppression": "an ignore comment that silences nothing",
 }
-_NEEDS_PLAN = frozenset({"unknown-event", "unused-event"})
-
-#: Directories never descended into.
-DEFAULT_SKIP = frozenset({".venv", "venv", "node_modules", ".git", "__pycache__", "build", "dist"})
+_NEEDS_PLAN = frozenset({"unknown-event", "unused-event", "dynamic-event-lookup"})
 
 
 def register(commands: Any) -> None:
@@ -81,6 +81,14 @@ def register(commands: Any) -> None:
         help="the package that may import analytics SDKs, e.g. app/analytics or app.analytics "
         "(default: [tool.instrumentor] analytics_package)",
     )
+    lint.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="worker processes for trees of 500+ files (0: one per CPU; default 1: none, which "
+        "is faster on a busy machine)",
+    )
     lint.set_defaults(handler=_lint, prints_findings=True)
 
 
@@ -91,92 +99,6 @@ def _strings(settings: dict[str, Any], key: str) -> list[str]:
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return value
     raise CLIError(f"[tool.instrumentor] {key} must be a string or a list of strings")
-
-
-def _excluded(relative: str, patterns: Sequence[str]) -> bool:
-    """Whether ``relative`` (to the project root) matches an exclude glob.
-
-    A pattern with a ``/`` matches the path or one of its parent folders, from the root
-    (``app/legacy``, ``app/*/migrations``); one without matches any single component
-    (``migrations``, ``*_pb2.py``).
-    """
-    parts = relative.split("/")
-    for pattern in patterns:
-        pattern = pattern.strip().removeprefix("./").rstrip("/")
-        if "/" in pattern:
-            prefixes = ("/".join(parts[: i + 1]) for i in range(len(parts)))
-            if any(fnmatchcase(prefix, pattern) for prefix in prefixes):
-                return True
-        elif any(fnmatchcase(part, pattern) for part in parts):
-            return True
-    return False
-
-
-def _relative(path: str, base: str) -> str:
-    """``path`` (absolute) relative to ``base`` with ``/`` separators, else ``path`` itself."""
-    if path == base:
-        return ""
-    if path.startswith(base + os.sep):
-        path = path[len(base) + 1 :]
-    return path.replace(os.sep, "/")
-
-
-class _Layout:
-    """Paths as the rules see them.
-
-    Exclude globs and the analytics package are relative to the project root (the folder of
-    pyproject.toml, else the working directory); findings show paths relative to the working
-    directory.
-    """
-
-    def __init__(self, root: Path, patterns: Sequence[str], packages: Sequence[str]) -> None:
-        self.root = str(root)
-        self.cwd = os.getcwd()
-        self.patterns = patterns
-        self.packages = [
-            (p if "/" in p or p.endswith(".py") else p.replace(".", "/")).strip("/")
-            for p in packages
-        ]
-
-    def shown(self, path: str) -> str:
-        """What findings show for the absolute ``path``."""
-        return _relative(path, self.cwd)
-
-    def in_package(self, path: str) -> bool:
-        """Whether the absolute ``path`` belongs to the analytics package."""
-        relative = _relative(path, self.root)
-        return any(
-            relative in (p, f"{p}.py") or relative.startswith(f"{p}/") for p in self.packages
-        )
-
-    def files(self, paths: Sequence[str]) -> Iterator[str]:
-        """The absolute paths of the Python files to lint (named files always), each once."""
-        seen: set[str] = set()
-        for path in self._files(paths):
-            if path not in seen:
-                seen.add(path)
-                yield path
-
-    def _files(self, paths: Sequence[str]) -> Iterator[str]:
-        for given in paths:
-            start = os.path.abspath(given)
-            if os.path.isfile(start):
-                if not _excluded(_relative(start, self.root), self.patterns):
-                    yield start
-                continue
-            if not os.path.isdir(start):
-                raise CLIError(f"{given}: no such file or directory")
-            for folder, dirs, files in os.walk(start):
-                relative = _relative(folder, self.root)
-                relative = f"{relative}/" if relative else ""
-                dirs[:] = sorted(
-                    d
-                    for d in dirs
-                    if d not in DEFAULT_SKIP and not _excluded(f"{relative}{d}", self.patterns)
-                )
-                for name in sorted(files):
-                    if name.endswith(".py") and not _excluded(f"{relative}{name}", self.patterns):
-                        yield os.path.join(folder, name)
 
 
 def _plan_index(plan: Plan | None) -> PlanIndex:
@@ -197,13 +119,21 @@ def _plan_index(plan: Plan | None) -> PlanIndex:
 
 
 def _unused(plan: Plan, scans: Sequence[ModuleScan], severity: str) -> list[Finding]:
+    """The plan's events no scanned code refers to.
+
+    None of a registry that code looks up by a run-time name (``dynamic-event-lookup`` warns
+    there): lint cannot tell which events such a lookup reaches.
+    """
     members = set().union(*(s.used_members for s in scans))
     names = set().union(*(s.used_names for s in scans))
+    dynamic = set().union(*(s.dynamic_lookups for s in scans))
     findings = []
     for member in plan.events:
         registry = type(member)
-        key = (f"{registry.__module__}.{registry.__qualname__}", member.name)
-        if key in members or member.event_name in names:
+        registry_key = f"{registry.__module__}.{registry.__qualname__}"
+        if registry_key in dynamic:
+            continue
+        if (registry_key, member.name) in members or member.event_name in names:
             continue
         path, line = definition_site(member.spec.defined_at)
         findings.append(
@@ -230,8 +160,8 @@ def _load(args: argparse.Namespace, settings: dict[str, Any]) -> Plan | None:
             raise CLIError(str(exc).replace(here, ""), exc.exit_code) from None
     print(
         "instrumentor lint: no tracking plan configured (--plan, or [tool.instrumentor] plan "
-        "in pyproject.toml): unknown-event and unused-event do not run, and inline names get "
-        "no Events.X hint",
+        "in pyproject.toml): unknown-event, unused-event and dynamic-event-lookup do not run, "
+        "and inline names get no Events.X hint",
         file=sys.stderr,
     )
     return None
@@ -246,35 +176,24 @@ def _lint(args: argparse.Namespace) -> int:
     patterns = [*_strings(settings, "exclude"), *args.exclude]
     configured = [args.analytics_package] if args.analytics_package else None
     packages = configured or _strings(settings, "analytics_package")
-    layout = _Layout(root, patterns, packages)
+    layout = Layout(root, patterns, packages)
     package_hint = (
         f"import SDKs only in {', '.join(packages)} (the analytics package); track with Events.X"
         if packages
         else "track with Events.X; if this file belongs to your analytics package, set "
         "[tool.instrumentor] analytics_package (or pass --analytics-package)"
     )
+    job = ScanJob(index, package_hint, layout.project_modules())
     scans: list[ModuleScan] = []
     suppressions: dict[str, dict[int, Suppression]] = {}
     findings: list[Finding] = []
-    for path in layout.files(args.paths):
-        shown = layout.shown(path)
-        try:
-            with open(path, "rb") as fh:
-                source = fh.read()
-        except OSError as exc:
-            message = f"cannot read: {exc.strerror or exc}"
-            findings.append(Finding("unreadable-file", message, path=shown))
-            continue
-        scan = scan_module(
-            source,
-            shown,
-            index,
-            may_import_sdks=layout.in_package(path),
-            package_hint=package_hint,
-        )
-        scans.append(scan)
-        findings.extend(scan.findings)
-        suppressions[shown] = read_suppressions(source)
+    for result in scan_files(
+        layout.tasks(args.paths), job, args.jobs if args.jobs > 0 else default_jobs()
+    ):
+        findings.extend(result.scan.findings)
+        if result.suppressions is not None:
+            scans.append(result.scan)
+            suppressions[result.path] = result.suppressions
     scanned = list(suppressions)
     if not scanned and not findings:
         raise CLIError(

@@ -228,7 +228,7 @@ def test_without_a_plan_the_plan_free_rules_run_and_say_so_once() -> None:
         ("dynamic-event-name", "app/views.py", 9, "error"),
     ]
     assert result.stderr.count("no tracking plan configured") == 1
-    assert "unknown-event and unused-event do not run" in result.stderr
+    assert "unknown-event, unused-event and dynamic-event-lookup do not run" in result.stderr
 
 
 def write_project(root: Path, files: dict[str, str]) -> None:

@@ -218,3 +218,12 @@ def test_suppressions_live_in_comments_not_strings() -> None:
     assert (found[4].rules, found[4].reason) == (frozenset({"a", "b"}), "")
     assert found[3].covers("anything")
     assert not found[4].covers("c")
+
+
+def test_a_space_before_the_rule_list_is_allowed() -> None:
+    """``ignore [rule] -- why`` names the rule; it is not read as a blanket ignore."""
+    source = b"x = 1  # instrumentor: ignore [inline-event-name, unknown-event] -- why\n"
+    (suppression,) = read_suppressions(source).values()
+    assert suppression.rules == frozenset({"inline-event-name", "unknown-event"})
+    assert suppression.reason == "why"
+    assert not suppression.covers("direct-sdk-import")
