@@ -122,7 +122,9 @@ def _unused(plan: Plan, scans: Sequence[ModuleScan], severity: str) -> list[Find
     """The plan's events no scanned code refers to.
 
     None of a registry that code looks up by a run-time name (``dynamic-event-lookup`` warns
-    there): lint cannot tell which events such a lookup reaches.
+    there): lint cannot tell which events such a lookup reaches. Nor frontend events
+    (``frontend=True``): the browser sends those through the track endpoint, and lint reads no
+    JavaScript.
     """
     members = set().union(*(s.used_members for s in scans))
     names = set().union(*(s.used_names for s in scans))
@@ -131,7 +133,7 @@ def _unused(plan: Plan, scans: Sequence[ModuleScan], severity: str) -> list[Find
     for member in plan.events:
         registry = type(member)
         registry_key = f"{registry.__module__}.{registry.__qualname__}"
-        if registry_key in dynamic:
+        if registry_key in dynamic or member.frontend:
             continue
         if (registry_key, member.name) in members or member.event_name in names:
             continue

@@ -172,3 +172,21 @@ def test_findings_do_not_depend_on_the_process_count(tmp_path: Path) -> None:
     assert parallel.stdout == serial.stdout
     assert parallel.stderr == serial.stderr == ""
     assert len(json_rows(serial.stdout)) > PARALLEL_FROM
+
+
+def test_frontend_events_are_not_unused_the_browser_sends_them(tmp_path: Path) -> None:
+    files = {
+        "pyproject.toml": '[tool.instrumentor]\nplan = "app.events:Events"\n',
+        "app/__init__.py": "",
+        "app/views.py": "from app.events import Events\n",
+        "app/events.py": """
+            from instrumentor import EventRegistry, event
+
+            class Events(EventRegistry):
+                A = event("Report_Created", category="core_value")
+                B = event("Search_Performed", category="feature_usage", frontend=True)
+            """,
+    }
+    write_project(tmp_path, files)
+    result = lint("--format", "json", ".", cwd=tmp_path)
+    assert json_rows(result.stdout) == [("unused-event", "app/events.py", 5, "warning")]
