@@ -60,6 +60,7 @@ from instrumentor.messages import GroupMessage, IdentifyMessage, Message, TrackM
 from instrumentor.otel import OTelTransport
 from instrumentor.registry import (
     CATEGORIES,
+    CATEGORY_ORDER,
     DEFAULT_HIERARCHY,
     EventRegistry,
     EventSpec,
@@ -84,6 +85,7 @@ __all__ = [
     "AccoilTransport",
     "AnalyticsContext",
     "CATEGORIES",
+    "CATEGORY_ORDER",
     "Call",
     "ConfigurationError",
     "ConsoleTransport",

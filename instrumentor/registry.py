@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CATEGORIES",
+    "CATEGORY_ORDER",
     "DEFAULT_HIERARCHY",
     "EventRegistry",
     "EventSpec",
@@ -48,19 +49,19 @@ __all__ = [
     "plan_hierarchy",
 ]
 
-#: The eight event categories of the tracking plan.
-CATEGORIES: frozenset[str] = frozenset(
-    {
-        "lifecycle",
-        "core_value",
-        "collaboration",
-        "configuration",
-        "billing",
-        "feature_usage",
-        "errors",
-        "navigation",
-    }
+#: The eight event categories of the tracking plan, in the order a plan is read (exports use it).
+CATEGORY_ORDER: tuple[str, ...] = (
+    "lifecycle",
+    "core_value",
+    "collaboration",
+    "configuration",
+    "billing",
+    "feature_usage",
+    "errors",
+    "navigation",
 )
+#: The eight event categories of the tracking plan.
+CATEGORIES: frozenset[str] = frozenset(CATEGORY_ORDER)
 
 
 @dataclass(frozen=True)

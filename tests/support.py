@@ -37,3 +37,35 @@ def run_python(*args: str, code: str | None = None, **env: str) -> subprocess.Co
         timeout=120,
         check=False,
     )
+
+
+def instrumentor_command() -> list[str]:
+    """The installed ``instrumentor`` console script next to this interpreter."""
+    script = Path(sys.executable).with_name("instrumentor")
+    if not script.exists():  # pragma: no cover - an install without console scripts
+        raise AssertionError(f"{script} is missing: pip install -e . installs the console script")
+    return [str(script)]
+
+
+def run_cli(
+    *args: str,
+    cwd: Path,
+    module: bool = False,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run the real ``instrumentor`` command (or ``python -m instrumentor``) in ``cwd``.
+
+    The environment has no ANALYTICS_* variable of ours; ``env`` adds some.
+    """
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("ANALYTICS_")}
+    clean.pop("PYTHONPATH", None)
+    command = [sys.executable, "-m", "instrumentor"] if module else instrumentor_command()
+    return subprocess.run(
+        [*command, *args],
+        cwd=cwd,
+        env={**clean, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )

@@ -1,0 +1,1 @@
+"""An application without a tracking plan: only the rules that need none run."""

@@ -1,0 +1,1 @@
+"""A small shop application with seeded tracking problems (linted by tests/cli)."""

@@ -1,0 +1,5 @@
+"""Excluded by [tool.instrumentor] exclude: never reported."""
+
+import posthog
+
+posthog.capture("u", "Generated_Event")

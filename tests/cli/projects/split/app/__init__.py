@@ -1,0 +1,1 @@
+"""A plan split over two modules that both define Report_Created."""
