@@ -32,9 +32,11 @@ class Incident:
         kind: What happened: ``"missing_user"``, ``"missing_group"``, ``"receiver_error"``,
             ``"deprecated_event"``, ``"invalid_event"``, ``"invalid_group_level"``,
             ``"internal_error"``, ``"invalid_context"``, ``"invalid_properties"``,
-            ``"invalid_group_id"`` or
-            ``"bad_configuration"``. (:func:`stats` also counts ``"hook_error"``, an ``on_error``
-            hook that raised, and ``"log_error"``, a log handler that raised.)
+            ``"invalid_group_id"``, ``"bad_configuration"``, and from the frontend endpoint
+            and middleware: ``"identity_missing"``, ``"identity_error"``,
+            ``"frontend_rejected"`` and ``"frontend_hook_error"``. (:func:`stats` also counts
+            ``"hook_error"``, an ``on_error`` hook that raised, and ``"log_error"``, a log
+            handler that raised.)
         message: A sentence saying what happened and what to do.
         event: The event name concerned, if any.
         site: Where it happened (the decorated function, or the event for imperative calls).

@@ -23,6 +23,7 @@ MODULES = [
     "instrumentor.diagnostics",
     "instrumentor.emitter",
     "instrumentor.exceptions",
+    "instrumentor.integrations",
     "instrumentor.messages",
     "instrumentor.naming",
     "instrumentor.registry",

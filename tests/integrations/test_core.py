@@ -1,0 +1,138 @@
+"""Identity resolution, the rate limiter and the JS client's package data."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+import instrumentor
+from instrumentor import Group
+from instrumentor.integrations import (
+    Identity,
+    TokenBucketLimiter,
+    aresolve_identity,
+    resolve_identity,
+    script_reply,
+    script_source,
+)
+from instrumentor.testing import capture_events
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_bucket_refills_at_its_rate() -> None:
+    clock = FakeClock()
+    limiter = TokenBucketLimiter(2.0, 3, clock=clock)
+    assert [limiter.acquire("a") for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert limiter.acquire("a") == pytest.approx(0.5)
+    clock.now += 0.5
+    assert limiter.acquire("a") == 0.0
+    assert limiter.acquire("a") > 0
+    clock.now += 100
+    assert [limiter.acquire("a") for _ in range(3)] == [0.0, 0.0, 0.0]  # capped at the burst
+
+
+def test_bucket_memory_is_bounded() -> None:
+    clock = FakeClock()
+    limiter = TokenBucketLimiter(1.0, 1, max_keys=100, clock=clock)
+    for i in range(10_000):
+        limiter.acquire(f"user-{i}")
+    assert len(limiter) == 100
+    limiter.acquire("hot")
+    assert limiter.acquire("hot") > 0  # the most recent keys are the ones kept
+
+
+def test_bucket_rejects_bad_settings() -> None:
+    with pytest.raises(ValueError, match="rate"):
+        TokenBucketLimiter(0, 1)
+    with pytest.raises(ValueError, match="burst"):
+        TokenBucketLimiter(1, 0)
+
+
+def test_identity_binds_and_keys() -> None:
+    identity = Identity(
+        user_id=7,
+        account_id=Group("acc_1", name="Acme"),
+        groups={"team": "t_1"},
+        user_traits={"plan": "pro"},
+    )
+    token = identity.bind()
+    try:
+        context = instrumentor.current_context()
+        assert context.user_id == "7"
+        assert context.groups["account"].name == "Acme"
+        assert context.group_id("team") == "t_1"
+        assert dict(context.user_traits) == {"plan": "pro"}
+    finally:
+        instrumentor.reset_context(token)
+    assert instrumentor.current_context().user_id is None
+    assert identity.key == "user:7"
+    assert Identity(account_id=Group("acc_1")).key == "account:acc_1"
+    assert Identity().key is None
+    assert "plan" not in repr(identity)
+
+
+def test_resolvers_that_fail_leave_the_request_untracked() -> None:
+    def raising(request: Any) -> Identity:
+        raise LookupError("no session table")
+
+    def wrong(request: Any) -> Any:
+        return {"user_id": "u"}
+
+    async def asynchronous(request: Any) -> Identity:
+        return Identity(user_id="u")
+
+    with capture_events(strict=False) as captured:
+        assert resolve_identity(raising, object()) is None
+        assert resolve_identity(wrong, object()) is None
+        assert resolve_identity(lambda request: None, object()) is None
+        assert resolve_identity(asynchronous, object()) is None  # sync frameworks cannot await
+        assert resolve_identity(lambda request: Identity(user_id=request), "u_1") == Identity(
+            user_id="u_1"
+        )
+    kinds = [incident.kind for incident in captured.incidents]
+    assert kinds == ["identity_error", "identity_error", "identity_missing", "identity_error"]
+    assert instrumentor.stats()["identity_error"] == 3
+
+
+def test_async_resolution_takes_sync_and_async_resolvers() -> None:
+    async def asynchronous(request: Any) -> Identity:
+        await asyncio.sleep(0)
+        return Identity(user_id=request)
+
+    async def raising(request: Any) -> Identity:
+        raise RuntimeError("boom")
+
+    async def main() -> list[Identity | None]:
+        return [
+            await aresolve_identity(asynchronous, "a"),
+            await aresolve_identity(lambda request: Identity(user_id=request), "b"),
+            await aresolve_identity(raising, "c"),
+        ]
+
+    with capture_events(strict=False):
+        assert asyncio.run(main()) == [Identity(user_id="a"), Identity(user_id="b"), None]
+
+
+def test_script_is_package_data_and_cacheable() -> None:
+    source = script_source()
+    assert b"keepalive: true" in source
+    assert b"sendBeacon" in source
+    assert len(source) < 4096
+    reply = script_reply("GET")
+    headers = dict(reply.headers)
+    assert reply.status == 200
+    assert reply.body == source
+    assert headers["content-type"].startswith("text/javascript")
+    assert "max-age" in headers["cache-control"]
+    assert script_reply("GET", headers["etag"]).status == 304
+    assert script_reply("GET", '"other"').status == 200
+    assert script_reply("POST").status == 405
