@@ -24,6 +24,7 @@ MODULES = [
     "instrumentor.emitter",
     "instrumentor.exceptions",
     "instrumentor.integrations",
+    "instrumentor.integrations.asgi",
     "instrumentor.messages",
     "instrumentor.naming",
     "instrumentor.registry",

@@ -33,7 +33,7 @@ def script_reply(method: str, if_none_match: str | None = None) -> Reply:
         if_none_match: The ``If-None-Match`` header, for a 304 when the script is unchanged.
     """
     if method.upper() not in ("GET", "HEAD"):
-        return Reply(405, b"", (("allow", "GET, HEAD"), ("content-length", "0")))
+        return Reply(405, b"", (("allow", "GET, HEAD"),))
     headers = (
         ("cache-control", f"public, max-age={_MAX_AGE}"),
         ("etag", _etag()),

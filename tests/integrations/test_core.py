@@ -136,3 +136,18 @@ def test_script_is_package_data_and_cacheable() -> None:
     assert script_reply("GET", headers["etag"]).status == 304
     assert script_reply("GET", '"other"').status == 200
     assert script_reply("POST").status == 405
+
+
+def test_importing_instrumentor_imports_no_web_framework() -> None:
+    from tests.support import run_python
+
+    result = run_python(
+        code="""
+        import sys
+        import instrumentor, instrumentor.integrations
+        loaded = sorted(m for m in ("starlette", "fastapi", "uvicorn") if m in sys.modules)
+        print(loaded)
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -1,0 +1,77 @@
+"""A FastAPI app that reports the bound context from every kind of view, for the ASGI tests."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from fastapi import BackgroundTasks, FastAPI, Request
+
+import instrumentor
+from instrumentor.integrations import Identity, TrackEndpoint
+from instrumentor.integrations.asgi import AnalyticsMiddleware
+
+#: What background work saw: (where, user id).
+SEEN: list[tuple[str, str | None]] = []
+_pool = ThreadPoolExecutor(max_workers=2)
+
+
+def resolve(request: Request) -> Identity | None:
+    """The fake login: the ``x-user`` header; ``x-fail`` makes the resolver raise."""
+    if "x-fail" in request.headers:
+        raise RuntimeError("session store down")
+    user = request.headers.get("x-user")
+    if not user:
+        return None
+    return Identity(user_id=user, account_id="acc_1", workspace_id=request.headers.get("x-ws"))
+
+
+async def aresolve(request: Request) -> Identity | None:
+    """The same, as an async resolver."""
+    await asyncio.sleep(0)
+    return resolve(request)
+
+
+def _user() -> str | None:
+    return instrumentor.current_context().user_id
+
+
+def build(*, async_resolver: bool = False, **endpoint: Any) -> FastAPI:
+    """The app, with the middleware serving the endpoint under ``/analytics``."""
+    app = FastAPI()
+
+    @app.get("/async")
+    async def async_view() -> dict[str, Any]:
+        return {"user": _user()}
+
+    @app.get("/sync")
+    def sync_view() -> dict[str, Any]:
+        return {"user": _user()}
+
+    @app.get("/background")
+    async def background(tasks: BackgroundTasks) -> dict[str, Any]:
+        tasks.add_task(lambda: SEEN.append(("sync task", _user())))
+
+        async def later() -> None:
+            SEEN.append(("async task", _user()))
+
+        tasks.add_task(later)
+        return {}
+
+    @app.get("/pool")
+    def pool() -> dict[str, Any]:
+        plain = _pool.submit(_user).result(5)
+        carried = _pool.submit(instrumentor.with_current_context(_user)).result(5)
+        return {"plain": plain, "carried": carried}
+
+    @app.post("/plain")
+    async def plain() -> dict[str, Any]:
+        return {"accepted": True}
+
+    app.add_middleware(
+        AnalyticsMiddleware,
+        resolver=aresolve if async_resolver else resolve,
+        endpoint=TrackEndpoint(**endpoint),
+    )
+    return app
