@@ -1,0 +1,170 @@
+"""End to end in a real headless Chromium: the example app, the JS client, a stand-in provider.
+
+The example app runs in its own process under uvicorn, delivering to Accoil's API at a
+:class:`~tests.fault_server.FaultServer`. The browser logs in (a cookie), clicks the button, and
+the provider must receive the identify, group and track calls with the identity the server
+resolved, never anything from the browser but the event name.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.fault_server import FaultServer
+from tests.support import ROOT
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not os.path.exists(CHROMIUM) or shutil.which("chromium") is None,
+        reason=f"Chromium is not installed at {CHROMIUM}: apt-get install -y chromium",
+    ),
+]
+playwright = pytest.importorskip(
+    "playwright.sync_api", reason="playwright is not installed: pip install -e '.[dev]'"
+)
+
+
+class App:
+    """The example app in a subprocess."""
+
+    def __init__(self, provider: FaultServer) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ANALYTICS_")}
+        env.update(ANALYTICS_API_KEY="sk_browser_test", ANALYTICS_ENDPOINT=provider.url)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "examples.fastapi_app", "--port", "0"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        assert line.startswith("listening on "), line + self.stop()
+        self.url = line.split()[-1]
+
+    def stop(self) -> str:
+        """Stop the server (SIGTERM, a graceful shutdown); return its standard error."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        _, err = self.process.communicate(timeout=20)
+        return err
+
+
+@pytest.fixture
+def provider() -> Iterator[FaultServer]:
+    with FaultServer(status=202) as server:
+        yield server
+
+
+@pytest.fixture
+def app(provider: FaultServer) -> Iterator[App]:
+    running = App(provider)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def page() -> Iterator[Any]:
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            yield browser.new_page()
+        finally:
+            browser.close()
+
+
+def _watch(page: Any) -> tuple[list[str], list[str]]:
+    """Collect console errors and uncaught page errors (unhandled rejections included)."""
+    console: list[str] = []
+    errors: list[str] = []
+    page.on("console", lambda msg: console.append(msg.text) if msg.type == "error" else None)
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    return console, errors
+
+
+def _tracks(provider: FaultServer) -> list[dict[str, Any]]:
+    return [r.json for r in provider.received() if r.path == "/v2/track"]
+
+
+def test_click_tracks_with_the_server_side_identity(
+    app: App, provider: FaultServer, page: Any
+) -> None:
+    console, errors = _watch(page)
+    page.goto(f"{app.url}/login?user=usr_2")
+    page.click("#apply-filter")
+    page.wait_for_function("document.getElementById('status').textContent === 'tracked'")
+    assert provider.wait_for(4, timeout=15), provider.requests()
+    track = _tracks(provider)[0]
+    assert track["event"] == "Filter_Applied"
+    assert track["userId"] == "usr_2"
+    assert track["context"]["groupId"] == "ws_2"
+    paths = sorted(r.path for r in provider.received())
+    assert paths == ["/v2/group", "/v2/group", "/v2/identify", "/v2/track"]
+    identify = next(r.json for r in provider.received() if r.path == "/v2/identify")
+    assert (identify["userId"], identify["groupId"]) == ("usr_2", "acc_2")
+    assert console == []
+    assert errors == []
+    # The key went to the provider only; the page never saw it.
+    assert "sk_browser_test" not in page.content()
+    assert all("sk_browser_test" in r.headers["authorization"] for r in provider.received())
+
+
+def test_anonymous_and_backend_only_events_are_refused_in_the_browser(
+    app: App, provider: FaultServer, page: Any
+) -> None:
+    _, errors = _watch(page)
+    page.goto(app.url)  # not logged in
+    assert page.evaluate("instrumentor.track('Filter_Applied')") is False
+    page.goto(f"{app.url}/login?user=usr_1")
+    assert page.evaluate("instrumentor.track('Dashboard_Exported')") is False
+    assert page.evaluate("instrumentor.track('Filter_Applied')") is True
+    assert provider.wait_for(4, timeout=15)
+    assert [t["event"] for t in _tracks(provider)] == ["Filter_Applied"]
+    assert errors == []
+
+
+def test_send_beacon_is_the_fallback_without_fetch(
+    app: App, provider: FaultServer, page: Any
+) -> None:
+    _, errors = _watch(page)
+    page.goto(f"{app.url}/login?user=usr_1")
+    assert page.evaluate("window.fetch = undefined; instrumentor.track('Filter_Applied')") is True
+    assert provider.wait_for(4, timeout=15)
+    assert _tracks(provider)[0]["userId"] == "usr_1"
+    assert errors == []
+
+
+def test_track_never_throws_when_the_endpoint_is_down(app: App, page: Any) -> None:
+    console, errors = _watch(page)
+    page.goto(f"{app.url}/login?user=usr_1")
+    app.stop()
+    assert page.evaluate("instrumentor.track('Filter_Applied')") is False
+    page.click("#apply-filter")
+    page.wait_for_function("document.getElementById('status').textContent === 'not tracked'")
+    assert page.evaluate("instrumentor.track(undefined, {groupId: {}})") is False
+    assert errors == []  # no exception, no unhandled rejection
+    # Chromium itself logs the refused connection; nothing else may reach the console.
+    assert all("ERR_CONNECTION_REFUSED" in text for text in console), console
