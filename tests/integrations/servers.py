@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 
 import uvicorn
 from starlette.types import ASGIApp
+
+from tests.support import ROOT
 
 
 @contextlib.contextmanager
@@ -71,3 +77,36 @@ def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
             return False
         time.sleep(0.01)
     return True
+
+
+class App:
+    """The FastAPI example app (``python -m examples.fastapi_app``) in a subprocess.
+
+    Args:
+        env: ``ANALYTICS_*`` variables for it (the test process's own are not passed on).
+    """
+
+    def __init__(self, **env: str) -> None:
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("ANALYTICS_")},
+            **env,
+        }
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "examples.fastapi_app", "--port", "0"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        assert line.startswith("listening on "), line + self.stop()
+        self.url = line.split()[-1]
+
+    def stop(self) -> str:
+        """Stop the server (SIGTERM, a graceful shutdown); return its standard error."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        _, err = self.process.communicate(timeout=20)
+        return err

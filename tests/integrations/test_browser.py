@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from tests.fault_server import FaultServer
-from tests.support import ROOT
+from tests.integrations.servers import App
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [
@@ -44,33 +41,6 @@ playwright = pytest.importorskip(
 )
 
 
-class App:
-    """The example app in a subprocess."""
-
-    def __init__(self, provider: FaultServer) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ANALYTICS_")}
-        env.update(ANALYTICS_API_KEY="sk_browser_test", ANALYTICS_ENDPOINT=provider.url)
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "examples.fastapi_app", "--port", "0"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        assert line.startswith("listening on "), line + self.stop()
-        self.url = line.split()[-1]
-
-    def stop(self) -> str:
-        """Stop the server (SIGTERM, a graceful shutdown); return its standard error."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        _, err = self.process.communicate(timeout=20)
-        return err
-
-
 @pytest.fixture
 def provider() -> Iterator[FaultServer]:
     with FaultServer(status=202) as server:
@@ -79,7 +49,7 @@ def provider() -> Iterator[FaultServer]:
 
 @pytest.fixture
 def app(provider: FaultServer) -> Iterator[App]:
-    running = App(provider)
+    running = App(ANALYTICS_API_KEY="sk_browser_test", ANALYTICS_ENDPOINT=provider.url)
     try:
         yield running
     finally:
