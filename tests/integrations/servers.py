@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 import uvicorn
 from starlette.types import ASGIApp
 
+from examples.fastapi_app.__main__ import bind_socket
 from tests.support import ROOT
 
 
@@ -25,9 +26,7 @@ def serve(app: ASGIApp) -> Iterator[str]:
     Yields:
         The base URL, ``http://127.0.0.1:PORT``.
     """
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock = bind_socket("127.0.0.1", 0)
     port = sock.getsockname()[1]
     config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
     server = uvicorn.Server(config)
