@@ -60,6 +60,8 @@ def bench(session: nox.Session) -> None:
     session.install("-e", ".[bench]")
     session.run("python", "benchmarks/bench_caller.py", *session.posargs)
     session.run("python", "benchmarks/bench_delivery.py", *session.posargs)
+    session.install("-e", ".[dev]")  # FastAPI and uvicorn for the endpoint benchmark
+    session.run("python", "benchmarks/bench_endpoint.py")
 
 
 @nox.session
