@@ -59,6 +59,14 @@ def build(*, async_resolver: bool = False, **endpoint: Any) -> FastAPI:
         tasks.add_task(later)
         return {}
 
+    @app.get("/task")
+    async def task() -> dict[str, Any]:
+        async def user_later() -> str | None:
+            await asyncio.sleep(0)
+            return _user()
+
+        return {"user": await asyncio.create_task(user_later())}
+
     @app.get("/pool")
     def pool() -> dict[str, Any]:
         plain = _pool.submit(_user).result(5)

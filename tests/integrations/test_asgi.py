@@ -36,6 +36,7 @@ def client(request: pytest.FixtureRequest) -> Iterator[httpx.Client]:
 def test_identity_is_bound_for_async_and_sync_views(client: httpx.Client) -> None:
     assert client.get("/async", headers=USER).json() == {"user": "usr_1"}
     assert client.get("/sync", headers=USER).json() == {"user": "usr_1"}
+    assert client.get("/task", headers=USER).json() == {"user": "usr_1"}
     assert client.get("/async").json() == {"user": None}
     assert instrumentor.current_context().user_id is None
 
