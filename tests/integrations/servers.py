@@ -1,4 +1,4 @@
-"""A real uvicorn server on a free loopback port, in a thread, for the ASGI tests."""
+"""Real servers on free loopback ports, in threads: uvicorn for ASGI apps, werkzeug for WSGI."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import uvicorn
 from starlette.types import ASGIApp
+from werkzeug.serving import make_server
 
 from examples.fastapi_app.__main__ import bind_socket
 from tests.support import ROOT
@@ -43,6 +45,27 @@ def serve(app: ASGIApp) -> Iterator[str]:
         server.should_exit = True
         thread.join(10)
         sock.close()
+
+
+@contextlib.contextmanager
+def serve_wsgi(app: Any, *, threaded: bool = False) -> Iterator[str]:
+    """Serve a WSGI ``app`` with werkzeug's server on ``127.0.0.1`` until the block ends.
+
+    Unthreaded (the default), one thread answers every request in turn, in one context: an
+    identity that a request failed to reset would still be there for the next one.
+
+    Yields:
+        The base URL, ``http://127.0.0.1:PORT``.
+    """
+    server = make_server("127.0.0.1", 0, app, threaded=threaded)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(10)
+        server.server_close()
 
 
 def raw_request(url: str, head: bytes, body_chunks: list[bytes]) -> bytes:

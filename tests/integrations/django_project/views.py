@@ -1,0 +1,69 @@
+"""The test project's resolver and views: each view reports the identity it sees."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
+from asgiref.sync import async_to_sync
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+
+import instrumentor
+from instrumentor.integrations import Identity
+
+_pool = ThreadPoolExecutor(max_workers=1)
+
+
+def resolve_identity(request: HttpRequest) -> Identity | None:
+    """The fake login: the ``X-User`` header; ``X-Fail`` makes the resolver raise."""
+    if "HTTP_X_FAIL" in request.META:
+        raise RuntimeError("session store down")
+    user = request.META.get("HTTP_X_USER")
+    if not user:
+        return None
+    return Identity(user_id=user, account_id="acc_1", workspace_id=request.META.get("HTTP_X_WS"))
+
+
+def _user() -> str | None:
+    user = instrumentor.current_context().user_id
+    return None if user is None else str(user)
+
+
+def whoami(request: HttpRequest) -> JsonResponse:
+    """A sync view (under ASGI Django runs it in a thread, with the context copied)."""
+    return JsonResponse({"user": _user()})
+
+
+async def async_view(request: HttpRequest) -> JsonResponse:
+    """An async view (under WSGI Django runs it in an event loop of its own)."""
+    await asyncio.sleep(0)
+    return JsonResponse({"user": _user()})
+
+
+def fail(request: HttpRequest) -> JsonResponse:
+    """A view that raises: the identity must be reset all the same."""
+    raise RuntimeError(f"the view failed for {_user()}")
+
+
+def thread(request: HttpRequest) -> JsonResponse:
+    """Work handed to a plain thread pool, to async_to_sync, and to with_current_context."""
+
+    async def in_async() -> str | None:
+        return _user()
+
+    return JsonResponse(
+        {
+            "pool": _pool.submit(_user).result(10),
+            "async_to_sync": async_to_sync(in_async)(),
+            "with_current_context": _pool.submit(instrumentor.with_current_context(_user)).result(
+                10
+            ),
+        }
+    )
+
+
+@csrf_exempt
+def plain(request: HttpRequest) -> JsonResponse:
+    """The app's own POST route."""
+    return JsonResponse({"accepted": True})

@@ -1,0 +1,75 @@
+"""A Flask app that reports the bound context from its views, for the Flask tests."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+from flask import Flask, Request, copy_current_request_context
+
+import instrumentor
+from instrumentor.integrations import Identity, TrackEndpoint
+from instrumentor.integrations.flask import Analytics
+
+
+def resolve(request: Request) -> Identity | None:
+    """The fake login: the ``x-user`` header; ``x-fail`` makes the resolver raise."""
+    if "x-fail" in request.headers:
+        raise RuntimeError("session store down")
+    user = request.headers.get("x-user")
+    if not user:
+        return None
+    return Identity(user_id=user, account_id="acc_1", workspace_id=request.headers.get("x-ws"))
+
+
+async def aresolve(request: Request) -> Identity | None:
+    """The same, as an async resolver (run by flask[async])."""
+    await asyncio.sleep(0)
+    return resolve(request)
+
+
+def _user() -> str | None:
+    user = instrumentor.current_context().user_id
+    return None if user is None else str(user)
+
+
+def _in_thread(func: Any) -> Any:
+    result: list[Any] = []
+    thread = threading.Thread(target=lambda: result.append(func()))
+    thread.start()
+    thread.join(10)
+    return result[0]
+
+
+def build(*, async_resolver: bool = False, **endpoint: Any) -> Flask:
+    """The app, with the extension serving the endpoint under ``/analytics``."""
+    app = Flask(__name__)
+    Analytics(
+        app, resolver=aresolve if async_resolver else resolve, endpoint=TrackEndpoint(**endpoint)
+    )
+
+    @app.get("/whoami")
+    def whoami() -> dict[str, Any]:
+        return {"user": _user()}
+
+    @app.get("/async")
+    async def async_view() -> dict[str, Any]:
+        await asyncio.sleep(0)
+        return {"user": _user()}
+
+    @app.get("/raise")
+    def fail() -> dict[str, Any]:
+        raise RuntimeError(f"the view failed for {_user()}")
+
+    @app.get("/thread")
+    def thread() -> dict[str, Any]:
+        copied = _in_thread(copy_current_request_context(_user))
+        carried = _in_thread(instrumentor.with_current_context(_user))
+        return {"copy_current_request_context": copied, "with_current_context": carried}
+
+    @app.post("/plain")
+    def plain() -> dict[str, Any]:
+        return {"accepted": True}
+
+    return app

@@ -1,0 +1,242 @@
+"""Flask and Django (WSGI and ASGI) through real servers on loopback: binding, reset, abuse.
+
+The same behaviour is asked of every adapter, so the tests run against each of: the Flask test
+app under werkzeug's server, the Django test project under werkzeug's server (WSGI) and under
+uvicorn (ASGI). Both WSGI servers answer every request from one thread, in one context, so an
+identity left bound by one request would show in the next.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, cast
+
+import httpx
+import pytest
+
+import instrumentor
+from instrumentor.testing import CapturedEvents, capture_events
+from tests.integrations import flask_app
+from tests.integrations.servers import raw_request, serve, serve_wsgi
+from tests.plan import Events
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.integrations.django_project.settings")
+
+
+@dataclass(frozen=True)
+class Served:
+    """A running app: its kind and base URL."""
+
+    kind: str
+    url: str
+
+    def user(self, name: str) -> dict[str, str]:
+        """Headers that sign in as ``name``, a user id of this server alone (buckets differ)."""
+        return {"x-user": f"{self.kind}-{name}"}
+
+    def post(self, body: object, headers: dict[str, str] | None = None) -> httpx.Response:
+        """Post ``body`` as JSON to the track endpoint."""
+        return httpx.post(
+            f"{self.url}/analytics/track",
+            content=body if isinstance(body, bytes) else json.dumps(body).encode(),
+            headers={"content-type": "application/json", **(headers or {})},
+        )
+
+
+def _app(kind: str) -> Any:
+    if kind == "flask":
+        return flask_app.build(rate=1.0, burst=5)
+    if kind == "django-wsgi":
+        from django.core.wsgi import get_wsgi_application
+
+        return get_wsgi_application()
+    from django.core.asgi import get_asgi_application
+
+    return get_asgi_application()
+
+
+@pytest.fixture(scope="module", params=["flask", "django-wsgi", "django-asgi"])
+def server(request: pytest.FixtureRequest) -> Iterator[Served]:
+    kind = request.param
+    running = serve(cast(Any, _app(kind))) if kind == "django-asgi" else serve_wsgi(_app(kind))
+    with running as url:
+        yield Served(kind, url)
+
+
+@pytest.fixture
+def captured() -> Iterator[CapturedEvents]:
+    with capture_events(strict=False) as events:
+        yield events
+
+
+def test_identity_is_bound_for_sync_and_async_views(server: Served) -> None:
+    for path in ("/whoami", "/async"):
+        response = httpx.get(f"{server.url}{path}", headers=server.user("usr_1"))
+        assert response.json() == {"user": f"{server.kind}-usr_1"}, path
+        assert httpx.get(f"{server.url}{path}").json() == {"user": None}, path
+    assert instrumentor.current_context().user_id is None
+
+
+def test_the_identity_is_reset_after_each_request_even_when_the_view_raises(
+    server: Served,
+) -> None:
+    with httpx.Client(base_url=server.url) as http:
+        assert http.get("/raise", headers=server.user("usr_2")).status_code == 500
+        assert http.get("/whoami").json() == {"user": None}
+        assert http.get("/whoami", headers=server.user("usr_2")).status_code == 200
+        assert http.get("/async").json() == {"user": None}
+        assert http.get("/whoami").json() == {"user": None}
+
+
+def test_a_failing_resolver_leaves_the_request_working_and_untracked(
+    server: Served, captured: CapturedEvents
+) -> None:
+    failing = {**server.user("usr_3"), "x-fail": "1"}
+    assert httpx.get(f"{server.url}/whoami", headers=failing).json() == {"user": None}
+    assert server.post({"event": "Search_Performed"}, failing).status_code == 401
+    assert server.post({"event": "Search_Performed"}).status_code == 401  # anonymous
+    stats = instrumentor.stats()
+    assert (stats["identity_error"], stats["identity_missing"]) == (2, 1)
+    captured.assert_nothing_tracked()
+
+
+def test_track_endpoint_tracks_with_the_server_identity(
+    server: Served, captured: CapturedEvents
+) -> None:
+    response = server.post({"event": "Search_Performed"}, {**server.user("usr_4"), "x-ws": "ws_1"})
+    assert (response.status_code, response.json()) == (202, {"accepted": True})
+    assert response.headers["cache-control"] == "no-store"
+    assert response.headers["content-type"] == "application/json"
+    captured.assert_tracked(
+        Events.SEARCH_PERFORMED, user_id=f"{server.kind}-usr_4", group_id="acc_1", times=1
+    )
+
+
+def test_the_script_is_served_with_caching_headers(server: Served) -> None:
+    response = httpx.get(f"{server.url}/analytics/instrumentor.js")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/javascript")
+    assert "instrumentor.track" in response.text
+    again = httpx.get(
+        f"{server.url}/analytics/instrumentor.js",
+        headers={"if-none-match": response.headers["etag"]},
+    )
+    assert again.status_code == 304
+    assert httpx.post(f"{server.url}/analytics/instrumentor.js").status_code == 405
+
+
+def test_the_app_still_serves_its_own_routes(server: Served) -> None:
+    assert httpx.post(f"{server.url}/plain").json() == {"accepted": True}
+
+
+# -- abuse ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status"),
+    [
+        ({"event": "Nope_Happened"}, {"x-user": "usr_5"}, 422),
+        ({"event": "Report_Created"}, {"x-user": "usr_5"}, 422),
+        ({"event": "Search_Performed"}, {}, 401),
+        ({"event": "Search_Performed", "group_id": "acc_2"}, {"x-user": "usr_5"}, 403),
+        ({"event": "Search_Performed"}, {"x-user": "usr_5", "content-type": "text/plain"}, 415),
+        (
+            {"event": "Search_Performed"},
+            {"x-user": "usr_5", "content-type": "application/x-www-form-urlencoded"},
+            415,
+        ),
+        ([{"event": "Search_Performed"}], {"x-user": "usr_5"}, 422),
+        (b"{", {"x-user": "usr_5"}, 400),
+        (b"\xff", {"x-user": "usr_5"}, 400),
+        (b"[" * 1000, {"x-user": "usr_5"}, 400),
+    ],
+    ids=[
+        "unknown",
+        "backend-only",
+        "anonymous",
+        "group",
+        "text",
+        "form",
+        "array",
+        "truncated",
+        "not-utf8",
+        "nesting",
+    ],
+)
+def test_abuse(
+    server: Served,
+    captured: CapturedEvents,
+    body: object,
+    headers: dict[str, str],
+    status: int,
+) -> None:
+    if "x-user" in headers:
+        headers = {**headers, **server.user(f"{headers['x-user']}-{status}")}
+    response = server.post(body, headers)
+    assert response.status_code == status
+    assert response.json()["accepted"] is False
+    captured.assert_nothing_tracked()
+
+
+def test_other_methods_get_405(server: Served, captured: CapturedEvents) -> None:
+    for method in ("GET", "PUT", "DELETE", "OPTIONS"):
+        response = httpx.request(method, f"{server.url}/analytics/track", headers=server.user("u"))
+        assert response.status_code == 405, method
+        assert response.headers["allow"] == "POST"
+        assert "access-control-allow-origin" not in response.headers
+    captured.assert_nothing_tracked()
+
+
+def test_a_body_over_the_limit_is_refused(server: Served, captured: CapturedEvents) -> None:
+    padded = {"event": "Search_Performed", "group_id": "x" * 2000}
+    assert server.post(padded, server.user("usr_6")).status_code == 413
+    captured.assert_nothing_tracked()
+
+
+def _status(answer: bytes) -> int:
+    assert answer.startswith((b"HTTP/1.1 ", b"HTTP/1.0 ")), answer[:200]
+    return int(answer.split(b" ", 2)[1])
+
+
+# Not under Django's ASGI handler: it reads the whole body before any middleware (documented).
+@pytest.mark.parametrize("server", ["flask", "django-wsgi"], indirect=True)
+def test_a_gigabyte_content_length_is_refused_without_reading(
+    server: Served, captured: CapturedEvents
+) -> None:
+    head = (
+        b"POST /analytics/track HTTP/1.1\r\nHost: 127.0.0.1\r\nx-user: usr_7\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 1000000000\r\n\r\n"
+    )
+    answer = raw_request(server.url, head, [b" " * 1024])
+    assert _status(answer) == 413
+    captured.assert_nothing_tracked()
+
+
+def test_a_chunked_body_is_cut_at_the_limit(server: Served, captured: CapturedEvents) -> None:
+    head = (
+        b"POST /analytics/track HTTP/1.1\r\nHost: 127.0.0.1\r\nx-user: usr_8\r\n"
+        b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    chunk = b"200\r\n" + b" " * 512 + b"\r\n"
+    answer = raw_request(server.url, head, [chunk] * 8 + [b"0\r\n\r\n"])
+    # Django under WSGI reads no body without a Content-Length: an empty body, so 400.
+    assert _status(answer) == (400 if server.kind == "django-wsgi" else 413)
+    captured.assert_nothing_tracked()
+
+
+def test_bursts_get_429(server: Served, captured: CapturedEvents) -> None:
+    user = server.user("usr_9")
+    with httpx.Client(base_url=server.url) as http:
+        statuses = [
+            http.post("/analytics/track", json={"event": "Search_Performed"}, headers=user)
+            for _ in range(8)
+        ]
+    codes = [response.status_code for response in statuses]
+    assert codes[:5] == [202] * 5
+    assert 429 in codes[5:]
+    limited = next(response for response in statuses if response.status_code == 429)
+    assert int(limited.headers["retry-after"]) >= 1
+    assert len(captured.tracks) == codes.count(202)
