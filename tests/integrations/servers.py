@@ -1,8 +1,12 @@
-"""Real servers on free loopback ports, in threads: uvicorn for ASGI apps, werkzeug for WSGI."""
+"""Real servers on free loopback ports, in threads: uvicorn for ASGI apps, werkzeug for WSGI.
+
+:func:`served` runs the Flask test app or the Django test project (``django_project``).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -11,14 +15,19 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 
+import httpx
 import uvicorn
 from starlette.types import ASGIApp
 from werkzeug.serving import make_server
 
 from examples.fastapi_app.__main__ import bind_socket
+from tests.integrations import flask_app
 from tests.support import ROOT
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.integrations.django_project.settings")
 
 
 @contextlib.contextmanager
@@ -132,3 +141,43 @@ class App:
             self.process.send_signal(signal.SIGTERM)
         _, err = self.process.communicate(timeout=20)
         return err
+
+
+@dataclass(frozen=True)
+class Served:
+    """A running app: its kind (``flask``, ``django-wsgi``, ``django-asgi``) and base URL."""
+
+    kind: str
+    url: str
+
+    def user(self, name: str) -> dict[str, str]:
+        """Headers that sign in as ``name``, a user id of this server alone (buckets differ)."""
+        return {"x-user": f"{self.kind}-{name}"}
+
+    def post(self, body: object, headers: dict[str, str] | None = None) -> httpx.Response:
+        """Post ``body`` (JSON-encoded unless bytes) to the track endpoint as JSON."""
+        return httpx.post(
+            f"{self.url}/analytics/track",
+            content=body if isinstance(body, bytes) else json.dumps(body).encode(),
+            headers={"content-type": "application/json", **(headers or {})},
+        )
+
+
+@contextlib.contextmanager
+def served(kind: str, **flask_options: Any) -> Iterator[Served]:
+    """Serve the Flask test app or the Django test project on a real loopback server.
+
+    Flask and Django under WSGI run under werkzeug's server, Django under ASGI under uvicorn.
+    """
+    if kind == "flask":
+        running = serve_wsgi(flask_app.build(**flask_options))
+    elif kind == "django-wsgi":
+        from django.core.wsgi import get_wsgi_application
+
+        running = serve_wsgi(get_wsgi_application())
+    else:
+        from django.core.asgi import get_asgi_application
+
+        running = serve(cast(Any, get_asgi_application()))
+    with running as url:
+        yield Served(kind, url)

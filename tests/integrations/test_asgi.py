@@ -10,18 +10,12 @@ import pytest
 
 import instrumentor
 from instrumentor.integrations.asgi import AnalyticsMiddleware
-from instrumentor.testing import CapturedEvents, capture_events
+from instrumentor.testing import CapturedEvents
 from tests.integrations import asgi_app
 from tests.integrations.servers import raw_request, serve, wait_until
 from tests.plan import Events
 
 USER = {"x-user": "usr_1"}
-
-
-@pytest.fixture
-def captured() -> Iterator[CapturedEvents]:
-    with capture_events(strict=False) as events:
-        yield events
 
 
 @pytest.fixture(scope="module", params=[False, True], ids=["sync resolver", "async resolver"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -19,12 +19,6 @@ from tests.plan import Events
 
 USER = Identity(user_id="usr_1", account_id="acc_1", workspace_id="ws_1", project_id="proj_1")
 JSON = "application/json"
-
-
-@pytest.fixture
-def captured() -> Iterator[CapturedEvents]:
-    with capture_events(strict=False) as events:
-        yield events
 
 
 def post(

@@ -8,68 +8,22 @@ identity left bound by one request would show in the next.
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any, cast
 
 import httpx
 import pytest
 
 import instrumentor
-from instrumentor.testing import CapturedEvents, capture_events
-from tests.integrations import flask_app
-from tests.integrations.servers import raw_request, serve, serve_wsgi
+from instrumentor.testing import CapturedEvents
+from tests.integrations.servers import Served, raw_request, served
 from tests.plan import Events
-
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.integrations.django_project.settings")
-
-
-@dataclass(frozen=True)
-class Served:
-    """A running app: its kind and base URL."""
-
-    kind: str
-    url: str
-
-    def user(self, name: str) -> dict[str, str]:
-        """Headers that sign in as ``name``, a user id of this server alone (buckets differ)."""
-        return {"x-user": f"{self.kind}-{name}"}
-
-    def post(self, body: object, headers: dict[str, str] | None = None) -> httpx.Response:
-        """Post ``body`` as JSON to the track endpoint."""
-        return httpx.post(
-            f"{self.url}/analytics/track",
-            content=body if isinstance(body, bytes) else json.dumps(body).encode(),
-            headers={"content-type": "application/json", **(headers or {})},
-        )
-
-
-def _app(kind: str) -> Any:
-    if kind == "flask":
-        return flask_app.build(rate=1.0, burst=5)
-    if kind == "django-wsgi":
-        from django.core.wsgi import get_wsgi_application
-
-        return get_wsgi_application()
-    from django.core.asgi import get_asgi_application
-
-    return get_asgi_application()
 
 
 @pytest.fixture(scope="module", params=["flask", "django-wsgi", "django-asgi"])
 def server(request: pytest.FixtureRequest) -> Iterator[Served]:
-    kind = request.param
-    running = serve(cast(Any, _app(kind))) if kind == "django-asgi" else serve_wsgi(_app(kind))
-    with running as url:
-        yield Served(kind, url)
-
-
-@pytest.fixture
-def captured() -> Iterator[CapturedEvents]:
-    with capture_events(strict=False) as events:
-        yield events
+    options = {"rate": 1.0, "burst": 5} if request.param == "flask" else {}
+    with served(request.param, **options) as running:
+        yield running
 
 
 def test_identity_is_bound_for_sync_and_async_views(server: Served) -> None:

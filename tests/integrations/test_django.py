@@ -1,0 +1,128 @@
+"""What is Django's own: settings, CSRF, origins, async resolvers, threads, the upload cap."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.http import HttpRequest, HttpResponse
+from django.test import override_settings
+
+import instrumentor
+from instrumentor.integrations import Identity
+from instrumentor.integrations.django import AnalyticsMiddleware, allowed_origin
+from instrumentor.testing import CapturedEvents
+from tests.integrations.django_project import settings as project
+from tests.integrations.servers import Served, served
+from tests.plan import Events
+
+KINDS = ["django-wsgi", "django-asgi"]
+
+
+@pytest.fixture(scope="module", params=KINDS)
+def server(request: pytest.FixtureRequest) -> Iterator[Served]:
+    with served(request.param) as running:
+        yield running
+
+
+def settings_with(**options: Any) -> Any:
+    """``override_settings`` for INSTRUMENTOR: the project's, changed by ``options``."""
+    return override_settings(INSTRUMENTOR={**project.INSTRUMENTOR, **options})
+
+
+async def aresolve(request: HttpRequest) -> Identity | None:
+    """An async resolver."""
+    from tests.integrations.django_project.views import resolve_identity
+
+    return resolve_identity(request)
+
+
+def test_work_off_the_request_thread(server: Served) -> None:
+    seen = httpx.get(f"{server.url}/thread", headers=server.user("usr_1")).json()
+    user = f"{server.kind}-usr_1"
+    assert seen == {"pool": None, "async_to_sync": user, "with_current_context": user}
+
+
+def test_an_async_resolver(server: Served, captured: CapturedEvents) -> None:
+    with settings_with(RESOLVER=f"{__name__}.aresolve"):
+        for path in ("/whoami", "/async"):
+            response = httpx.get(f"{server.url}{path}", headers=server.user("usr_2"))
+            assert response.json() == {"user": f"{server.kind}-usr_2"}
+        assert server.post({"event": "Search_Performed"}, server.user("usr_2")).status_code == 202
+    captured.assert_tracked(Events.SEARCH_PERFORMED, user_id=f"{server.kind}-usr_2", times=1)
+
+
+def test_csrf_when_asked_for(server: Served, captured: CapturedEvents) -> None:
+    token = "a" * 32
+    user = server.user("usr_3")
+    with settings_with(CSRF=True):
+        assert server.post({"event": "Search_Performed"}, user).status_code == 403
+        with_token = server.post(
+            {"event": "Search_Performed"},
+            {**user, "cookie": f"csrftoken={token}", "x-csrftoken": token},
+        )
+        assert with_token.status_code == 202
+    captured.assert_tracked(Events.SEARCH_PERFORMED, times=1)
+
+
+def test_foreign_origins_are_refused(server: Served, captured: CapturedEvents) -> None:
+    user = server.user("usr_4")
+    refused = server.post({"event": "Search_Performed"}, {**user, "origin": "https://evil.test"})
+    assert (refused.status_code, refused.json()["error"]) == (403, "origin_not_allowed")
+    assert server.post({"event": "Search_Performed"}, {**user, "origin": server.url}).is_success
+    with settings_with(ALLOW_ORIGIN=None):
+        assert server.post({"event": "Search_Performed"}, {**user, "origin": "https://evil.test"})
+    assert len(captured.tracks) == 2
+
+
+def test_a_lower_data_upload_max_memory_size_lowers_the_limit(
+    server: Served, captured: CapturedEvents
+) -> None:
+    body = {"event": "Search_Performed", "group_id": "x" * 100}
+    with override_settings(DATA_UPLOAD_MAX_MEMORY_SIZE=64):
+        assert server.post(body, server.user("usr_5")).status_code == 413
+    captured.assert_nothing_tracked()
+
+
+@override_settings(
+    ALLOWED_HOSTS=["app.test", ".example.test"],
+    CSRF_TRUSTED_ORIGINS=["https://front.test", "https://*.cdn.test"],
+)
+def test_allowed_origin() -> None:
+    assert allowed_origin("https://app.test")
+    assert allowed_origin("http://app.test:8000")
+    assert allowed_origin("https://eu.example.test")
+    assert allowed_origin("https://front.test")
+    assert allowed_origin("https://a.cdn.test")
+    assert not allowed_origin("http://a.cdn.test")
+    assert not allowed_origin("https://front.test.evil")
+    assert not allowed_origin("https://evil.test")
+    assert not allowed_origin("null")
+    with override_settings(ALLOWED_HOSTS=[], DEBUG=True):
+        assert allowed_origin("http://localhost:8000")
+        assert not allowed_origin("http://evil.test")
+
+
+def _response(request: HttpRequest) -> HttpResponse:
+    return HttpResponse()
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        (None, "set INSTRUMENTOR"),
+        ({}, "set INSTRUMENTOR"),
+        ({"RESOLVER": "nowhere.resolve"}, "cannot import 'nowhere.resolve'"),
+        ({"RESOLVER": 42}, "must be a callable"),
+        ({**project.INSTRUMENTOR, "RATES": 1}, "unknown INSTRUMENTOR keys ['RATES']"),
+        ({**project.INSTRUMENTOR, "MAX_BODY": 1}, "max_body must be at least 16"),
+    ],
+)
+def test_a_wrong_setting_fails_when_the_middleware_loads(setting: Any, message: str) -> None:
+    with override_settings(INSTRUMENTOR=setting), pytest.raises(ImproperlyConfigured) as error:
+        AnalyticsMiddleware(_response)
+    assert message in str(error.value)
+    assert instrumentor.current_context().user_id is None
