@@ -111,19 +111,20 @@ def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
 
 
 class App:
-    """The FastAPI example app (``python -m examples.fastapi_app``) in a subprocess.
+    """An example app (``python -m examples.fastapi_app`` by default) in a subprocess.
 
     Args:
+        example: The example's module, ``examples.fastapi_app`` or ``examples.flask_app``.
         env: ``ANALYTICS_*`` variables for it (the test process's own are not passed on).
     """
 
-    def __init__(self, **env: str) -> None:
+    def __init__(self, example: str = "examples.fastapi_app", /, **env: str) -> None:
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("ANALYTICS_")},
             **env,
         }
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "examples.fastapi_app", "--port", "0"],
+            [sys.executable, "-m", example, "--port", "0"],
             cwd=ROOT,
             env=env,
             stdout=subprocess.PIPE,

@@ -1,7 +1,8 @@
-"""End to end in a real headless Chromium: the example app, the JS client, a stand-in provider.
+"""End to end in a real headless Chromium: the example apps, the JS client, a stand-in provider.
 
-The example app runs in its own process under uvicorn, delivering to Accoil's API at a
-:class:`~tests.fault_server.FaultServer`. The browser logs in (a cookie), clicks the button, and
+Each example app (FastAPI under uvicorn, Flask under werkzeug) runs in its own process,
+delivering to Accoil's API at a :class:`~tests.fault_server.FaultServer`. The browser logs in
+(a cookie), clicks the button, and
 the provider must receive the identify, group and track calls with the identity the server
 resolved, never anything from the browser but the event name.
 """
@@ -47,9 +48,11 @@ def provider() -> Iterator[FaultServer]:
         yield server
 
 
-@pytest.fixture
-def app(provider: FaultServer) -> Iterator[App]:
-    running = App(ANALYTICS_API_KEY="sk_browser_test", ANALYTICS_ENDPOINT=provider.url)
+@pytest.fixture(params=["examples.fastapi_app", "examples.flask_app"])
+def app(request: pytest.FixtureRequest, provider: FaultServer) -> Iterator[App]:
+    running = App(
+        request.param, ANALYTICS_API_KEY="sk_browser_test", ANALYTICS_ENDPOINT=provider.url
+    )
     try:
         yield running
     finally:
@@ -138,3 +141,26 @@ def test_track_never_throws_when_the_endpoint_is_down(app: App, page: Any) -> No
     assert errors == []  # no exception, no unhandled rejection
     # Chromium itself logs the refused connection; nothing else may reach the console.
     assert all("ERR_CONNECTION_REFUSED" in text for text in console), console
+
+
+@pytest.mark.parametrize("app", ["examples.flask_app"], indirect=True)
+def test_the_client_can_send_a_csrf_token(app: App, provider: FaultServer, page: Any) -> None:
+    _, errors = _watch(page)
+    page.goto(f"{app.url}/login?user=usr_1")
+    page.evaluate("document.cookie = 'csrftoken=tok%2F1; path=/'")
+    load = """([attributes]) => new Promise((resolve) => {
+        const script = document.createElement("script");
+        script.src = "/analytics/instrumentor.js?again=" + Math.random();
+        for (const [name, value] of Object.entries(attributes)) script.setAttribute(name, value);
+        script.onload = resolve;
+        document.head.appendChild(script);
+    })"""
+    for attributes, token in (
+        ({"data-csrf-header": "X-CSRFToken", "data-csrf-cookie": "csrftoken"}, "tok/1"),
+        ({"data-csrf-header": "X-CSRF-Token", "data-csrf-token": "from-the-page"}, "from-the-page"),
+    ):
+        page.evaluate(load, [attributes])
+        with page.expect_request("**/analytics/track") as sent:
+            assert page.evaluate("instrumentor.track('Filter_Applied')") is True
+        assert sent.value.headers[attributes["data-csrf-header"].lower()] == token
+    assert errors == []

@@ -1,16 +1,18 @@
-"""The FastAPI example in debug mode: the server prints the event with its own identity."""
+"""The FastAPI and Flask examples in debug mode: the server prints the event with its identity."""
 
 from __future__ import annotations
 
 import json
 
 import httpx
+import pytest
 
 from tests.integrations.servers import App
 
 
-def test_debug_output_shows_the_server_side_identity() -> None:
-    app = App(ANALYTICS_DEBUG="true")
+@pytest.mark.parametrize("example", ["examples.fastapi_app", "examples.flask_app"])
+def test_debug_output_shows_the_server_side_identity(example: str) -> None:
+    app = App(example, ANALYTICS_DEBUG="true")
     try:
         with httpx.Client(base_url=app.url, follow_redirects=True) as http:
             assert http.get("/login", params={"user": "usr_1"}).status_code == 200
