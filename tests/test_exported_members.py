@@ -25,6 +25,8 @@ MODULES = [
     "instrumentor.exceptions",
     "instrumentor.integrations",
     "instrumentor.integrations.asgi",
+    "instrumentor.integrations.django",
+    "instrumentor.integrations.flask",
     "instrumentor.messages",
     "instrumentor.naming",
     "instrumentor.registry",

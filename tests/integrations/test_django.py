@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -126,3 +127,26 @@ def test_a_wrong_setting_fails_when_the_middleware_loads(setting: Any, message: 
         AnalyticsMiddleware(_response)
     assert message in str(error.value)
     assert instrumentor.current_context().user_id is None
+
+
+def test_the_project_is_set_up_as_the_docs_say() -> None:
+    """The lines of the docs' settings.py and urls.py that name instrumentor are the project's."""
+    from tests.support import ROOT
+
+    page = (ROOT / "docs" / "backend-routing.md").read_text(encoding="utf-8")
+    section = page[page.index("## Set-up with Django") :]
+    blocks = [
+        block
+        for block in re.findall(r"```py\n(.*?)```", section, re.DOTALL)
+        if block.startswith(("# settings.py", "# urls.py"))
+    ]
+    assert len(blocks) == 2
+    project = "".join(
+        (ROOT / "tests/integrations/django_project" / name).read_text(encoding="utf-8")
+        for name in ("settings.py", "urls.py")
+    )
+    lines = [line.strip() for block in blocks for line in block.splitlines()]
+    named = [line for line in lines if "instrumentor" in line or "INSTRUMENTOR" in line]
+    assert len(named) == 4, named
+    for line in named:
+        assert line in project, line
