@@ -60,8 +60,9 @@ def bench(session: nox.Session) -> None:
     session.install("-e", ".[bench]")
     session.run("python", "benchmarks/bench_caller.py", *session.posargs)
     session.run("python", "benchmarks/bench_delivery.py", *session.posargs)
-    session.install("-e", ".[dev]")  # FastAPI and uvicorn for the endpoint benchmark
+    session.install("-e", ".[dev]")  # FastAPI, uvicorn, Flask and Django for the endpoint ones
     session.run("python", "benchmarks/bench_endpoint.py")
+    session.run("python", "benchmarks/bench_wsgi_adapters.py")
 
 
 @nox.session

@@ -92,6 +92,7 @@ class _Config:
     resolver: IdentityResolver
     endpoint: TrackEndpoint
     csrf: bool
+    async_resolver: bool
 
 
 def _hook(options: dict[str, Any], key: str, default: object = None) -> Any:
@@ -133,7 +134,9 @@ def _config() -> _Config:
         )
     except (TypeError, ValueError) as exc:
         raise ImproperlyConfigured(f"INSTRUMENTOR: {exc}") from exc
-    return _Config(_hook(options, "RESOLVER"), endpoint, bool(options.get("CSRF", False)))
+    resolver = _hook(options, "RESOLVER")
+    csrf = bool(options.get("CSRF", False))
+    return _Config(resolver, endpoint, csrf, iscoroutinefunction(resolver))
 
 
 def _settings_changed(*, setting: str, **_: Any) -> None:
@@ -215,21 +218,21 @@ class AnalyticsMiddleware:
 
 
 def _resolve(request: HttpRequest) -> Identity | None:
-    resolver = _config().resolver
-    if iscoroutinefunction(resolver):
-        identity = async_to_sync(aresolve_identity)(resolver, request)
+    config = _config()
+    if config.async_resolver:
+        identity = async_to_sync(aresolve_identity)(config.resolver, request)
     else:
-        identity = resolve_identity(resolver, request)
+        identity = resolve_identity(config.resolver, request)
     setattr(request, _IDENTITY, identity)
     return identity
 
 
 async def _aresolve(request: HttpRequest) -> Identity | None:
-    resolver = _config().resolver
-    if iscoroutinefunction(resolver):
-        identity = await aresolve_identity(resolver, request)
+    config = _config()
+    if config.async_resolver:
+        identity = await aresolve_identity(config.resolver, request)
     else:
-        identity = await sync_to_async(resolve_identity)(resolver, request)
+        identity = await sync_to_async(resolve_identity)(config.resolver, request)
     setattr(request, _IDENTITY, identity)
     return identity
 
