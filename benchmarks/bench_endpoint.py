@@ -43,17 +43,17 @@ ROWS = {
 
 def serve(port: int) -> None:
     """The server side: build the app and run uvicorn on ``port`` (0: any free port)."""
-    if str(ROOT) not in sys.path:  # examples/ lives at the repository root
+    if str(ROOT) not in sys.path:  # tests/ lives at the repository root
         sys.path.insert(0, str(ROOT))
     import uvicorn
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse
 
     import instrumentor
-    from examples.fastapi_app.__main__ import bind_socket
     from instrumentor import EventRegistry, event
     from instrumentor.integrations import Identity, TrackEndpoint
     from instrumentor.integrations.asgi import AnalyticsMiddleware
+    from tests.support import bind_socket
 
     class Events(EventRegistry):
         BENCH_CLICKED = event("Bench_Clicked", category="feature_usage", frontend=True)

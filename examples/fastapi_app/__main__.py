@@ -13,25 +13,16 @@ import uvicorn
 from examples.fastapi_app.app import app
 
 
-def bind_socket(host: str, port: int) -> socket.socket:
-    """A listening-ready TCP socket for uvicorn's ``Server.run(sockets=[...])``.
-
-    Created with ``IPPROTO_TCP``, not the default protocol 0: asyncio sets ``TCP_NODELAY`` only
-    on sockets whose protocol says TCP, and without it every response written in two parts
-    (headers, then body) waits about 40 ms for a delayed ACK.
-    """
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    return sock
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     args = parser.parse_args()
-    sock = bind_socket(args.host, args.port)
+    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only then (else ~40 ms per response).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((args.host, args.port))
+    sock.listen(128)  # before saying so: a client may connect before uvicorn has started
     host, port = sock.getsockname()[:2]
     print(f"listening on http://{host}:{port}", flush=True)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))

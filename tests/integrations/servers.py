@@ -23,9 +23,8 @@ import uvicorn
 from starlette.types import ASGIApp
 from werkzeug.serving import make_server
 
-from examples.fastapi_app.__main__ import bind_socket
-from tests.integrations import flask_app
-from tests.support import ROOT
+from tests.integrations import asgi_app, flask_app
+from tests.support import ROOT, bind_socket
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.integrations.django_project.settings")
 
@@ -146,7 +145,7 @@ class App:
 
 @dataclass(frozen=True)
 class Served:
-    """A running app: its kind (``flask``, ``django-wsgi``, ``django-asgi``) and base URL."""
+    """A running app: its kind (``fastapi``, ``flask``, ``django-wsgi``, ``django-asgi``), URL."""
 
     kind: str
     url: str
@@ -165,13 +164,17 @@ class Served:
 
 
 @contextlib.contextmanager
-def served(kind: str, **flask_options: Any) -> Iterator[Served]:
-    """Serve the Flask test app or the Django test project on a real loopback server.
+def served(kind: str, **endpoint_options: Any) -> Iterator[Served]:
+    """Serve a test app (FastAPI, Flask) or the Django test project on a real loopback server.
 
-    Flask and Django under WSGI run under werkzeug's server, Django under ASGI under uvicorn.
+    FastAPI and Django under ASGI run under uvicorn, Flask and Django under WSGI under
+    werkzeug's server. ``endpoint_options`` go to the FastAPI and Flask apps' TrackEndpoint
+    (Django's come from its settings).
     """
-    if kind == "flask":
-        running = serve_wsgi(flask_app.build(**flask_options))
+    if kind == "fastapi":
+        running = serve(asgi_app.build(**endpoint_options))
+    elif kind == "flask":
+        running = serve_wsgi(flask_app.build(**endpoint_options))
     elif kind == "django-wsgi":
         from django.core.wsgi import get_wsgi_application
 
