@@ -1,15 +1,19 @@
 """The frontend track endpoint, framework-agnostic: every rule lives here, adapters stay thin.
 
-An adapter turns its request into an :class:`Incoming`, resolves the :class:`Identity`, gives a
-body reader that stops at a limit, and writes the :class:`Reply` back. The checks, in order:
+An adapter finds the route (:meth:`TrackEndpoint.route`), turns its request into an
+:class:`~instrumentor.integrations.Incoming`, resolves the identity, gives a body reader that
+stops at a limit, and writes the :class:`~instrumentor.integrations.Reply` back as it is. The
+checks, in order (the cheap ones, and those a cross-site page can trigger, before the rate
+limit takes a token):
 
 ====== ===================================================================================
 405    not ``POST``
+415    not ``Content-Type: application/json``
+413    a ``Content-Length`` over ``max_body`` bytes (400: one that is not a number)
 403    an ``Origin`` the ``allow_origin`` hook refuses
 401    no identity (the resolver returned nothing or raised)
 429    over the identity's rate limit (with ``Retry-After``)
-415    not ``Content-Type: application/json``
-413    a body over ``max_body`` bytes (by ``Content-Length``, else while reading)
+413    a body that grows over ``max_body`` bytes while it is read
 400    not UTF-8 JSON (or nested too deep)
 422    not ``{"event": "...", "group_id"?: "..."}``; an unknown event, or one the plan does
        not mark ``frontend=True``
@@ -18,103 +22,71 @@ body reader that stops at a limit, and writes the :class:`Reply` back. The check
 ====== ===================================================================================
 
 Whatever it is sent, the endpoint never raises and never answers 5xx. Every rejection is counted
-and logged (rate-limited) as a ``frontend_rejected`` incident.
+as a ``frontend_rejected`` incident, logged and handed to ``on_error`` at most once a minute per
+kind of rejection (sampled). A client that goes away mid-body gets no answer and is only
+counted (``frontend_disconnected``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import json
-from collections.abc import AsyncIterable, Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, Protocol, Union
+from collections.abc import Awaitable, Callable, Generator
+from typing import Any, Literal, Union, cast
 
-from instrumentor.diagnostics import Incident
-from instrumentor.integrations._identity import Identity
+from instrumentor.diagnostics import Incident, count_quietly, report_safely
+from instrumentor.integrations._http import (
+    CLIENT_CLOSED,
+    ClientDisconnected,
+    Incoming,
+    Reply,
+    json_reply,
+)
+from instrumentor.integrations._identity import Identity, bind_identity
 from instrumentor.integrations._ratelimit import TokenBucketLimiter, retry_after
 from instrumentor.registry import EventRegistry, find_event
 
-__all__ = [
-    "GroupAuthorizer",
-    "Incoming",
-    "OriginCheck",
-    "Reply",
-    "TrackEndpoint",
-    "aread_limited",
-    "read_limited",
-]
+__all__ = ["GroupAuthorizer", "OriginCheck", "Route", "TrackEndpoint"]
 
 #: ``(identity, request, level, group_id) -> bool``, sync or async: may this identity send
 #: events for this group? Only ``True`` allows.
 GroupAuthorizer = Callable[[Identity, Any, str, str], Union[bool, Awaitable[bool]]]
 #: ``origin -> bool``: whether a request with this ``Origin`` header may track.
 OriginCheck = Callable[[str], bool]
+#: Which of the endpoint's two routes a path is: ``"track"`` or ``"script"``.
+Route = Literal["track", "script"]
 
 _FIELDS = ("event", "group_id")
 _MAX_NAME = 128
 _MAX_GROUP_ID = 256
+_MAX_LENGTH_DIGITS = 19  # more digits than any real body; int() of 5000 digits even raises
 _PREVIEW = 64
-_HEADERS = (
-    ("content-type", "application/json"),
-    ("cache-control", "no-store"),
-    ("x-content-type-options", "nosniff"),
-)
+_READ = object()  # what the rules yield to have the body read
+_ACCEPTED = json_reply(202, {"accepted": True})
+_GONE = Reply(CLIENT_CLOSED, b"", ())
 
 
-class _Readable(Protocol):
-    def read(self, size: int = -1, /) -> bytes | None: ...
-
-
-@dataclass(frozen=True)
-class Reply:
-    """What the endpoint answers: a status, a JSON body and headers.
-
-    Attributes:
-        status: The HTTP status code.
-        body: The encoded body.
-        headers: Header name and value pairs, names lower-case.
-    """
-
-    status: int
-    body: bytes
-    headers: tuple[tuple[str, str], ...] = _HEADERS
-
-    def json(self) -> Any:
-        """The body, decoded."""
-        return json.loads(self.body)
-
-
-@dataclass(frozen=True)
-class Incoming:
-    """What the endpoint needs to know about a request before it reads the body.
-
-    Attributes:
-        method: The HTTP method.
-        content_type: The ``Content-Type`` header, or ``None``.
-        content_length: The ``Content-Length`` header as sent, or ``None``.
-        origin: The ``Origin`` header, or ``None``.
-        request: The framework's own request object, handed to ``authorize_group``.
-    """
-
-    method: str
-    content_type: str | None = None
-    content_length: str | None = None
-    origin: str | None = None
-    request: Any = None
-
-
-@dataclass(frozen=True)
 class _Parsed:
-    event: EventRegistry
-    group_id: str | None
+    __slots__ = ("event", "group_id")
+
+    def __init__(self, event: EventRegistry, group_id: str | None) -> None:
+        self.event = event
+        self.group_id = group_id
 
 
-def _reply(status: int, payload: dict[str, Any], *extra: tuple[str, str]) -> Reply:
-    return Reply(status, json.dumps(payload, ensure_ascii=True).encode(), _HEADERS + extra)
+class _Refused:
+    """A group id the hook did not get to allow: no hook, an async one in a sync app, a raise."""
+
+    __slots__ = ("error", "why")
+
+    def __init__(self, why: str, error: BaseException | None = None) -> None:
+        self.why = why
+        self.error = error
 
 
-_ACCEPTED = _reply(202, {"accepted": True})
+def _escape(value: str) -> str:
+    """Client input made safe to log or show: JSON-escaped, without the quotes."""
+    return json.dumps(value, ensure_ascii=True)[1:-1]
 
 
 def _preview(value: str) -> str:
@@ -127,38 +99,11 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def read_limited(stream: _Readable, limit: int) -> bytes | None:
-    """Read a sync body stream (anything with ``read(size)``), stopping past ``limit`` bytes.
-
-    Returns:
-        The body, or ``None`` if it is larger than ``limit`` (the rest is never read).
-    """
-    parts: list[bytes] = []
-    size = 0
-    while True:
-        chunk = stream.read(limit + 1 - size)
-        if not chunk:
-            return b"".join(parts)
-        size += len(chunk)
-        if size > limit:
-            return None
-        parts.append(chunk)
-
-
-async def aread_limited(chunks: AsyncIterable[bytes], limit: int) -> bytes | None:
-    """Read an async stream of body chunks, stopping once it holds more than ``limit`` bytes.
-
-    Returns:
-        The body, or ``None`` if it is larger than ``limit`` (the rest is never read).
-    """
-    parts: list[bytes] = []
-    size = 0
-    async for chunk in chunks:
-        size += len(chunk)
-        if size > limit:
-            return None
-        parts.append(chunk)
-    return b"".join(parts)
+def _report(kind: str, message: str, *, key: str, **details: Any) -> None:
+    """Every incident of the endpoint: request-driven, so sampled per kind and key."""
+    report_safely(
+        Incident(kind, message, site=f"frontend endpoint {key}", **details), key=key, sampled=True
+    )
 
 
 class TrackEndpoint:
@@ -209,7 +154,32 @@ class TrackEndpoint:
         self.authorize_group = authorize_group
         self.allow_origin = allow_origin
 
-    # -- the whole request, for adapters ------------------------------------------------------
+    # -- routes, for adapters -----------------------------------------------------------------
+
+    def route(self, path: str) -> Route | None:
+        """Which route ``path`` is: ``"track"``, ``"script"``, or ``None`` (not the endpoint's)."""
+        if path == self.track_path:
+            return "track"
+        if path == self.script_path:
+            return "script"
+        return None
+
+    def script(self, incoming: Incoming) -> Reply:
+        """Answer ``GET {prefix}/instrumentor.js`` (``HEAD`` too; 304, 405). Never raises."""
+        from instrumentor.integrations._script import script_reply
+
+        try:
+            reply = script_reply(incoming.method, incoming.if_none_match)
+        except Exception as exc:  # broken packaging: the file is not installed
+            _report(
+                "internal_error",
+                "instrumentor.js cannot be read from the installed package; answered 404. "
+                "Reinstall instrumentor",
+                key="script",
+                error=exc,
+            )
+            reply = json_reply(404, {"error": "not_found", "detail": "instrumentor.js is missing"})
+        return reply.sized(incoming.method)
 
     def handle(
         self,
@@ -217,30 +187,30 @@ class TrackEndpoint:
         identity: Identity | None,
         read_body: Callable[[int], bytes | None],
     ) -> Reply:
-        """Answer a request in a sync framework. Never raises.
+        """Answer ``POST {prefix}/track`` in a sync framework. Never raises.
 
         Args:
             incoming: The request's method and headers.
             identity: Who is acting, or ``None`` if the resolver found no one.
             read_body: Reads the body, returning ``None`` past the given limit
-                (e.g. ``lambda limit: read_limited(stream, limit)``).
+                (e.g. ``lambda limit: read_limited(stream, limit)``); it raises
+                :class:`~instrumentor.integrations.ClientDisconnected` if the client went away.
         """
+        rules = self._rules(incoming, identity)
         try:
-            rejected = self.precheck(incoming, identity)
-            if rejected is not None:
-                return rejected
-            assert identity is not None  # precheck answered 401 otherwise
-            parsed = self.parse(read_body(self.max_body))
-            if isinstance(parsed, Reply):
-                return parsed
-            verdict = self._group_verdict(identity, incoming, parsed)
-            if inspect.isawaitable(verdict):
-                if inspect.iscoroutine(verdict):
-                    verdict.close()
-                return self._refuse_group(parsed, "authorize_group is async; give a sync one")
-            return self._finish(identity, parsed, verdict)
+            step = next(rules)
+            while True:
+                if step is _READ:
+                    sent: object = read_body(self.max_body)
+                else:  # an async authorize_group: a sync framework cannot await it
+                    if inspect.iscoroutine(step):
+                        step.close()
+                    sent = _Refused("authorize_group is async; give a sync one")
+                step = rules.send(sent)
+        except StopIteration as done:
+            return self._sized(done.value, incoming)
         except Exception as exc:
-            return self._internal(exc)
+            return self._failed(exc, incoming)
 
     async def ahandle(
         self,
@@ -248,52 +218,91 @@ class TrackEndpoint:
         identity: Identity | None,
         read_body: Callable[[int], Awaitable[bytes | None]],
     ) -> Reply:
-        """Answer a request in an async framework. Never raises.
+        """Answer ``POST {prefix}/track`` in an async framework. Never raises.
 
         Args:
             incoming: The request's method and headers.
             identity: Who is acting, or ``None`` if the resolver found no one.
             read_body: Reads the body, returning ``None`` past the given limit
-                (e.g. ``lambda limit: aread_limited(chunks, limit)``).
+                (e.g. ``lambda limit: aread_limited(chunks, limit)``); it raises
+                :class:`~instrumentor.integrations.ClientDisconnected` if the client went away.
         """
+        rules = self._rules(incoming, identity)
         try:
-            rejected = self.precheck(incoming, identity)
-            if rejected is not None:
-                return rejected
-            assert identity is not None
-            parsed = self.parse(await read_body(self.max_body))
-            if isinstance(parsed, Reply):
-                return parsed
-            verdict = self._group_verdict(identity, incoming, parsed)
-            if inspect.isawaitable(verdict):
-                try:
-                    verdict = await verdict
-                except Exception as exc:
-                    return self._refuse_group(parsed, f"authorize_group raised {exc!r}", exc)
-            return self._finish(identity, parsed, verdict)
+            step = next(rules)
+            while True:
+                if step is _READ:
+                    sent: object = await read_body(self.max_body)
+                else:
+                    try:
+                        sent = await cast("Awaitable[object]", step)
+                    except Exception as exc:
+                        sent = _Refused(f"authorize_group raised {exc!r}", exc)
+                step = rules.send(sent)
+        except StopIteration as done:
+            return self._sized(done.value, incoming)
         except Exception as exc:
-            return self._internal(exc)
+            return self._failed(exc, incoming)
 
-    # -- the steps ----------------------------------------------------------------------------
+    # -- the rules, shared by handle and ahandle ------------------------------------------------
 
-    def precheck(self, incoming: Incoming, identity: Identity | None) -> Reply | None:
-        """The checks made before reading the body: method, origin, identity, rate, headers.
+    def _rules(
+        self, incoming: Incoming, identity: Identity | None
+    ) -> Generator[object, Any, Reply]:
+        """The request's rules without I/O: yields for the body (and an async hook's verdict)."""
+        rejected = self._precheck(incoming, identity)
+        if rejected is not None:
+            return rejected
+        assert identity is not None  # _precheck answered 401 otherwise
+        body: bytes | None = yield _READ
+        parsed = self._parse(body, incoming)
+        if isinstance(parsed, Reply):
+            return parsed
+        verdict = self._group_verdict(identity, incoming, parsed)
+        if inspect.isawaitable(verdict):
+            verdict = yield verdict
+        if isinstance(verdict, _Refused):
+            return self._refuse_group(parsed, verdict.why, verdict.error)
+        if verdict is not True:
+            return self._refuse_group(parsed, "authorize_group refused it")
+        return self._finish(identity, parsed)
 
-        Returns:
-            The rejection to answer, or ``None`` to go on and read the body.
-        """
+    def _precheck(self, incoming: Incoming, identity: Identity | None) -> Reply | None:
+        """The checks made before reading the body; ``None`` to go on and read it."""
         if incoming.method.upper() != "POST":
             return self._reject(
                 405,
                 "method_not_allowed",
-                f"use POST, not {incoming.method[:16]!r}",
+                f"use POST, not {_preview(incoming.method[:16])}",
                 ("allow", "POST"),
             )
+        media_type, _, params = (incoming.content_type or "").partition(";")
+        charset = params.strip().lower().replace('"', "")
+        if media_type.strip().lower() != "application/json" or charset not in (
+            "",
+            "charset=utf-8",
+        ):
+            return self._reject(
+                415,
+                "unsupported_media_type",
+                "send the body as Content-Type: application/json (UTF-8)",
+            )
+        length = (incoming.content_length or "").strip()  # empty: as if absent
+        if length:
+            if not length.isdigit() or not length.isascii():
+                return self._reject(400, "bad_request", "Content-Length is not a number")
+            if len(length) > _MAX_LENGTH_DIGITS or int(length) > self.max_body:
+                return self._too_large()
         if incoming.origin is not None and self.allow_origin is not None:
             try:
                 allowed = self.allow_origin(incoming.origin) is True
             except Exception as exc:
-                self._incident("allow_origin raised; the origin is refused", exc)
+                _report(
+                    "frontend_hook_error",
+                    "allow_origin raised; the origin is refused",
+                    key="allow_origin",
+                    error=exc,
+                )
                 allowed = False
             if not allowed:
                 return self._reject(
@@ -317,33 +326,15 @@ class TrackEndpoint:
                     f"too many events from this identity; retry after {after} s",
                     ("retry-after", after),
                 )
-        media_type, _, params = (incoming.content_type or "").partition(";")
-        charset = params.strip().lower().replace('"', "")
-        if media_type.strip().lower() != "application/json" or charset not in (
-            "",
-            "charset=utf-8",
-        ):
-            return self._reject(
-                415,
-                "unsupported_media_type",
-                "send the body as Content-Type: application/json (UTF-8)",
-            )
-        if incoming.content_length is not None:
-            length = incoming.content_length.strip()
-            if not length.isdigit() or not length.isascii():
-                return self._reject(400, "bad_request", "Content-Length is not a number")
-            if int(length) > self.max_body:
-                return self._too_large()
         return None
 
-    def parse(self, body: bytes | None) -> _Parsed | Reply:
-        """Check a body read with the limit (``None``: it was over) and find its event.
-
-        Returns:
-            The event (and the client's group id, if any), or the rejection to answer.
-        """
+    def _parse(self, body: bytes | None, incoming: Incoming) -> _Parsed | Reply:
+        """Check a body read with the limit (``None``: it was over) and find its event."""
         if body is None or len(body) > self.max_body:
             return self._too_large()
+        length = (incoming.content_length or "").strip()
+        if length and len(body) < int(length):  # the server saw the connection end early
+            raise ClientDisconnected(f"{len(body)} of {length} bytes arrived")
         try:
             data = json.loads(body.decode("utf-8"), parse_constant=_no_constants)
         except (UnicodeDecodeError, ValueError, RecursionError):
@@ -387,27 +378,25 @@ class TrackEndpoint:
 
     def _group_verdict(
         self, identity: Identity, incoming: Incoming, parsed: _Parsed
-    ) -> bool | Reply | Awaitable[bool]:
+    ) -> object | Awaitable[bool]:
         if parsed.group_id is None:
             return True
         if self.authorize_group is None:
-            return self._refuse_group(parsed, "no authorize_group hook is configured")
+            return _Refused("no authorize_group hook is configured")
         try:
             return self.authorize_group(
                 identity, incoming.request, parsed.event._level, parsed.group_id
             )
         except Exception as exc:
-            return self._refuse_group(parsed, f"authorize_group raised {exc!r}", exc)
+            return _Refused(f"authorize_group raised {exc!r}", exc)
 
-    def _finish(self, identity: Identity, parsed: _Parsed, verdict: object) -> Reply:
-        if isinstance(verdict, Reply):
-            return verdict
-        if verdict is not True:
-            return self._refuse_group(parsed, "authorize_group refused it")
+    def _finish(self, identity: Identity, parsed: _Parsed) -> Reply:
         from instrumentor.context import reset_context
         from instrumentor.emitter import track
 
-        token = identity.bind()
+        token = bind_identity(identity)
+        if token is None:  # checked by the resolver's helpers; reported by bind_identity
+            return self._reject(401, "unauthenticated", "the identity could not be bound")
         try:
             track(parsed.event, group_id=parsed.group_id)
         except Exception:  # strict mode: already reported as an incident; never a 5xx
@@ -416,11 +405,31 @@ class TrackEndpoint:
             reset_context(token)
         return _ACCEPTED
 
-    # -- rejections ---------------------------------------------------------------------------
+    # -- answers other than 202 ----------------------------------------------------------------
+
+    def _sized(self, reply: Reply, incoming: Incoming) -> Reply:
+        return reply if reply.status == CLIENT_CLOSED else reply.sized(incoming.method)
+
+    def _failed(self, exc: Exception, incoming: Incoming) -> Reply:
+        if isinstance(exc, ClientDisconnected):
+            count_quietly(
+                "frontend_disconnected", f"the client went away while sending its body ({exc})"
+            )
+            return _GONE
+        _report(
+            "internal_error", "the track endpoint failed; answered 400", key="internal", error=exc
+        )
+        detail = {"accepted": False, "error": "bad_request", "detail": "not tracked"}
+        return json_reply(400, detail).sized(incoming.method)
 
     def _refuse_group(self, parsed: _Parsed, why: str, error: BaseException | None = None) -> Reply:
         if error is not None:
-            self._incident(f"authorize_group raised; the group id is refused ({why})", error)
+            _report(
+                "frontend_hook_error",
+                f"authorize_group raised; the group id is refused ({why})",
+                key="authorize_group",
+                error=error,
+            )
         return self._reject(
             403,
             "group_not_allowed",
@@ -438,10 +447,6 @@ class TrackEndpoint:
     def _invalid(self, detail: str) -> Reply:
         return self._reject(422, "invalid_body", detail)
 
-    def _internal(self, exc: Exception) -> Reply:
-        self._incident("the track endpoint failed; answered 400", exc, "internal_error")
-        return _reply(400, {"accepted": False, "error": "bad_request", "detail": "not tracked"})
-
     def _reject(
         self,
         status: int,
@@ -451,23 +456,11 @@ class TrackEndpoint:
         name: str | None = None,
         log: str | None = None,
     ) -> Reply:
-        from instrumentor.config import runtime
-
-        runtime().report(
-            Incident(
-                "frontend_rejected",
-                f"{status} {code}: {detail}" + (f" ({log})" if log else ""),
-                event=name[:_MAX_NAME] if name is not None else None,
-                site=f"frontend endpoint {code}",
-            ),
+        _report(
+            "frontend_rejected",
+            f"{status} {code}: {detail}" + (f" ({log})" if log else ""),
             key=code,
+            # Client input: escaped like the message, never handed on raw.
+            event=_escape(name[:_MAX_NAME]) if name is not None else None,
         )
-        return _reply(status, {"accepted": False, "error": code, "detail": detail}, *extra)
-
-    def _incident(
-        self, message: str, error: BaseException, kind: str = "frontend_hook_error"
-    ) -> None:
-        from instrumentor.config import runtime
-
-        with contextlib.suppress(Exception):
-            runtime().report(Incident(kind, message, site="frontend endpoint", error=error))
+        return json_reply(status, {"accepted": False, "error": code, "detail": detail}, *extra)

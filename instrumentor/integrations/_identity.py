@@ -2,8 +2,11 @@
 
 The application supplies one resolver, ``request -> Identity | None`` (sync or async), that reads
 its own session, cookie or token. Framework adapters call it through :func:`resolve_identity`
-or :func:`aresolve_identity`, which never raise: a resolver that raises or returns nothing
-leaves the request working and untracked, and is reported as an incident.
+or :func:`aresolve_identity`, and bind what it returns with :func:`bind_identity`; none of them
+raises. A resolver that returns ``None`` (an anonymous request) is normal: counted as
+``identity_missing`` in :func:`~instrumentor.stats`, nothing more. One that raises, or returns
+something that is not a usable :class:`Identity`, leaves the request working and untracked, and
+is reported as an ``identity_error`` incident.
 """
 
 from __future__ import annotations
@@ -14,10 +17,16 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Union
 
-from instrumentor.context import ContextToken, Group, bind_context
-from instrumentor.diagnostics import Incident
+from instrumentor.context import _EMPTY_CONTEXT, ContextToken, Group, _merged, bind_context
+from instrumentor.diagnostics import Incident, count_quietly, report_safely
 
-__all__ = ["Identity", "IdentityResolver", "aresolve_identity", "resolve_identity"]
+__all__ = [
+    "Identity",
+    "IdentityResolver",
+    "aresolve_identity",
+    "bind_identity",
+    "resolve_identity",
+]
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
@@ -44,6 +53,8 @@ class Identity:
     project_id: str | int | Group | None = None
     groups: Mapping[str, str | int | Group] = field(default_factory=lambda: _EMPTY)
     user_traits: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+    # Set once the identity is known to bind cleanly, so a request checks it only once.
+    _usable: bool = field(default=False, init=False, repr=False, compare=False)
 
     def bind(self) -> ContextToken:
         """Bind this identity with :func:`~instrumentor.bind_context`; reset with the token."""
@@ -84,37 +95,87 @@ def _describe(resolver: object) -> str:
 
 def _checked(resolver: object, result: object) -> Identity | None:
     if result is None:
-        _report(
+        count_quietly(
             "identity_missing",
-            f"the identity resolver {_describe(resolver)} returned None: the request is not "
-            "tracked (expected for anonymous requests)",
-            resolver,
+            f"the identity resolver {_describe(resolver)} returned None: an anonymous request, "
+            "not tracked",
         )
         return None
     if not isinstance(result, Identity):
         _report(
-            "identity_error",
             f"the identity resolver {_describe(resolver)} returned a "
             f"{type(result).__qualname__}; return an instrumentor.integrations.Identity or None. "
             "The request is not tracked",
             resolver,
         )
         return None
+    unusable = _unusable(result)
+    if unusable is not None:
+        _report(
+            f"the identity resolver {_describe(resolver)} returned an Identity that cannot be "
+            f"bound ({unusable}); give ids as str, int or Group and traits and groups as "
+            "mappings. The request is not tracked",
+            resolver,
+            unusable,
+        )
+        return None
     return result
 
 
-def _report(kind: str, message: str, resolver: object, error: BaseException | None = None) -> None:
-    from instrumentor.config import runtime
-
+def _unusable(identity: Identity) -> Exception | None:
+    """The error :func:`~instrumentor.bind_context` would meet binding ``identity``, if any."""
+    if identity._usable:
+        return None
     try:
-        runtime().report(Incident(kind, message, site=_describe(resolver), error=error))
-    except Exception:  # reporting must never break the request either
-        return
+        _merged(
+            _EMPTY_CONTEXT,
+            identity.user_id,
+            identity.user_traits or None,
+            identity.account_id,
+            None,
+            None,
+            identity.workspace_id,
+            None,
+            identity.project_id,
+            None,
+            identity.groups or None,
+        )
+    except Exception as exc:
+        return exc
+    object.__setattr__(identity, "_usable", True)
+    return None
+
+
+def _report(message: str, resolver: object, error: BaseException | None = None) -> None:
+    report_safely(Incident("identity_error", message, site=_describe(resolver), error=error))
+
+
+def bind_identity(identity: Identity | None) -> ContextToken | None:
+    """Bind ``identity`` for the request; never raises.
+
+    Returns:
+        The token for :func:`~instrumentor.reset_context`, or ``None`` when there is no
+        identity or it could not be bound (an ``identity_error`` incident, even in strict
+        mode: the request goes on untracked).
+    """
+    if identity is None:
+        return None
+    error = _unusable(identity)
+    if error is None:
+        try:
+            return identity.bind()
+        except Exception as exc:
+            error = exc
+    _report(
+        f"{identity!r} cannot be bound ({error}); the request goes on untracked",
+        bind_identity,
+        error,
+    )
+    return None
 
 
 def _raised(resolver: object, exc: Exception) -> None:
     _report(
-        "identity_error",
         f"the identity resolver {_describe(resolver)} raised {type(exc).__qualname__}: the "
         "request goes on untracked. Fix the resolver, or return None for anonymous requests",
         resolver,
@@ -129,8 +190,9 @@ def resolve_identity(resolver: IdentityResolver, request: object) -> Identity | 
     ``identity_error`` and the request is untracked.
 
     Returns:
-        The identity, or ``None`` when the resolver raised, returned ``None`` or something else
-        (each counted and logged as an ``identity_error`` or ``identity_missing`` incident).
+        The identity, or ``None`` when the resolver returned ``None`` (counted as
+        ``identity_missing``, not an incident), raised, or returned something that is not a
+        usable :class:`Identity` (an ``identity_error`` incident).
     """
     try:
         result = resolver(request)
@@ -141,7 +203,6 @@ def resolve_identity(resolver: IdentityResolver, request: object) -> Identity | 
         if inspect.iscoroutine(result):
             result.close()  # never awaited: close it rather than leak a warning
         _report(
-            "identity_error",
             f"the identity resolver {_describe(resolver)} is async, but this framework calls "
             "it synchronously; give a plain function. The request is not tracked",
             resolver,

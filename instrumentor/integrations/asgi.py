@@ -24,13 +24,19 @@ WebSocket and lifespan traffic passes through untouched. Requires ``starlette``
 
 from __future__ import annotations
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from instrumentor.context import reset_context
-from instrumentor.integrations._endpoint import Incoming, Reply, TrackEndpoint, aread_limited
-from instrumentor.integrations._identity import IdentityResolver, aresolve_identity
-from instrumentor.integrations._script import script_reply
+from instrumentor.integrations._endpoint import TrackEndpoint
+from instrumentor.integrations._http import (
+    CLIENT_CLOSED,
+    ClientDisconnected,
+    Incoming,
+    Reply,
+    aread_limited,
+)
+from instrumentor.integrations._identity import IdentityResolver, aresolve_identity, bind_identity
 
 __all__ = ["AnalyticsMiddleware"]
 
@@ -44,7 +50,8 @@ class AnalyticsMiddleware:
             :class:`starlette.requests.Request`. A sync resolver runs on the event loop, so
             it should only read what the request carries (a cookie, a header, ``request.state``
             set by an outer authentication middleware); make it ``async`` if it does I/O. One
-            that raises or returns ``None`` leaves the request untracked (an incident).
+            that returns ``None`` (anonymous) leaves the request untracked; one that raises, an
+            ``identity_error`` incident, too.
         endpoint: Serve the frontend track endpoint and the JS client with these rules;
             ``None`` (the default) only binds the identity.
     """
@@ -67,24 +74,16 @@ class AnalyticsMiddleware:
         request = Request(scope, receive)
         identity = await aresolve_identity(self.resolver, request)
         endpoint = self.endpoint
-        if endpoint is not None and scope["path"] in (endpoint.track_path, endpoint.script_path):
-            headers = request.headers
-            if scope["path"] == endpoint.script_path:
-                reply = script_reply(request.method, headers.get("if-none-match"))
+        route = endpoint.route(scope["path"]) if endpoint is not None else None
+        if endpoint is not None and route is not None:
+            incoming = Incoming.from_headers(request.method, request.headers.get, request)
+            if route == "script":
+                reply = endpoint.script(incoming)
             else:
-                incoming = Incoming(
-                    method=request.method,
-                    content_type=headers.get("content-type"),
-                    content_length=headers.get("content-length"),
-                    origin=headers.get("origin"),
-                    request=request,
-                )
-                reply = await endpoint.ahandle(
-                    incoming, identity, lambda limit: aread_limited(request.stream(), limit)
-                )
-            await _send_reply(reply, send, head=request.method == "HEAD")
+                reply = await endpoint.ahandle(incoming, identity, lambda n: _read(request, n))
+            await _send(reply, send)
             return
-        token = identity.bind() if identity is not None else None
+        token = bind_identity(identity)
         try:
             await self.app(scope, receive, send)
         finally:
@@ -92,9 +91,16 @@ class AnalyticsMiddleware:
                 reset_context(token)
 
 
-async def _send_reply(reply: Reply, send: Send, *, head: bool) -> None:
+async def _read(request: Request, limit: int) -> bytes | None:
+    try:
+        return await aread_limited(request.stream(), limit)
+    except ClientDisconnect as exc:
+        raise ClientDisconnected from exc
+
+
+async def _send(reply: Reply, send: Send) -> None:
+    if reply.status == CLIENT_CLOSED:  # the client is gone: nothing to send it
+        return
     headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in reply.headers]
-    if reply.status != 304:
-        headers.append((b"content-length", str(len(reply.body)).encode()))
     await send({"type": "http.response.start", "status": reply.status, "headers": headers})
-    await send({"type": "http.response.body", "body": b"" if head else reply.body})
+    await send({"type": "http.response.body", "body": reply.body})

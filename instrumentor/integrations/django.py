@@ -47,21 +47,29 @@ from asgiref.sync import async_to_sync, iscoroutinefunction, markcoroutinefuncti
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, UnreadablePostError
 from django.http.request import validate_host
 from django.urls import path
 from django.utils.module_loading import import_string
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 
-from instrumentor.context import reset_context
-from instrumentor.integrations._endpoint import Incoming, Reply, TrackEndpoint, read_limited
+from instrumentor.context import ContextToken, reset_context
+from instrumentor.diagnostics import Incident, report_safely
+from instrumentor.integrations._endpoint import TrackEndpoint
+from instrumentor.integrations._http import (
+    ClientDisconnected,
+    Incoming,
+    Reply,
+    json_reply,
+    read_limited,
+)
 from instrumentor.integrations._identity import (
     Identity,
     IdentityResolver,
     aresolve_identity,
+    bind_identity,
     resolve_identity,
 )
-from instrumentor.integrations._script import script_reply
 
 __all__ = [
     "AnalyticsMiddleware",
@@ -197,8 +205,7 @@ class AnalyticsMiddleware:
         """Handle one request: resolve and bind, run the chain, reset."""
         if self._async:
             return self._acall(request)
-        identity = _resolve(request)
-        token = identity.bind() if identity is not None else None
+        token = _bind(request, _resolve(request))
         try:
             return self.get_response(request)
         finally:
@@ -206,8 +213,7 @@ class AnalyticsMiddleware:
                 reset_context(token)
 
     async def _acall(self, request: HttpRequest) -> HttpResponse:
-        identity = await _aresolve(request)
-        token = identity.bind() if identity is not None else None
+        token = _bind(request, await _aresolve(request))
         try:
             response = self.get_response(request)
             assert not isinstance(response, HttpResponse)  # an async chain
@@ -215,6 +221,13 @@ class AnalyticsMiddleware:
         finally:
             if token is not None:
                 reset_context(token)
+
+
+def _bind(request: HttpRequest, identity: Identity | None) -> ContextToken | None:
+    token = bind_identity(identity)
+    if token is None:  # not bound (reported): the endpoint must not track it either
+        setattr(request, _IDENTITY, None)
+    return token
 
 
 def _resolve(request: HttpRequest) -> Identity | None:
@@ -240,22 +253,45 @@ async def _aresolve(request: HttpRequest) -> Identity | None:
 # -- the views -------------------------------------------------------------------------------
 
 
+def _incoming(request: HttpRequest) -> Incoming:
+    return Incoming.from_headers(request.method or "GET", request.headers.get, request)
+
+
+def _read(request: HttpRequest, limit: int) -> bytes | None:
+    # request.read() stops at Content-Length under WSGI and never builds request.body, so
+    # nothing checks DATA_UPLOAD_MAX_MEMORY_SIZE behind the endpoint's own, smaller limit.
+    try:
+        return read_limited(request, limit)
+    except (UnreadablePostError, OSError) as exc:
+        raise ClientDisconnected from exc
+
+
+def _unconfigured(request: HttpRequest, error: ImproperlyConfigured) -> HttpResponse:
+    """A 503 that says analytics is unavailable; the log and ``on_error`` say why."""
+    report_safely(
+        Incident(
+            "bad_configuration",
+            f"the instrumentor views answer 503: {error}",
+            site="instrumentor.integrations.django",
+            error=error,
+        ),
+        key="django views",
+        sampled=True,
+    )
+    detail = "analytics is not configured on this server"
+    reply = json_reply(503, {"accepted": False, "error": "not_configured", "detail": detail})
+    return _response(reply.sized(request.method or "GET"))
+
+
 def _track(request: HttpRequest) -> HttpResponse:
-    config = _config()
+    try:
+        config = _config()
+    except ImproperlyConfigured as exc:
+        return _unconfigured(request, exc)
     found = getattr(request, _IDENTITY, _UNSET)
     # Without the middleware installed, the view resolves the identity itself.
     identity = _resolve(request) if found is _UNSET else cast("Identity | None", found)
-    meta = request.META
-    incoming = Incoming(
-        method=request.method or "GET",
-        content_type=meta.get("CONTENT_TYPE") or None,
-        content_length=meta.get("CONTENT_LENGTH") or None,
-        origin=meta.get("HTTP_ORIGIN"),
-        request=request,
-    )
-    # request.read() stops at Content-Length under WSGI and never builds request.body, so
-    # nothing checks DATA_UPLOAD_MAX_MEMORY_SIZE behind the endpoint's own, smaller limit.
-    reply = config.endpoint.handle(incoming, identity, lambda limit: read_limited(request, limit))
+    reply = config.endpoint.handle(_incoming(request), identity, lambda n: _read(request, n))
     return _response(reply)
 
 
@@ -269,16 +305,21 @@ def track(request: HttpRequest) -> HttpResponse:
     Exempt from Django's CSRF check unless ``INSTRUMENTOR["CSRF"]`` is true: only a JSON body
     is accepted, which a cross-site page cannot send without a CORS preflight.
     """
-    if _config().csrf:
-        return _track_with_csrf(request)
-    return _track(request)
+    try:
+        csrf = _config().csrf
+    except ImproperlyConfigured as exc:
+        return _unconfigured(request, exc)
+    return _track_with_csrf(request) if csrf else _track(request)
 
 
 @csrf_exempt  # read-only: other methods get 405, not Django's CSRF 403
 def script(request: HttpRequest) -> HttpResponse:
     """``GET instrumentor.js``: the JS client, with ``ETag`` and ``Cache-Control``."""
-    reply = script_reply(request.method or "GET", request.META.get("HTTP_IF_NONE_MATCH"))
-    return _response(reply)
+    try:
+        endpoint = _config().endpoint
+    except ImproperlyConfigured as exc:
+        return _unconfigured(request, exc)
+    return _response(endpoint.script(_incoming(request)))
 
 
 def _response(reply: Reply) -> HttpResponse:

@@ -2,9 +2,7 @@
 
 .. code-block:: python
 
-    import functools
-
-from flask import Flask, Request
+    from flask import Flask, Request
     from instrumentor.integrations import Identity
     from instrumentor.integrations.flask import Analytics
 
@@ -29,12 +27,18 @@ from __future__ import annotations
 import functools
 
 from flask import Blueprint, Flask, Response, g, request
+from werkzeug.exceptions import ClientDisconnected as WerkzeugDisconnected
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from instrumentor.context import reset_context
-from instrumentor.integrations._endpoint import Incoming, Reply, TrackEndpoint, read_limited
-from instrumentor.integrations._identity import Identity, IdentityResolver, resolve_identity
-from instrumentor.integrations._script import script_reply
+from instrumentor.integrations._endpoint import TrackEndpoint
+from instrumentor.integrations._http import ClientDisconnected, Incoming, Reply, read_limited
+from instrumentor.integrations._identity import (
+    Identity,
+    IdentityResolver,
+    bind_identity,
+    resolve_identity,
+)
 
 __all__ = ["Analytics"]
 
@@ -116,9 +120,9 @@ class Analytics:
             self._resolve,
             request._get_current_object(),  # type: ignore[attr-defined]
         )
-        setattr(g, _IDENTITY, identity)
-        if identity is not None:
-            setattr(g, _TOKEN, identity.bind())
+        token = bind_identity(identity)
+        setattr(g, _IDENTITY, identity if token is not None else None)
+        setattr(g, _TOKEN, token)
 
     def _reset(self, error: BaseException | None = None) -> None:
         token = g.pop(_TOKEN, None)
@@ -129,19 +133,17 @@ class Analytics:
 
     def _track(self) -> Response:
         assert self.endpoint is not None  # the route exists only with an endpoint
-        headers = request.headers
-        incoming = Incoming(
-            method=request.method,
-            content_type=headers.get("content-type"),
-            content_length=headers.get("content-length"),
-            origin=headers.get("origin"),
-            request=request._get_current_object(),  # type: ignore[attr-defined]
-        )
         identity: Identity | None = g.get(_IDENTITY)
-        return _response(self.endpoint.handle(incoming, identity, _read_body))
+        return _response(self.endpoint.handle(_incoming(), identity, _read_body))
 
     def _script(self) -> Response:
-        return _response(script_reply(request.method, request.headers.get("if-none-match")))
+        assert self.endpoint is not None
+        return _response(self.endpoint.script(_incoming()))
+
+
+def _incoming() -> Incoming:
+    current = request._get_current_object()  # type: ignore[attr-defined]
+    return Incoming.from_headers(request.method, request.headers.get, current)
 
 
 def _read_body(limit: int) -> bytes | None:
@@ -151,6 +153,8 @@ def _read_body(limit: int) -> bytes | None:
         return read_limited(request.stream, limit)
     except RequestEntityTooLarge:
         return None
+    except WerkzeugDisconnected as exc:
+        raise ClientDisconnected from exc
 
 
 def _response(reply: Reply) -> Response:

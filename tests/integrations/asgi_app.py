@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 
 from fastapi import BackgroundTasks, FastAPI, Request
+from fastapi.responses import StreamingResponse
 
 import instrumentor
 from instrumentor.integrations import Identity, TrackEndpoint
@@ -18,13 +20,22 @@ _pool = ThreadPoolExecutor(max_workers=2)
 
 
 def resolve(request: Request) -> Identity | None:
-    """The fake login: the ``x-user`` header; ``x-fail`` makes the resolver raise."""
+    """The fake login: the ``x-user`` header; ``x-fail`` makes the resolver raise.
+
+    ``x-bad-traits`` gives the identity traits that are not a mapping: it cannot be bound.
+    """
     if "x-fail" in request.headers:
         raise RuntimeError("session store down")
     user = request.headers.get("x-user")
     if not user:
         return None
-    return Identity(user_id=user, account_id="acc_1", workspace_id=request.headers.get("x-ws"))
+    traits = cast(Any, ["not a mapping"]) if "x-bad-traits" in request.headers else {}
+    return Identity(
+        user_id=user,
+        account_id="acc_1",
+        workspace_id=request.headers.get("x-ws"),
+        user_traits=traits,
+    )
 
 
 async def aresolve(request: Request) -> Identity | None:
@@ -44,6 +55,23 @@ def build(*, async_resolver: bool = False, **endpoint: Any) -> FastAPI:
     @app.get("/async")
     async def async_view() -> dict[str, Any]:
         return {"user": _user()}
+
+    @app.get("/whoami")
+    def whoami() -> dict[str, Any]:
+        return {"user": _user()}
+
+    @app.get("/raise")
+    async def fail() -> dict[str, Any]:
+        raise RuntimeError(f"the view failed for {_user()}")
+
+    @app.get("/stream")
+    async def stream() -> StreamingResponse:
+        async def chunks() -> AsyncIterator[bytes]:
+            for _ in range(3):
+                await asyncio.sleep(0)
+                yield f"{_user()}\n".encode()
+
+        return StreamingResponse(chunks(), media_type="text/plain")
 
     @app.get("/sync")
     def sync_view() -> dict[str, Any]:

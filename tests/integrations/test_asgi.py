@@ -32,7 +32,6 @@ def test_identity_is_bound_for_async_and_sync_views(client: httpx.Client) -> Non
     assert client.get("/sync", headers=USER).json() == {"user": "usr_1"}
     assert client.get("/task", headers=USER).json() == {"user": "usr_1"}
     assert client.get("/async").json() == {"user": None}
-    assert instrumentor.current_context().user_id is None
 
 
 def test_background_tasks_keep_the_context(client: httpx.Client) -> None:
@@ -75,7 +74,7 @@ def test_the_script_is_served_with_caching_headers(client: httpx.Client) -> None
     response = client.get("/analytics/instrumentor.js")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/javascript")
-    assert "instrumentor.track" in response.text
+    assert "root.instrumentor = api" in response.text
     again = client.get(
         "/analytics/instrumentor.js", headers={"if-none-match": response.headers["etag"]}
     )

@@ -150,3 +150,44 @@ def test_the_project_is_set_up_as_the_docs_say() -> None:
     assert len(named) == 4, named
     for line in named:
         assert line in project, line
+
+
+@pytest.mark.parametrize("setting", [None, {"RESOLVER": "nowhere.resolve"}])
+def test_the_urls_without_the_middleware_and_a_wrong_setting_answer_503(
+    setting: Any, captured: CapturedEvents
+) -> None:
+    """No 500 from the views: a 503 that says analytics is not configured, and an incident."""
+    from django.core.wsgi import get_wsgi_application
+
+    from tests.integrations.servers import serve_wsgi
+
+    without = [m for m in project.MIDDLEWARE if "instrumentor" not in m]
+    with override_settings(MIDDLEWARE=without, INSTRUMENTOR=setting):
+        with serve_wsgi(get_wsgi_application()) as url:
+            track = httpx.post(f"{url}/analytics/track", json={"event": "Search_Performed"})
+            script = httpx.get(f"{url}/analytics/instrumentor.js")
+            assert httpx.get(f"{url}/whoami").json() == {"user": None}
+    assert (track.status_code, track.json()["error"]) == (503, "not_configured")
+    assert script.status_code == 503
+    assert "INSTRUMENTOR" not in track.text  # the reason is for the log, not the client
+    assert [incident.kind for incident in captured.incidents] == ["bad_configuration"]
+    assert "INSTRUMENTOR" in captured.incidents[0].message
+    assert instrumentor.stats()["bad_configuration"] == 2
+    captured.assert_nothing_tracked()
+
+
+def test_the_urls_without_the_middleware_resolve_the_identity_themselves(
+    captured: CapturedEvents,
+) -> None:
+    from django.core.wsgi import get_wsgi_application
+
+    from tests.integrations.servers import serve_wsgi
+
+    without = [m for m in project.MIDDLEWARE if "instrumentor" not in m]
+    with override_settings(MIDDLEWARE=without), serve_wsgi(get_wsgi_application()) as url:
+        user = {"x-user": "usr_20", "content-type": "application/json"}
+        body = b'{"event": "Search_Performed"}'
+        assert httpx.post(f"{url}/analytics/track", content=body, headers=user).status_code == 202
+        bad = {**user, "x-bad-traits": "1"}
+        assert httpx.post(f"{url}/analytics/track", content=body, headers=bad).status_code == 401
+    captured.assert_tracked(Events.SEARCH_PERFORMED, user_id="usr_20", times=1)

@@ -12,8 +12,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from instrumentor.integrations import Identity, Incoming, Reply, TrackEndpoint, read_limited
-from instrumentor.integrations._endpoint import aread_limited
+import instrumentor
+from instrumentor.integrations import (
+    CLIENT_CLOSED,
+    ClientDisconnected,
+    Identity,
+    Incoming,
+    Reply,
+    TrackEndpoint,
+    aread_limited,
+    read_limited,
+)
 from instrumentor.testing import CapturedEvents, capture_events
 from tests.plan import Events
 
@@ -321,3 +330,116 @@ def test_arbitrary_requests_never_get_5xx(
     if reply.status != 202:
         assert payload["accepted"] is False
         assert payload["detail"]
+
+
+# -- what the review found -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("refused", "status"),
+    [
+        ({"content_type": "text/plain"}, 415),
+        ({"content_type": "application/x-www-form-urlencoded"}, 415),
+        ({"length": "99999"}, 413),
+        ({"length": "12abc"}, 400),
+        ({"origin": "https://evil.example"}, 403),
+        ({"method": "PUT"}, 405),
+    ],
+    ids=["text", "form", "too-large", "bad-length", "origin", "method"],
+)
+def test_a_refused_request_takes_no_token_from_the_rate_limit(
+    captured: CapturedEvents, refused: dict[str, Any], status: int
+) -> None:
+    """A cross-site text/plain post needs no preflight: it must not drain the user's bucket."""
+    endpoint = TrackEndpoint(rate=0.001, burst=3, allow_origin=lambda o: o == "https://app")
+    body = {"event": "Search_Performed"}
+    assert [post(endpoint, body, **refused).status for _ in range(10)] == [status] * 10
+    assert [post(endpoint, body).status for _ in range(4)] == [202, 202, 202, 429]
+    captured.assert_tracked(Events.SEARCH_PERFORMED, times=3)
+
+
+@pytest.mark.parametrize(
+    ("length", "status"),
+    [("", 202), ("  ", 202), ("1" * 20, 413), ("9" * 5000, 413), ("²", 400), ("-1", 400)],
+    ids=["empty", "blank", "20-digits", "5000-digits", "superscript", "negative"],
+)
+def test_content_length_edge_cases(captured: CapturedEvents, length: str, status: int) -> None:
+    """Empty is absent (Django's META); huge is 413, never an internal error."""
+    assert post(TrackEndpoint(), {"event": "Search_Performed"}, length=length).status == status
+    assert "internal_error" not in instrumentor.stats()
+
+
+def test_a_body_shorter_than_its_content_length_is_a_disconnect(captured: CapturedEvents) -> None:
+    """The server saw the connection end before the body did: nobody to answer, no incident."""
+    reply = post(TrackEndpoint(), b'{"event":', length="500")
+    assert (reply.status, reply.body, reply.headers) == (CLIENT_CLOSED, b"", ())
+    assert instrumentor.stats()["frontend_disconnected"] == 1
+    assert captured.incidents == []
+
+
+def test_a_reader_that_reports_a_disconnect_gets_no_answer(captured: CapturedEvents) -> None:
+    def gone(limit: int) -> bytes | None:
+        raise ClientDisconnected("reset by peer")
+
+    async def agone(limit: int) -> bytes | None:
+        raise ClientDisconnected("reset by peer")
+
+    incoming = Incoming("POST", JSON, "28")
+    assert TrackEndpoint().handle(incoming, USER, gone).status == CLIENT_CLOSED
+    assert asyncio.run(TrackEndpoint().ahandle(incoming, USER, agone)).status == CLIENT_CLOSED
+    assert instrumentor.stats()["frontend_disconnected"] == 2
+    assert captured.incidents == []
+
+
+def test_rejections_reach_on_error_sampled_per_code(captured: CapturedEvents) -> None:
+    """1000 junk requests: all counted, on_error told once per kind of rejection."""
+    endpoint = TrackEndpoint()
+    for _ in range(1000):
+        endpoint.handle(Incoming("OPTIONS"), None, lambda limit: b"")
+    for _ in range(10):
+        post(endpoint, {"event": "Search_Performed"}, identity=None)
+    assert instrumentor.stats()["frontend_rejected"] == 1010
+    assert [incident.message[:25] for incident in captured.incidents] == [
+        "405 method_not_allowed: u",
+        "401 unauthenticated: no s",
+    ]
+
+
+def test_client_input_in_an_incident_is_escaped(captured: CapturedEvents) -> None:
+    name = "Evil\n\x1b[31mEvent\u202e\u0000" + "x" * 200
+    assert post(TrackEndpoint(max_body=4096), {"event": name}).status == 422
+    (incident,) = captured.incidents
+    assert incident.event is not None
+    assert incident.event.isascii()
+    assert incident.event.isprintable()
+    assert incident.event.startswith("Evil\\n\\u001b[31mEvent\\u202e\\u0000xxx")
+    assert "\n" not in incident.message
+    assert "\x1b" not in incident.message
+
+
+def test_routes_and_what_is_sent_for_each_method(captured: CapturedEvents) -> None:
+    endpoint = TrackEndpoint(prefix="/events")
+    assert endpoint.route("/events/track") == "track"
+    assert endpoint.route("/events/instrumentor.js") == "script"
+    assert endpoint.route("/events/track/") is None
+    assert endpoint.route("/analytics/track") is None
+    full = endpoint.script(Incoming("GET"))
+    head = endpoint.script(Incoming("HEAD"))
+    length = dict(full.headers)["content-length"]
+    assert int(length) == len(full.body) > 0
+    assert (head.status, head.body, dict(head.headers)["content-length"]) == (200, b"", length)
+    etag = dict(full.headers)["etag"]
+    cached = endpoint.script(Incoming("GET", if_none_match=etag))
+    assert cached.status == 304
+    assert "content-length" not in dict(cached.headers)
+    refused = post(endpoint, {"event": "Search_Performed"}, method="HEAD")
+    assert (refused.status, refused.body) == (405, b"")
+    assert int(dict(refused.headers)["content-length"]) > 0
+    accepted = post(endpoint, {"event": "Search_Performed"})
+    assert dict(accepted.headers)["content-length"] == str(len(accepted.body))
+
+
+def test_incoming_from_headers() -> None:
+    headers = {"content-type": JSON, "origin": "https://app", "if-none-match": '"x"'}
+    incoming = Incoming.from_headers("POST", headers.get, "the-request")
+    assert incoming == Incoming("POST", JSON, None, "https://app", "the-request", '"x"')

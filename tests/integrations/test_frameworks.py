@@ -1,27 +1,28 @@
-"""Flask and Django (WSGI and ASGI) through real servers on loopback: binding, reset, abuse.
+"""Every adapter through real servers on loopback: binding, reset, abuse, what review found.
 
-The same behaviour is asked of every adapter, so the tests run against each of: the Flask test
-app under werkzeug's server, the Django test project under werkzeug's server (WSGI) and under
-uvicorn (ASGI). Both WSGI servers answer every request from one thread, in one context, so an
-identity left bound by one request would show in the next.
+The same behaviour is asked of every adapter, so the tests run against each of: the FastAPI test
+app under uvicorn, the Flask test app under werkzeug's server, the Django test project under
+werkzeug's server (WSGI) and under uvicorn (ASGI). Both WSGI servers answer every request from
+one thread, in one context, so an identity left bound by one request would show in the next.
 """
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
 import instrumentor
-from instrumentor.testing import CapturedEvents
-from tests.integrations.servers import Served, raw_request, served
+from instrumentor.testing import CapturedEvents, capture_events
+from tests.integrations.servers import Served, raw_request, served, wait_until
 from tests.plan import Events
 
 
-@pytest.fixture(scope="module", params=["flask", "django-wsgi", "django-asgi"])
+@pytest.fixture(scope="module", params=["fastapi", "flask", "django-wsgi", "django-asgi"])
 def server(request: pytest.FixtureRequest) -> Iterator[Served]:
-    options = {"rate": 1.0, "burst": 5} if request.param == "flask" else {}
+    options = {"rate": 1.0, "burst": 5} if request.param in ("fastapi", "flask") else {}
     with served(request.param, **options) as running:
         yield running
 
@@ -31,18 +32,18 @@ def test_identity_is_bound_for_sync_and_async_views(server: Served) -> None:
         response = httpx.get(f"{server.url}{path}", headers=server.user("usr_1"))
         assert response.json() == {"user": f"{server.kind}-usr_1"}, path
         assert httpx.get(f"{server.url}{path}").json() == {"user": None}, path
-    assert instrumentor.current_context().user_id is None
 
 
 def test_the_identity_is_reset_after_each_request_even_when_the_view_raises(
     server: Served,
 ) -> None:
-    with httpx.Client(base_url=server.url) as http:
-        assert http.get("/raise", headers=server.user("usr_2")).status_code == 500
-        assert http.get("/whoami").json() == {"user": None}
-        assert http.get("/whoami", headers=server.user("usr_2")).status_code == 200
-        assert http.get("/async").json() == {"user": None}
-        assert http.get("/whoami").json() == {"user": None}
+    # A connection each: uvicorn closes one whose application raised.
+    url = server.url
+    assert httpx.get(f"{url}/raise", headers=server.user("usr_2")).status_code == 500
+    assert httpx.get(f"{url}/whoami").json() == {"user": None}
+    assert httpx.get(f"{url}/whoami", headers=server.user("usr_2")).status_code == 200
+    assert httpx.get(f"{url}/async").json() == {"user": None}
+    assert httpx.get(f"{url}/whoami").json() == {"user": None}
 
 
 def test_a_failing_resolver_leaves_the_request_working_and_untracked(
@@ -73,7 +74,7 @@ def test_the_script_is_served_with_caching_headers(server: Served) -> None:
     response = httpx.get(f"{server.url}/analytics/instrumentor.js")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/javascript")
-    assert "instrumentor.track" in response.text
+    assert "root.instrumentor = api" in response.text
     again = httpx.get(
         f"{server.url}/analytics/instrumentor.js",
         headers={"if-none-match": response.headers["etag"]},
@@ -194,3 +195,61 @@ def test_bursts_get_429(server: Served, captured: CapturedEvents) -> None:
     limited = next(response for response in statuses if response.status_code == 429)
     assert int(limited.headers["retry-after"]) >= 1
     assert len(captured.tracks) == codes.count(202)
+
+
+# -- what the review found -----------------------------------------------------------------------
+
+
+def test_refused_requests_take_no_token(server: Served, captured: CapturedEvents) -> None:
+    """A cross-site text/plain post needs no preflight; it must not drain the user's bucket."""
+    user = server.user("usr_10")
+    forged = {**user, "content-type": "text/plain", "origin": "https://evil.test"}
+    statuses = {server.post({"event": "Search_Performed"}, forged).status_code for _ in range(8)}
+    assert statuses == {415}  # 8 > the burst of 5
+    assert server.post({"event": "Search_Performed"}, user).status_code == 202
+    captured.assert_tracked(Events.SEARCH_PERFORMED, times=1)
+
+
+def test_anonymous_requests_are_counted_not_reported(
+    server: Served, captured: CapturedEvents
+) -> None:
+    """Health checks, the script, any page: anonymous is normal, not an incident."""
+    for path in ("/whoami", "/analytics/instrumentor.js", "/async"):
+        assert httpx.get(f"{server.url}{path}").status_code == 200
+    for _ in range(5):
+        assert server.post({"event": "Search_Performed"}).status_code == 401
+    assert instrumentor.stats()["identity_missing"] == 8
+    assert instrumentor.stats()["frontend_rejected"] == 5
+    # The five 401s reach on_error once: request-driven rejections are sampled.
+    assert [incident.kind for incident in captured.incidents] == ["frontend_rejected"]
+
+
+def test_an_identity_that_cannot_be_bound_leaves_the_request_working(server: Served) -> None:
+    """Even in strict mode: an identity_error, the page answers, the endpoint says 401."""
+    bad = {**server.user("usr_11"), "x-bad-traits": "1"}
+    with capture_events(strict=True) as captured:
+        response = httpx.get(f"{server.url}/whoami", headers=bad)
+        assert (response.status_code, response.json()) == (200, {"user": None})
+        assert server.post({"event": "Search_Performed"}, bad).status_code == 401
+        assert httpx.get(f"{server.url}/whoami").json() == {"user": None}
+    captured.assert_nothing_tracked()
+    assert instrumentor.stats()["identity_error"] == 2
+    assert "invalid_context" not in instrumentor.stats()
+
+
+# Not under Django's ASGI handler: it reads the whole body before any middleware runs, and a
+# client that goes away meanwhile never reaches a view.
+@pytest.mark.parametrize("server", ["fastapi", "flask", "django-wsgi"], indirect=True)
+def test_a_client_that_goes_away_mid_body_is_only_counted(server: Served) -> None:
+    head = (
+        b"POST /analytics/track HTTP/1.1\r\nHost: 127.0.0.1\r\nx-user: usr_12\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 500\r\n\r\n"
+    )
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(head + b'{"event": "Sea')
+    assert wait_until(lambda: "frontend_disconnected" in instrumentor.stats(), timeout=10)
+    stats = instrumentor.stats()
+    assert stats["frontend_disconnected"] == 1
+    assert "internal_error" not in stats
+    assert "frontend_rejected" not in stats
