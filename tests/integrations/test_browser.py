@@ -164,3 +164,46 @@ def test_the_client_can_send_a_csrf_token(app: App, provider: FaultServer, page:
             assert page.evaluate("instrumentor.track('Filter_Applied')") is True
         assert sent.value.headers[attributes["data-csrf-header"].lower()] == token
     assert errors == []
+
+
+def test_a_response_that_throws_resolves_to_false(app: App, page: Any) -> None:
+    """An exception while reading the answer is caught too: the promise never rejects."""
+    _, errors = _watch(page)
+    page.goto(f"{app.url}/login?user=usr_1")
+    odd = """() => {
+        window.fetch = () => Promise.resolve({ get status() { throw new Error("odd"); } });
+        return instrumentor.track("Filter_Applied");
+    }"""
+    assert page.evaluate(odd) is False
+    assert errors == []
+
+
+def test_a_script_served_elsewhere_needs_data_endpoint(
+    app: App, provider: FaultServer, page: Any
+) -> None:
+    """Not at .../instrumentor.js (a bundle, a CDN): no guessing; one warning until it is set."""
+    messages: list[tuple[str, str]] = []
+    page.on("console", lambda msg: messages.append((msg.type, msg.text)))
+    _, errors = _watch(page)
+    page.goto(f"{app.url}/login?user=usr_1")
+    load = """async (attributes) => {
+        const text = await (await fetch("/analytics/instrumentor.js")).text();
+        const script = document.createElement("script");
+        script.src = URL.createObjectURL(new Blob([text], { type: "text/javascript" }));
+        for (const [name, value] of Object.entries(attributes)) script.setAttribute(name, value);
+        const loaded = new Promise((resolve) => { script.onload = resolve; });
+        document.head.appendChild(script);
+        await loaded;
+        return instrumentor.endpoint;
+    }"""
+    assert page.evaluate(load, {}) is None
+    assert page.evaluate("instrumentor.track('Filter_Applied')") is False
+    assert page.evaluate("instrumentor.track('Filter_Applied')") is False
+    warnings = [text for kind, text in messages if kind == "warning"]
+    assert len(warnings) == 1
+    assert "data-endpoint" in warnings[0]
+    assert page.evaluate(load, {"data-endpoint": "/analytics/track"}) == "/analytics/track"
+    assert page.evaluate("instrumentor.track('Filter_Applied')") is True
+    assert provider.wait_for(4, timeout=15)
+    assert [t["event"] for t in _tracks(provider)] == ["Filter_Applied"]
+    assert errors == []

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import shutil
+from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
@@ -13,10 +15,12 @@ from instrumentor.integrations import (
     Identity,
     TokenBucketLimiter,
     aresolve_identity,
+    bind_identity,
     resolve_identity,
     script_reply,
     script_source,
 )
+from instrumentor.integrations._script import compact_script
 from instrumentor.testing import capture_events
 
 
@@ -98,9 +102,11 @@ def test_resolvers_that_fail_leave_the_request_untracked() -> None:
         assert resolve_identity(lambda request: Identity(user_id=request), "u_1") == Identity(
             user_id="u_1"
         )
+    # An anonymous request (None) is normal: counted, but no incident.
     kinds = [incident.kind for incident in captured.incidents]
-    assert kinds == ["identity_error", "identity_error", "identity_missing", "identity_error"]
+    assert kinds == ["identity_error", "identity_error", "identity_error"]
     assert instrumentor.stats()["identity_error"] == 3
+    assert instrumentor.stats()["identity_missing"] == 1
 
 
 def test_async_resolution_takes_sync_and_async_resolvers() -> None:
@@ -126,11 +132,10 @@ def test_script_is_package_data_and_cacheable() -> None:
     source = script_source()
     assert b"keepalive: true" in source
     assert b"sendBeacon" in source
-    assert len(source) < 4096
     reply = script_reply("GET")
     headers = dict(reply.headers)
     assert reply.status == 200
-    assert reply.body == source
+    assert reply.body == compact_script(source)
     assert headers["content-type"].startswith("text/javascript")
     assert "max-age" in headers["cache-control"]
     assert script_reply("GET", headers["etag"]).status == 304
@@ -152,3 +157,64 @@ def test_importing_instrumentor_imports_no_web_framework() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_the_script_is_served_compact_and_comments_stay_on_their_own_lines() -> None:
+    source = script_source().decode()
+    served = script_reply("GET").body.decode()
+    assert len(served.encode()) < 2500  # "a couple of KB"; the commented file is larger
+    assert len(served) < len(source)
+    # The compactor drops whole comment lines only: a comment after code would be served.
+    code = [
+        line.strip()
+        for line in source.splitlines()
+        if not line.strip().startswith(("//", "/*", "*"))
+    ]
+    assert not [line for line in code if " //" in line or line.endswith("*/")]
+    assert "//" not in served.split("\n", 1)[1]
+    assert "data-endpoint" in served
+    assert compact_script(b"/* a\n * b */\n  var a = 1;\n  // c\n\n  a();\n").endswith(
+        b"\nvar a = 1;\na();\n"
+    )
+
+
+def test_a_missing_script_file_answers_404_not_500(tmp_path: Path) -> None:
+    """Broken packaging (the JS file not installed): an incident and a 404, never a raise."""
+    from tests.support import ROOT, run_python
+
+    shutil.copytree(ROOT / "instrumentor", tmp_path / "instrumentor")
+    (tmp_path / "instrumentor/integrations/static/instrumentor.js").unlink()
+    result = run_python(
+        code=f"""
+        import sys
+        sys.path.insert(0, {str(tmp_path)!r})
+        import instrumentor
+        from instrumentor.integrations import Incoming, TrackEndpoint
+        assert instrumentor.__file__.startswith({str(tmp_path)!r})
+        kinds = []
+        instrumentor.configure(enabled=False, on_error=lambda i: kinds.append(i.kind))
+        reply = TrackEndpoint().script(Incoming("GET"))
+        print(reply.status, reply.json()["error"], kinds)
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["404", "not_found", "['internal_error']"]
+    assert "Reinstall instrumentor" in result.stderr
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_an_identity_that_cannot_be_bound_is_an_identity_error(strict: bool) -> None:
+    bad_traits = Identity(user_id="u", user_traits=cast(Any, ["not", "a", "mapping"]))
+    bad_groups = Identity(user_id="u", groups=cast(Any, "team"))
+    with capture_events(strict=strict) as captured:
+        for bad in (bad_traits, bad_groups):
+
+            def resolver(request: object, bad: Identity = bad) -> Identity:
+                return bad
+
+            assert resolve_identity(resolver, object()) is None
+            assert bind_identity(bad) is None  # never raises, even in strict mode
+        assert instrumentor.current_context().user_id is None
+        assert bind_identity(None) is None
+    assert instrumentor.stats()["identity_error"] == 4
+    assert {incident.kind for incident in captured.incidents} >= {"identity_error"}
