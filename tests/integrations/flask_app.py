@@ -4,32 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Any, cast
+from typing import Any
 
 from flask import Flask, Request, copy_current_request_context
 
 import instrumentor
 from instrumentor.integrations import Identity, TrackEndpoint
 from instrumentor.integrations.flask import Analytics
+from tests.integrations.login import identity_from
 
 
 def resolve(request: Request) -> Identity | None:
-    """The fake login: the ``x-user`` header; ``x-fail`` makes the resolver raise.
-
-    ``x-bad-traits`` gives the identity traits that are not a mapping: it cannot be bound.
-    """
-    if "x-fail" in request.headers:
-        raise RuntimeError("session store down")
-    user = request.headers.get("x-user")
-    if not user:
-        return None
-    traits = cast(Any, ["not a mapping"]) if "x-bad-traits" in request.headers else {}
-    return Identity(
-        user_id=user,
-        account_id="acc_1",
-        workspace_id=request.headers.get("x-ws"),
-        user_traits=traits,
-    )
+    """The fake login of :mod:`tests.integrations.login`, from the request's headers."""
+    return identity_from(request.headers.get)
 
 
 async def aresolve(request: Request) -> Identity | None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, cast
 
 from asgiref.sync import async_to_sync
 from django.http import HttpRequest, JsonResponse
@@ -12,27 +11,14 @@ from django.views.decorators.csrf import csrf_exempt
 
 import instrumentor
 from instrumentor.integrations import Identity
+from tests.integrations.login import identity_from
 
 _pool = ThreadPoolExecutor(max_workers=1)
 
 
 def resolve_identity(request: HttpRequest) -> Identity | None:
-    """The fake login: the ``X-User`` header; ``X-Fail`` makes the resolver raise.
-
-    ``X-Bad-Traits`` gives the identity traits that are not a mapping: it cannot be bound.
-    """
-    if "HTTP_X_FAIL" in request.META:
-        raise RuntimeError("session store down")
-    user = request.META.get("HTTP_X_USER")
-    if not user:
-        return None
-    traits = cast(Any, ["not a mapping"]) if "HTTP_X_BAD_TRAITS" in request.META else {}
-    return Identity(
-        user_id=user,
-        account_id="acc_1",
-        workspace_id=request.META.get("HTTP_X_WS"),
-        user_traits=traits,
-    )
+    """The fake login of :mod:`tests.integrations.login`, from the request's headers."""
+    return identity_from(request.headers.get)
 
 
 def _user() -> str | None:
