@@ -300,6 +300,31 @@ def bind_context(
     return _current.set(merged)
 
 
+def _bind_or_raise(
+    user_id: str | int | None,
+    user_traits: Mapping[str, Any] | None,
+    account_id: str | int | Group | None,
+    workspace_id: str | int | Group | None,
+    project_id: str | int | Group | None,
+    groups: Mapping[str, str | int | Group] | None,
+) -> ContextToken:
+    """:func:`bind_context` for callers that report failures their own way: raises instead."""
+    merged = _merged(
+        _current.get(),
+        user_id,
+        user_traits,
+        account_id,
+        None,
+        None,
+        workspace_id,
+        None,
+        project_id,
+        None,
+        groups,
+    )
+    return _current.set(merged)
+
+
 def _report_invalid(exc: Exception) -> None:
     from instrumentor.config import runtime
     from instrumentor.diagnostics import Incident

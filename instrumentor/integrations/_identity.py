@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Union
 
-from instrumentor.context import _EMPTY_CONTEXT, ContextToken, Group, _merged, bind_context
+from instrumentor.context import ContextToken, Group, _bind_or_raise, bind_context
 from instrumentor.diagnostics import Incident, count_quietly, report_safely
 
 __all__ = [
@@ -53,19 +53,20 @@ class Identity:
     project_id: str | int | Group | None = None
     groups: Mapping[str, str | int | Group] = field(default_factory=lambda: _EMPTY)
     user_traits: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
-    # Set once the identity is known to bind cleanly, so a request checks it only once.
-    _usable: bool = field(default=False, init=False, repr=False, compare=False)
 
     def bind(self) -> ContextToken:
         """Bind this identity with :func:`~instrumentor.bind_context`; reset with the token."""
-        return bind_context(
-            user_id=self.user_id,
-            user_traits=self.user_traits or None,
-            account_id=self.account_id,
-            workspace_id=self.workspace_id,
-            project_id=self.project_id,
-            groups=self.groups or None,
-        )
+        return bind_context(**self._fields())
+
+    def _fields(self) -> dict[str, Any]:
+        return {
+            "user_id": self.user_id,
+            "user_traits": self.user_traits or None,
+            "account_id": self.account_id,
+            "workspace_id": self.workspace_id,
+            "project_id": self.project_id,
+            "groups": self.groups or None,
+        }
 
     @property
     def key(self) -> str | None:
@@ -109,41 +110,16 @@ def _checked(resolver: object, result: object) -> Identity | None:
             resolver,
         )
         return None
-    unusable = _unusable(result)
-    if unusable is not None:
-        _report(
-            f"the identity resolver {_describe(resolver)} returned an Identity that cannot be "
-            f"bound ({unusable}); give ids as str, int or Group and traits and groups as "
-            "mappings. The request is not tracked",
-            resolver,
-            unusable,
-        )
-        return None
+    for name in ("user_traits", "groups"):  # what bind_context checks first, cheaply
+        value = getattr(result, name)
+        if not isinstance(value, Mapping):
+            _report(
+                f"the identity resolver {_describe(resolver)} returned an Identity whose {name} "
+                f"is a {type(value).__qualname__}, not a mapping. The request is not tracked",
+                resolver,
+            )
+            return None
     return result
-
-
-def _unusable(identity: Identity) -> Exception | None:
-    """The error :func:`~instrumentor.bind_context` would meet binding ``identity``, if any."""
-    if identity._usable:
-        return None
-    try:
-        _merged(
-            _EMPTY_CONTEXT,
-            identity.user_id,
-            identity.user_traits or None,
-            identity.account_id,
-            None,
-            None,
-            identity.workspace_id,
-            None,
-            identity.project_id,
-            None,
-            identity.groups or None,
-        )
-    except Exception as exc:
-        return exc
-    object.__setattr__(identity, "_usable", True)
-    return None
 
 
 def _report(message: str, resolver: object, error: BaseException | None = None) -> None:
@@ -160,18 +136,17 @@ def bind_identity(identity: Identity | None) -> ContextToken | None:
     """
     if identity is None:
         return None
-    error = _unusable(identity)
-    if error is None:
-        try:
-            return identity.bind()
-        except Exception as exc:
-            error = exc
-    _report(
-        f"{identity!r} cannot be bound ({error}); the request goes on untracked",
-        bind_identity,
-        error,
-    )
-    return None
+    try:
+        # Not bind_context: in strict mode it raises into the request, otherwise it keeps the
+        # context unchanged and says nothing to the caller; either way, report and go on.
+        return _bind_or_raise(**identity._fields())
+    except Exception as exc:
+        _report(
+            f"{identity!r} cannot be bound ({exc}); the request goes on untracked",
+            bind_identity,
+            exc,
+        )
+        return None
 
 
 def _raised(resolver: object, exc: Exception) -> None:
