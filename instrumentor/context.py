@@ -300,7 +300,7 @@ def bind_context(
     return _current.set(merged)
 
 
-def _bind_or_raise(
+def _replace_or_raise(
     user_id: str | int | None,
     user_traits: Mapping[str, Any] | None,
     account_id: str | int | Group | None,
@@ -308,9 +308,13 @@ def _bind_or_raise(
     project_id: str | int | Group | None,
     groups: Mapping[str, str | int | Group] | None,
 ) -> ContextToken:
-    """:func:`bind_context` for callers that report failures their own way: raises instead."""
+    """Bind these fields as the whole context, merged into nothing that was bound; raises.
+
+    For request adapters, which report failures their own way: a request starts from an empty
+    context, whatever an earlier request on the same thread may have left behind.
+    """
     merged = _merged(
-        _current.get(),
+        _EMPTY_CONTEXT,
         user_id,
         user_traits,
         account_id,
@@ -340,6 +344,11 @@ def _report_invalid(exc: Exception) -> None:
 def reset_context(token: ContextToken) -> None:
     """Restore the context that was current before the :func:`bind_context` that gave ``token``."""
     _current.reset(token)
+
+
+def _replace_with_empty() -> ContextToken:
+    """Bind the empty context (for a request without an identity); the token restores."""
+    return _current.set(_EMPTY_CONTEXT)
 
 
 def clear_context() -> None:

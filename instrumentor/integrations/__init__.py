@@ -27,6 +27,7 @@ from instrumentor.integrations._identity import (
     IdentityResolver,
     aresolve_identity,
     bind_identity,
+    bind_request_identity,
     resolve_identity,
 )
 from instrumentor.integrations._ratelimit import TokenBucketLimiter
@@ -47,6 +48,7 @@ __all__ = [
     "aread_limited",
     "aresolve_identity",
     "bind_identity",
+    "bind_request_identity",
     "read_limited",
     "resolve_identity",
     "script_reply",

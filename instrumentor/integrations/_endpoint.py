@@ -56,6 +56,8 @@ OriginCheck = Callable[[str], bool]
 #: Which of the endpoint's two routes a path is: ``"track"`` or ``"script"``.
 Route = Literal["track", "script"]
 
+#: ``TrackEndpoint``'s default ``max_body``, in bytes.
+DEFAULT_MAX_BODY = 1024
 _FIELDS = ("event", "group_id")
 _MAX_NAME = 128
 _MAX_GROUP_ID = 256
@@ -131,7 +133,7 @@ class TrackEndpoint:
         self,
         *,
         prefix: str = "/analytics",
-        max_body: int = 1024,
+        max_body: int = DEFAULT_MAX_BODY,
         rate: float | None = 2.0,
         burst: int = 30,
         max_identities: int = 10_000,
@@ -155,6 +157,30 @@ class TrackEndpoint:
         self.allow_origin = allow_origin
 
     # -- routes, for adapters -----------------------------------------------------------------
+
+    def require_sync_hooks(self, framework: str) -> None:
+        """Refuse an ``async`` ``authorize_group`` where the track view runs synchronously.
+
+        A sync framework cannot await it, so every client group id would get 403 without a
+        word: better an error at start-up.
+
+        Args:
+            framework: Named in the error, e.g. ``"Flask"``.
+
+        Raises:
+            TypeError: If ``authorize_group`` is an ``async`` function (or an object whose
+                ``__call__`` is one).
+        """
+        hook = self.authorize_group
+        if hook is not None and (
+            inspect.iscoroutinefunction(hook)
+            or inspect.iscoroutinefunction(getattr(hook, "__call__", None))  # noqa: B004
+        ):
+            name = getattr(hook, "__qualname__", hook)
+            raise TypeError(
+                f"authorize_group {name!r} is async, but {framework} "
+                "runs the track view synchronously and cannot await it; give a plain function"
+            )
 
     def route(self, path: str) -> Route | None:
         """Which route ``path`` is: ``"track"``, ``"script"``, or ``None`` (not the endpoint's)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 __all__ = [
     "CLIENT_CLOSED",
@@ -46,6 +46,34 @@ class _Readable(Protocol):
     def read(self, size: int = -1, /) -> bytes | None: ...
 
 
+class _HeaderLookup(Protocol):
+    def get(self, key: str, /) -> str | None: ...
+
+
+class _Request(Protocol):
+    """A Flask, Django or Starlette request: a method and case-insensitive headers."""
+
+    @property
+    def method(self) -> str | None: ...
+
+    @property
+    def headers(self) -> _HeaderLookup: ...
+
+
+class _Headers(Protocol):
+    def __setitem__(self, key: str, value: str, /) -> None: ...
+
+    def __delitem__(self, key: str, /) -> None: ...
+
+
+class _Response(Protocol):
+    @property
+    def headers(self) -> _Headers: ...
+
+
+_R = TypeVar("_R", bound=_Response)
+
+
 @dataclass(frozen=True)
 class Reply:
     """What the endpoint answers: a status, a body and headers, ready to write as they are.
@@ -77,6 +105,21 @@ class Reply:
         return Reply(self.status, body, headers)
 
 
+def framework_response(reply: Reply, make: Callable[[bytes, int], _R]) -> _R:
+    """``reply`` as a framework's response: ``make(body, status)``, then the reply's headers.
+
+    The headers are set after the body, as they are: a ``HEAD`` reply's ``Content-Length``
+    (the ``GET``'s length) must not be replaced by the length of its empty body, as Werkzeug's
+    ``set_data`` would. A reply without a ``Content-Type`` gets none (no framework default).
+    """
+    response = make(reply.body, reply.status)
+    if not any(name == "content-type" for name, _ in reply.headers):
+        del response.headers["content-type"]
+    for name, value in reply.headers:
+        response.headers[name] = value
+    return response
+
+
 def json_reply(status: int, payload: dict[str, Any], *extra: tuple[str, str]) -> Reply:
     """A JSON reply with the endpoint's headers (``no-store``, ``nosniff``) and ``extra``."""
     return Reply(status, json.dumps(payload, ensure_ascii=True).encode(), _HEADERS + extra)
@@ -102,6 +145,16 @@ class Incoming:
     origin: str | None = None
     request: Any = None
     if_none_match: str | None = None
+
+    @classmethod
+    def from_request(cls, request: _Request) -> Incoming:
+        """Build one from a Flask, Django or Starlette request (``method``, ``headers.get``).
+
+        Args:
+            request: The request itself (for Flask, the object behind :data:`flask.request`);
+                it is handed to ``authorize_group``.
+        """
+        return cls.from_headers(request.method or "GET", request.headers.get, request)
 
     @classmethod
     def from_headers(

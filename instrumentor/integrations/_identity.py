@@ -2,11 +2,17 @@
 
 The application supplies one resolver, ``request -> Identity | None`` (sync or async), that reads
 its own session, cookie or token. Framework adapters call it through :func:`resolve_identity`
-or :func:`aresolve_identity`, and bind what it returns with :func:`bind_identity`; none of them
-raises. A resolver that returns ``None`` (an anonymous request) is normal: counted as
+or :func:`aresolve_identity`, and start the request with :func:`bind_request_identity`; none of
+them raises. A resolver that returns ``None`` (an anonymous request) is normal: counted as
 ``identity_missing`` in :func:`~instrumentor.stats`, nothing more. One that raises, or returns
 something that is not a usable :class:`Identity`, leaves the request working and untracked, and
-is reported as an ``identity_error`` incident.
+is reported as an ``identity_error`` incident. Any request may cause one (a malformed token
+sent on every request), so they are sampled: ``on_error`` hears of each resolver and kind of
+failure once a minute, like the log.
+
+A request's context is never merged into what was bound before it: an adapter binds the
+identity over an empty context and resets that one token when the request ends, so nothing a
+request (or a view during it) binds reaches the next request on the same thread or task.
 """
 
 from __future__ import annotations
@@ -17,7 +23,14 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Union
 
-from instrumentor.context import ContextToken, Group, _bind_or_raise, bind_context
+from instrumentor.context import (
+    ContextToken,
+    Group,
+    _replace_or_raise,
+    _replace_with_empty,
+    bind_context,
+    reset_context,
+)
 from instrumentor.diagnostics import Incident, count_quietly, report_safely
 
 __all__ = [
@@ -25,6 +38,7 @@ __all__ = [
     "IdentityResolver",
     "aresolve_identity",
     "bind_identity",
+    "bind_request_identity",
     "resolve_identity",
 ]
 
@@ -108,6 +122,7 @@ def _checked(resolver: object, result: object) -> Identity | None:
             f"{type(result).__qualname__}; return an instrumentor.integrations.Identity or None. "
             "The request is not tracked",
             resolver,
+            why=f"returned {type(result).__qualname__}",
         )
         return None
     for name in ("user_traits", "groups"):  # what bind_context checks first, cheaply
@@ -117,29 +132,40 @@ def _checked(resolver: object, result: object) -> Identity | None:
                 f"the identity resolver {_describe(resolver)} returned an Identity whose {name} "
                 f"is a {type(value).__qualname__}, not a mapping. The request is not tracked",
                 resolver,
+                why=f"{name} not a mapping",
             )
             return None
     return result
 
 
-def _report(message: str, resolver: object, error: BaseException | None = None) -> None:
-    report_safely(Incident("identity_error", message, site=_describe(resolver), error=error))
+def _report(
+    message: str, resolver: object, error: BaseException | None = None, *, why: str = ""
+) -> None:
+    # Request-driven (one bad token can come with every request): sampled per resolver and
+    # kind of failure, so on_error hears of each once a minute, not once a request.
+    site = _describe(resolver)
+    incident = Incident("identity_error", message, site=site, error=error)
+    why = why or (type(error).__qualname__ if error is not None else "")
+    report_safely(incident, key=f"identity {site} {why}", sampled=True)
 
 
 def bind_identity(identity: Identity | None) -> ContextToken | None:
-    """Bind ``identity`` for the request; never raises.
+    """Bind ``identity`` as the whole context, replacing what is bound; never raises.
+
+    Nothing bound before is kept (no merge): a workspace or traits left over from elsewhere
+    do not join this identity.
 
     Returns:
         The token for :func:`~instrumentor.reset_context`, or ``None`` when there is no
         identity or it could not be bound (an ``identity_error`` incident, even in strict
-        mode: the request goes on untracked).
+        mode: the request goes on untracked), and nothing was bound.
     """
     if identity is None:
         return None
     try:
         # Not bind_context: in strict mode it raises into the request, otherwise it keeps the
         # context unchanged and says nothing to the caller; either way, report and go on.
-        return _bind_or_raise(**identity._fields())
+        return _replace_or_raise(**identity._fields())
     except Exception as exc:
         _report(
             f"{identity!r} cannot be bound ({exc}); the request goes on untracked",
@@ -147,6 +173,41 @@ def bind_identity(identity: Identity | None) -> ContextToken | None:
             exc,
         )
         return None
+
+
+def bind_request_identity(identity: Identity | None) -> tuple[ContextToken, Identity | None]:
+    """Start a request's context: ``identity`` over an empty context, or the empty context.
+
+    What an adapter calls when a request begins, anonymous or not; never raises. Resetting the
+    token when the request ends (in a ``finally``) undoes everything bound since, the
+    identity and whatever the views bound, e.g. a sign-up view's ``bind_context``.
+
+    Returns:
+        The token for :func:`~instrumentor.reset_context`, always; and the identity that is
+        bound, or ``None`` when there is none or it could not be bound (then the context is
+        empty, and the request untracked).
+    """
+    token = bind_identity(identity)
+    if token is not None:
+        return token, identity
+    return _replace_with_empty(), None
+
+
+def reset_quietly(token: ContextToken | None, site: str) -> None:
+    """Reset a request's token in a ``finally``; never raises (an ``internal_error`` if it fails).
+
+    Not exported: the adapters' guard for a token already reset or made in another context.
+    """
+    if token is None:
+        return
+    try:
+        reset_context(token)
+    except (ValueError, RuntimeError) as exc:
+        report_safely(
+            Incident(
+                "internal_error", "the request's context could not be reset", site=site, error=exc
+            )
+        )
 
 
 def _raised(resolver: object, exc: Exception) -> None:
@@ -181,6 +242,7 @@ def resolve_identity(resolver: IdentityResolver, request: object) -> Identity | 
             f"the identity resolver {_describe(resolver)} is async, but this framework calls "
             "it synchronously; give a plain function. The request is not tracked",
             resolver,
+            why="async",
         )
         return None
     return _checked(resolver, result)

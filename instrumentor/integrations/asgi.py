@@ -27,7 +27,6 @@ from __future__ import annotations
 from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from instrumentor.context import reset_context
 from instrumentor.integrations._endpoint import TrackEndpoint
 from instrumentor.integrations._http import (
     CLIENT_CLOSED,
@@ -36,7 +35,12 @@ from instrumentor.integrations._http import (
     Reply,
     aread_limited,
 )
-from instrumentor.integrations._identity import IdentityResolver, aresolve_identity, bind_identity
+from instrumentor.integrations._identity import (
+    IdentityResolver,
+    aresolve_identity,
+    bind_request_identity,
+    reset_quietly,
+)
 
 __all__ = ["AnalyticsMiddleware"]
 
@@ -76,19 +80,20 @@ class AnalyticsMiddleware:
         endpoint = self.endpoint
         route = endpoint.route(scope["path"]) if endpoint is not None else None
         if endpoint is not None and route is not None:
-            incoming = Incoming.from_headers(request.method, request.headers.get, request)
+            incoming = Incoming.from_request(request)
             if route == "script":
                 reply = endpoint.script(incoming)
             else:
                 reply = await endpoint.ahandle(incoming, identity, lambda n: _read(request, n))
             await _send(reply, send)
             return
-        token = bind_identity(identity)
+        # Always a token, always a fresh context: what the app binds (a sign-up view binding
+        # the new user) ends with the request, also under a server that reuses the task.
+        token, _ = bind_request_identity(identity)
         try:
             await self.app(scope, receive, send)
         finally:
-            if token is not None:
-                reset_context(token)
+            reset_quietly(token, "instrumentor.integrations.asgi")
 
 
 async def _read(request: Request, limit: int) -> bytes | None:

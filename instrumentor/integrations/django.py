@@ -15,9 +15,11 @@
 
     urlpatterns = [..., path("analytics/", include(instrumentor_urls))]
 
-:class:`AnalyticsMiddleware` calls the resolver once per request and binds its identity with
-:func:`~instrumentor.bind_context` while the rest of the chain runs (sync under WSGI, async
-under ASGI, where Django's ``sync_to_async`` carries it into sync views), then resets it. The
+:class:`AnalyticsMiddleware` starts every request, anonymous ones too, from an empty context,
+calls the resolver once and binds its identity with :func:`~instrumentor.bind_context` while
+the rest of the chain runs (sync under WSGI, async under ASGI, where Django's
+``sync_to_async`` carries it into sync views), then resets that one token in a ``finally``: what
+the views bound (a sign-up view binding the new user) ends with the request too. The
 URLs answer ``POST track`` and ``GET instrumentor.js`` with the rules of
 :class:`~instrumentor.integrations.TrackEndpoint`. Requires ``django``
 (``pip install 'instrumentor[django]'``).
@@ -27,8 +29,9 @@ URLs answer ``POST track`` and ``GET instrumentor.js`` with the rules of
 ================== ==============================================================================
 ``RESOLVER``       required: ``request -> Identity | None`` (sync or async), or its dotted path
 ``AUTHORIZE_GROUP`` ``(identity, request, level, group_id) -> bool`` (sync), or its dotted path
-``ALLOW_ORIGIN``   ``origin -> bool`` or its dotted path; default :func:`allowed_origin`
-                   (``ALLOWED_HOSTS`` and ``CSRF_TRUSTED_ORIGINS``); ``None`` checks no origin
+``ALLOW_ORIGIN``   ``origin -> bool`` or its dotted path, for origins other than the request's
+                   own; default :func:`allowed_origin` (``CSRF_TRUSTED_ORIGINS``, as Django's
+                   CSRF check); ``None`` checks no origin
 ``CSRF``           ``True`` to require Django's CSRF token on the track view (default ``False``:
                    the JSON content type is the defence, see the docs)
 ``MAX_BODY``, ``RATE``, ``BURST``, ``MAX_IDENTITIES``: as :class:`TrackEndpoint` takes them
@@ -37,6 +40,7 @@ URLs answer ``POST track`` and ``GET instrumentor.js`` with the rules of
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -45,21 +49,22 @@ from urllib.parse import urlsplit
 
 from asgiref.sync import async_to_sync, iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
+from django.core.exceptions import DisallowedHost, ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.http import HttpRequest, HttpResponse, UnreadablePostError
-from django.http.request import validate_host
 from django.urls import path
+from django.utils.http import is_same_domain
 from django.utils.module_loading import import_string
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 
-from instrumentor.context import ContextToken, reset_context
+from instrumentor.context import ContextToken
 from instrumentor.diagnostics import Incident, report_safely
-from instrumentor.integrations._endpoint import TrackEndpoint
+from instrumentor.integrations._endpoint import DEFAULT_MAX_BODY, TrackEndpoint
 from instrumentor.integrations._http import (
     ClientDisconnected,
     Incoming,
     Reply,
+    framework_response,
     json_reply,
     read_limited,
 )
@@ -67,7 +72,8 @@ from instrumentor.integrations._identity import (
     Identity,
     IdentityResolver,
     aresolve_identity,
-    bind_identity,
+    bind_request_identity,
+    reset_quietly,
     resolve_identity,
 )
 
@@ -93,6 +99,9 @@ _ENDPOINT_KEYS = {
 _HOOKS = ("RESOLVER", "AUTHORIZE_GROUP", "ALLOW_ORIGIN")
 _KEYS = (*_HOOKS, "CSRF", *_ENDPOINT_KEYS)
 _DEFAULT_ORIGIN_CHECK = "instrumentor.integrations.django.allowed_origin"
+_MIDDLEWARE = "instrumentor.integrations.django.AnalyticsMiddleware"
+#: What the resolver usually reads (request.user, request.session) is set by these.
+_AUTH_MIDDLEWARE = ("AuthenticationMiddleware", "RemoteUserMiddleware", "SessionMiddleware")
 
 
 @dataclass(frozen=True)
@@ -133,13 +142,16 @@ def _config() -> _Config:
     # Django's own cap on a request body in memory also bounds the endpoint's, if lower.
     django_cap = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
     if django_cap is not None:
-        endpoint_options["max_body"] = min(endpoint_options.get("max_body", 1024), django_cap)
+        endpoint_options["max_body"] = min(
+            endpoint_options.get("max_body", DEFAULT_MAX_BODY), django_cap
+        )
     try:
         endpoint = TrackEndpoint(
             authorize_group=_hook(options, "AUTHORIZE_GROUP"),
             allow_origin=_hook(options, "ALLOW_ORIGIN", _DEFAULT_ORIGIN_CHECK),
             **endpoint_options,
         )
+        endpoint.require_sync_hooks("Django")  # the track view is sync, under ASGI too
     except (TypeError, ValueError) as exc:
         raise ImproperlyConfigured(f"INSTRUMENTOR: {exc}") from exc
     resolver = _hook(options, "RESOLVER")
@@ -156,27 +168,60 @@ setting_changed.connect(_settings_changed, dispatch_uid="instrumentor.integratio
 
 
 def allowed_origin(origin: str) -> bool:
-    """The default ``ALLOW_ORIGIN``: an ``Origin`` Django itself would accept.
+    """The default ``ALLOW_ORIGIN``: a foreign ``Origin`` Django's own CSRF check would accept.
 
-    Its host must pass ``ALLOWED_HOSTS`` (with Django's defaults under ``DEBUG``), or the
-    origin be listed in ``CSRF_TRUSTED_ORIGINS`` (``https://*.example.com`` matches subdomains).
+    The request's own origin (its scheme and host) never gets here: the track view lets it
+    through, as Django's CSRF check does. Any other must be in ``CSRF_TRUSTED_ORIGINS``, exactly
+    (``https://app.example.com``) or, for an entry with a ``*``, as a subdomain with the same
+    scheme (``https://*.example.com``). ``ALLOWED_HOSTS`` plays no part: it says which hosts
+    this server answers for, not which pages may post to it.
     """
-    parts = urlsplit(origin)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return False
-    allowed_hosts = list(settings.ALLOWED_HOSTS)
-    if settings.DEBUG and not allowed_hosts:
-        allowed_hosts = [".localhost", "127.0.0.1", "[::1]"]
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    if validate_host(host, allowed_hosts):
+    trusted = settings.CSRF_TRUSTED_ORIGINS
+    if origin in trusted and "*" not in origin:
         return True
-    for trusted in settings.CSRF_TRUSTED_ORIGINS:
-        scheme, _, netloc = trusted.partition("://")
-        if trusted == origin or (
-            netloc.startswith("*.") and scheme == parts.scheme and parts.netloc.endswith(netloc[1:])
-        ):
-            return True
+    try:
+        parts = urlsplit(origin)
+    except ValueError:
+        return False
+    for entry in trusted:
+        if "*" in entry:
+            wildcard = urlsplit(entry)
+            if wildcard.scheme == parts.scheme and is_same_domain(
+                parts.netloc, wildcard.netloc.lstrip("*")
+            ):
+                return True
     return False
+
+
+def _own_origin(request: HttpRequest) -> str | None:
+    """The request's own origin, as Django's CSRF check builds it (``None``: a bad host)."""
+    try:
+        host = request.get_host()
+    except DisallowedHost:
+        return None
+    return f"{'https' if request.is_secure() else 'http'}://{host}"
+
+
+@functools.lru_cache(maxsize=8)
+def _check_order(middleware: tuple[str, ...]) -> None:
+    """Warn, once per ``MIDDLEWARE`` setting, when authentication comes after ours."""
+    if _MIDDLEWARE not in middleware:
+        return
+    later = [
+        name
+        for name in middleware[middleware.index(_MIDDLEWARE) + 1 :]
+        if name.rsplit(".", 1)[-1].endswith(_AUTH_MIDDLEWARE)
+    ]
+    if later:
+        report_safely(
+            Incident(
+                "bad_configuration",
+                f"{', '.join(later)} comes after {_MIDDLEWARE} in settings.MIDDLEWARE, so the "
+                "resolver runs before request.user (or the session) is set and every request "
+                f"looks anonymous; move {_MIDDLEWARE} below it",
+                site="instrumentor.integrations.django",
+            )
+        )
 
 
 class AnalyticsMiddleware:
@@ -197,6 +242,7 @@ class AnalyticsMiddleware:
     def __init__(self, get_response: Callable[[HttpRequest], _Response]) -> None:
         self.get_response = get_response
         _config()  # fail at start-up, not on the first request
+        _check_order(tuple(getattr(settings, "MIDDLEWARE", ())))
         self._async = iscoroutinefunction(get_response)
         if self._async:
             markcoroutinefunction(self)
@@ -209,8 +255,7 @@ class AnalyticsMiddleware:
         try:
             return self.get_response(request)
         finally:
-            if token is not None:
-                reset_context(token)
+            reset_quietly(token, _MIDDLEWARE)
 
     async def _acall(self, request: HttpRequest) -> HttpResponse:
         token = _bind(request, await _aresolve(request))
@@ -219,14 +264,13 @@ class AnalyticsMiddleware:
             assert not isinstance(response, HttpResponse)  # an async chain
             return await response
         finally:
-            if token is not None:
-                reset_context(token)
+            reset_quietly(token, _MIDDLEWARE)
 
 
-def _bind(request: HttpRequest, identity: Identity | None) -> ContextToken | None:
-    token = bind_identity(identity)
-    if token is None:  # not bound (reported): the endpoint must not track it either
-        setattr(request, _IDENTITY, None)
+def _bind(request: HttpRequest, identity: Identity | None) -> ContextToken:
+    """Start the request: its identity over an empty context (anonymous: the empty one)."""
+    token, bound = bind_request_identity(identity)
+    setattr(request, _IDENTITY, bound)  # not bound (reported): the endpoint must not track it
     return token
 
 
@@ -254,7 +298,12 @@ async def _aresolve(request: HttpRequest) -> Identity | None:
 
 
 def _incoming(request: HttpRequest) -> Incoming:
-    return Incoming.from_headers(request.method or "GET", request.headers.get, request)
+    incoming = Incoming.from_request(request)
+    if incoming.origin is not None and incoming.origin == _own_origin(request):
+        # The page's own origin: allowed, as Django's CSRF check allows it; ALLOW_ORIGIN is
+        # asked about the others only.
+        return dataclasses.replace(incoming, origin=None)
+    return incoming
 
 
 def _read(request: HttpRequest, limit: int) -> bytes | None:
@@ -323,11 +372,11 @@ def script(request: HttpRequest) -> HttpResponse:
 
 
 def _response(reply: Reply) -> HttpResponse:
-    response = HttpResponse(reply.body, status=reply.status)
-    if not any(name == "content-type" for name, _ in reply.headers):
-        del response["content-type"]
-    for name, value in reply.headers:
-        response[name] = value
+    response = framework_response(reply, lambda body, status: HttpResponse(body, status=status))
+    # Django logs every 4xx as a WARNING on django.request unless the response says it was
+    # logged: the endpoint's refusals are counted and logged, sampled, by instrumentor already.
+    # A private attribute of Django's (django.utils.log.log_response); tested.
+    response._has_been_logged = True  # type: ignore[attr-defined]
     return response
 
 

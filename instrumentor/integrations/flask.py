@@ -14,29 +14,40 @@
     app = Flask(__name__)
     analytics.init_app(app)
 
-For every request the resolver is called once (``before_request``); its identity is bound with
-:func:`~instrumentor.bind_context` for the request, sync and async views alike, and reset in
-``teardown_request``, also when the view raises. The blueprint :attr:`Analytics.blueprint`
-answers ``POST {prefix}/track`` and ``GET {prefix}/instrumentor.js`` with the rules of
-:class:`~instrumentor.integrations.TrackEndpoint`. Requires ``flask``
+Every request starts from an empty context, anonymous ones too: a WSGI wrapper around
+``app.wsgi_app`` binds it and resets it in a ``finally``, whatever another extension's
+``teardown_request`` raises. Within it the resolver is called once (``before_request``) and its
+identity bound with :func:`~instrumentor.bind_context`, for sync and async views alike; whatever
+a view binds (a sign-up view binding the new user) ends with the request too. The blueprint
+:attr:`Analytics.blueprint` answers ``POST {prefix}/track`` and ``GET {prefix}/instrumentor.js``
+with the rules of :class:`~instrumentor.integrations.TrackEndpoint`. Requires ``flask``
 (``pip install 'instrumentor[flask]'``; ``flask[async]`` for async views and resolvers).
 """
 
 from __future__ import annotations
 
+import enum
 import functools
+from collections.abc import Callable, Iterable
+from typing import Any, Literal
 
 from flask import Blueprint, Flask, Response, g, request
 from werkzeug.exceptions import ClientDisconnected as WerkzeugDisconnected
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from instrumentor.context import reset_context
 from instrumentor.integrations._endpoint import TrackEndpoint
-from instrumentor.integrations._http import ClientDisconnected, Incoming, Reply, read_limited
+from instrumentor.integrations._http import (
+    ClientDisconnected,
+    Incoming,
+    Reply,
+    framework_response,
+    read_limited,
+)
 from instrumentor.integrations._identity import (
     Identity,
     IdentityResolver,
-    bind_identity,
+    bind_request_identity,
+    reset_quietly,
     resolve_identity,
 )
 
@@ -47,6 +58,14 @@ __all__ = ["Analytics"]
 _METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 _IDENTITY = "_instrumentor_identity"
 _TOKEN = "_instrumentor_token"
+_WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+class _Unset(enum.Enum):
+    UNSET = enum.auto()
+
+
+_UNSET = _Unset.UNSET
 
 
 class Analytics:
@@ -57,13 +76,16 @@ class Analytics:
         resolver: ``request -> Identity | None``, given :data:`flask.request`. A plain
             function, or an ``async`` one with ``flask[async]`` installed. One that raises or
             returns ``None`` leaves the request working and untracked (an incident).
-        prefix: Where the blueprint serves ``/track`` and ``/instrumentor.js``; ``None``
-            serves nothing and only binds the identity.
+        prefix: Where the blueprint serves ``/track`` and ``/instrumentor.js`` (default
+            ``"/analytics"``); ``None`` serves nothing and only binds the identity. Leave it
+            out when you give ``endpoint``: the endpoint's own prefix is used.
         endpoint: The endpoint's rules (limits, hooks); by default ``TrackEndpoint(prefix=prefix)``.
-            Its own ``prefix`` is used when it is given.
+            Its ``authorize_group`` must be a plain function: the track view is sync.
 
     Raises:
-        ValueError: If ``prefix`` and ``endpoint.prefix`` disagree.
+        ValueError: If both ``prefix`` and ``endpoint`` are given and the prefixes differ
+            (``prefix=None`` with an endpoint included).
+        TypeError: If ``endpoint.authorize_group`` is ``async``.
     """
 
     def __init__(
@@ -71,16 +93,23 @@ class Analytics:
         app: Flask | None = None,
         *,
         resolver: IdentityResolver,
-        prefix: str | None = "/analytics",
+        prefix: str | Literal[_Unset.UNSET] | None = _UNSET,
         endpoint: TrackEndpoint | None = None,
     ) -> None:
-        if endpoint is not None and prefix not in ("/analytics", endpoint.prefix):
-            raise ValueError(
-                f"prefix {prefix!r} and endpoint.prefix {endpoint.prefix!r} disagree; "
-                "give the prefix to TrackEndpoint only"
-            )
-        if endpoint is None and prefix is not None:
-            endpoint = TrackEndpoint(prefix=prefix)
+        if endpoint is not None:
+            if prefix is not _UNSET and (prefix is None or prefix.rstrip("/") != endpoint.prefix):
+                raise ValueError(
+                    f"prefix={prefix!r} and endpoint.prefix={endpoint.prefix!r} disagree: give "
+                    "the prefix once, as TrackEndpoint(prefix=...), and leave prefix out"
+                    + (
+                        " (prefix=None serves no endpoint: then give no endpoint)"
+                        if not prefix
+                        else ""
+                    )
+                )
+            endpoint.require_sync_hooks("Flask")
+        elif prefix is not None:
+            endpoint = TrackEndpoint(prefix="/analytics" if prefix is _UNSET else prefix)
         self.resolver = resolver
         self.endpoint = endpoint
         #: The blueprint with the two routes (``None`` without an endpoint): exempt it from
@@ -100,7 +129,7 @@ class Analytics:
             self.init_app(app)
 
     def init_app(self, app: Flask) -> None:
-        """Install the extension on ``app``: the request hooks and the blueprint."""
+        """Install the extension on ``app``: the WSGI wrapper, the request hooks, the blueprint."""
         # An async resolver runs through asgiref (flask[async]); without it this fails here,
         # at start-up, rather than on every request.
         resolve = app.ensure_sync(self.resolver)
@@ -108,6 +137,7 @@ class Analytics:
             resolve = functools.wraps(self.resolver)(functools.partial(resolve))
         self._resolve = resolve
         app.extensions["instrumentor"] = self
+        app.wsgi_app = _fresh_context(app.wsgi_app)  # type: ignore[method-assign,assignment]
         app.before_request(self._bind)
         app.teardown_request(self._reset)
         if self.blueprint is not None and self.endpoint is not None:
@@ -120,14 +150,14 @@ class Analytics:
             self._resolve,
             request._get_current_object(),  # type: ignore[attr-defined]
         )
-        token = bind_identity(identity)
-        setattr(g, _IDENTITY, identity if token is not None else None)
+        token, bound = bind_request_identity(identity)
+        setattr(g, _IDENTITY, bound)
         setattr(g, _TOKEN, token)
 
     def _reset(self, error: BaseException | None = None) -> None:
-        token = g.pop(_TOKEN, None)
-        if token is not None:
-            reset_context(token)
+        # The WSGI wrapper resets in any case; this covers requests dispatched without it
+        # (app.test_request_context() and preprocess_request(), say).
+        reset_quietly(g.pop(_TOKEN, None), "instrumentor.integrations.flask")
 
     # -- views --------------------------------------------------------------------------------
 
@@ -141,12 +171,31 @@ class Analytics:
         return _response(self.endpoint.script(_incoming()))
 
 
+def _fresh_context(wsgi_app: _WSGIApp) -> _WSGIApp:
+    """Run each request in an empty context, reset in a ``finally`` (teardowns may raise)."""
+
+    @functools.wraps(wsgi_app)
+    def wrapper(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        token, _ = bind_request_identity(None)
+        try:
+            return wsgi_app(environ, start_response)
+        finally:
+            reset_quietly(token, "instrumentor.integrations.flask")
+
+    return wrapper
+
+
 def _incoming() -> Incoming:
-    current = request._get_current_object()  # type: ignore[attr-defined]
-    return Incoming.from_headers(request.method, request.headers.get, current)
+    return Incoming.from_request(request._get_current_object())  # type: ignore[attr-defined]
 
 
 def _read_body(limit: int) -> bytes | None:
+    # Read by another hook already (request.get_json() in a before_request, say): the stream is
+    # spent, so take what werkzeug cached rather than see a short body and call it a disconnect.
+    # _cached_data is werkzeug's own attribute (get_data(cache=True) sets it); tested.
+    cached = getattr(request, "_cached_data", None)
+    if isinstance(cached, bytes):
+        return cached if len(cached) <= limit else None
     # request.stream stops at Content-Length and never buffers; the app's MAX_CONTENT_LENGTH,
     # if lower than the endpoint's limit, is enforced by it while reading (a 413 here too).
     try:
@@ -158,7 +207,4 @@ def _read_body(limit: int) -> bytes | None:
 
 
 def _response(reply: Reply) -> Response:
-    response = Response(reply.body, status=reply.status, headers=list(reply.headers))
-    if not any(name == "content-type" for name, _ in reply.headers):
-        del response.headers["content-type"]
-    return response
+    return framework_response(reply, lambda body, status: Response(body, status=status))

@@ -13,7 +13,7 @@ from fastapi.responses import StreamingResponse
 import instrumentor
 from instrumentor.integrations import Identity, TrackEndpoint
 from instrumentor.integrations.asgi import AnalyticsMiddleware
-from tests.integrations.login import identity_from
+from tests.integrations.login import context_seen, identity_from, sign_up
 
 #: What background work saw: (where, user id).
 SEEN: list[tuple[str, str | None]] = []
@@ -87,6 +87,18 @@ def build(*, async_resolver: bool = False, **endpoint: Any) -> FastAPI:
         plain = _pool.submit(_user).result(5)
         carried = _pool.submit(instrumentor.with_current_context(_user)).result(5)
         return {"plain": plain, "carried": carried}
+
+    @app.get("/context")
+    def context() -> dict[str, Any]:
+        return context_seen()
+
+    @app.get("/signup")
+    def signup() -> dict[str, Any]:
+        return sign_up()
+
+    @app.get("/asignup")
+    async def asignup() -> dict[str, Any]:
+        return sign_up()
 
     @app.post("/plain")
     async def plain() -> dict[str, Any]:

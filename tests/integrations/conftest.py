@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
 
 from instrumentor.testing import CapturedEvents, capture_events
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.integrations.django_project.settings")
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from flask import Flask, Request, copy_current_request_context
 import instrumentor
 from instrumentor.integrations import Identity, TrackEndpoint
 from instrumentor.integrations.flask import Analytics
-from tests.integrations.login import identity_from
+from tests.integrations.login import context_seen, identity_from, sign_up
 
 
 def resolve(request: Request) -> Identity | None:
@@ -63,6 +63,18 @@ def build(*, async_resolver: bool = False, **endpoint: Any) -> Flask:
         copied = _in_thread(copy_current_request_context(_user))
         carried = _in_thread(instrumentor.with_current_context(_user))
         return {"copy_current_request_context": copied, "with_current_context": carried}
+
+    @app.get("/context")
+    def context() -> dict[str, Any]:
+        return context_seen()
+
+    @app.get("/signup")
+    def signup() -> dict[str, Any]:
+        return sign_up()
+
+    @app.get("/asignup")
+    async def asignup() -> dict[str, Any]:
+        return sign_up()
 
     @app.post("/plain")
     def plain() -> dict[str, Any]:

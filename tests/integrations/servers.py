@@ -26,7 +26,9 @@ from werkzeug.serving import make_server
 from tests.integrations import asgi_app, flask_app
 from tests.support import ROOT, bind_socket
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.integrations.django_project.settings")
+os.environ.setdefault(
+    "DJANGO_SETTINGS_MODULE", "tests.integrations.django_project.settings"
+)  # as conftest
 
 
 @contextlib.contextmanager

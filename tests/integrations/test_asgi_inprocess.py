@@ -62,6 +62,27 @@ def test_a_streaming_response_sees_the_identity_and_leaves_nothing_bound() -> No
     assert _in_task(scenario) == ("usr_1\nusr_1\nusr_1\n", None, None)
 
 
+def test_what_a_view_binds_in_an_anonymous_request_ends_with_it() -> None:
+    async def scenario(client: httpx.AsyncClient) -> Any:
+        signed_up = (await client.get("/asignup")).json()["user"]
+        return signed_up, (await client.get("/async")).json()
+
+    assert _in_task(scenario) == (("new_user", {"user": None}), None, None)
+
+
+def test_a_request_starts_from_an_empty_context() -> None:
+    """What is bound around the app (left over, or an outer layer's) is not merged in."""
+
+    async def scenario(client: httpx.AsyncClient) -> Any:
+        token = instrumentor.bind_context(user_id="leftover", workspace_id="ws_old")
+        try:
+            return (await client.get("/context", headers=USER)).json()["groups"]
+        finally:
+            instrumentor.reset_context(token)
+
+    assert _in_task(scenario) == ({"account": "acc_1"}, None, None)
+
+
 # -- the endpoint, with inputs a real server would not pass on ----------------------------------
 
 

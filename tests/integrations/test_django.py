@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -88,27 +89,86 @@ def test_a_lower_data_upload_max_memory_size_lowers_the_limit(
     captured.assert_nothing_tracked()
 
 
+def test_only_the_own_origin_and_csrf_trusted_origins_may_track(
+    server: Served, captured: CapturedEvents
+) -> None:
+    """Django's CSRF rule: ALLOWED_HOSTS = ["*"] lets any host in, not any page's origin."""
+    user = server.user("usr_14")
+    port = server.url.rsplit(":", 1)[1]
+    with override_settings(ALLOWED_HOSTS=["*"], CSRF_TRUSTED_ORIGINS=["https://*.cdn.test"]):
+        for origin, status in (
+            ("https://evil.test", 403),
+            (f"https://127.0.0.1:{port}", 403),  # the own host, another scheme
+            (f"http://localhost:{port}", 403),  # an allowed host, but not this request's
+            (server.url, 202),
+            ("https://a.cdn.test", 202),
+        ):
+            response = server.post({"event": "Search_Performed"}, {**user, "origin": origin})
+            assert response.status_code == status, origin
+    assert len(captured.tracks) == 2
+
+
 @override_settings(
     ALLOWED_HOSTS=["app.test", ".example.test"],
-    CSRF_TRUSTED_ORIGINS=["https://front.test", "https://*.cdn.test"],
+    CSRF_TRUSTED_ORIGINS=["https://front.test", "https://*.cdn.test", "http://*.dev.test:8000"],
 )
-def test_allowed_origin() -> None:
-    assert allowed_origin("https://app.test")
-    assert allowed_origin("http://app.test:8000")
-    assert allowed_origin("https://eu.example.test")
+def test_allowed_origin_is_csrf_trusted_origins() -> None:
     assert allowed_origin("https://front.test")
     assert allowed_origin("https://a.cdn.test")
+    assert allowed_origin("https://cdn.test")  # as Django's is_same_domain has it
+    assert allowed_origin("http://x.dev.test:8000")
+    assert not allowed_origin("http://x.dev.test:9000")
     assert not allowed_origin("http://a.cdn.test")
+    assert not allowed_origin("https://front.test:8443")
     assert not allowed_origin("https://front.test.evil")
+    assert not allowed_origin("https://evilcdn.test")
+    # ALLOWED_HOSTS says which hosts the server answers for, not which pages may post to it.
+    assert not allowed_origin("https://app.test")
+    assert not allowed_origin("https://sibling.example.test")
     assert not allowed_origin("https://evil.test")
     assert not allowed_origin("null")
-    with override_settings(ALLOWED_HOSTS=[], DEBUG=True):
-        assert allowed_origin("http://localhost:8000")
-        assert not allowed_origin("http://evil.test")
+    assert not allowed_origin("http://[::1")  # urlsplit raises on it
+
+
+def test_refusals_are_not_logged_by_django_again(server: Served) -> None:
+    """Django logs a WARNING per 4xx on django.request; the endpoint logs, sampled, itself."""
+    records: list[logging.LogRecord] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    handler = Collect()
+    logger = logging.getLogger("django.request")
+    logger.addHandler(handler)
+    try:
+        for _ in range(3):
+            assert server.post({"event": "Nope_Happened"}, server.user("usr_15")).status_code == 422
+        assert httpx.get(f"{server.url}/nowhere").status_code == 404  # Django's own: logged
+    finally:
+        logger.removeHandler(handler)
+    assert [record.getMessage() for record in records] == ["Not Found: /nowhere"]
 
 
 def _response(request: HttpRequest) -> HttpResponse:
     return HttpResponse()
+
+
+async def authorize_async(identity: Identity, request: HttpRequest, level: str, gid: str) -> bool:
+    """An async authorize_group, which the sync track view cannot await."""
+    return True
+
+
+def test_authentication_below_the_middleware_is_reported_once(captured: CapturedEvents) -> None:
+    auth = "django.contrib.auth.middleware.AuthenticationMiddleware"
+    with override_settings(MIDDLEWARE=[*project.MIDDLEWARE, auth]):
+        AnalyticsMiddleware(_response)
+        AnalyticsMiddleware(_response)  # Django builds a chain per handler: said once
+    assert [incident.kind for incident in captured.incidents] == ["bad_configuration"]
+    assert f"{auth} comes after" in captured.incidents[0].message
+    with override_settings(MIDDLEWARE=[auth, *project.MIDDLEWARE, "x.CommonMiddleware"]):
+        AnalyticsMiddleware(_response)
+    assert len(captured.incidents) == 1
 
 
 @pytest.mark.parametrize(
@@ -120,6 +180,10 @@ def _response(request: HttpRequest) -> HttpResponse:
         ({"RESOLVER": 42}, "must be a callable"),
         ({**project.INSTRUMENTOR, "RATES": 1}, "unknown INSTRUMENTOR keys ['RATES']"),
         ({**project.INSTRUMENTOR, "MAX_BODY": 1}, "max_body must be at least 16"),
+        (
+            {**project.INSTRUMENTOR, "AUTHORIZE_GROUP": f"{__name__}.authorize_async"},
+            "is async, but Django runs the track view synchronously",
+        ),
     ],
 )
 def test_a_wrong_setting_fails_when_the_middleware_loads(setting: Any, message: str) -> None:

@@ -324,6 +324,9 @@ def test_arbitrary_requests_never_get_5xx(
 ) -> None:
     endpoint = TrackEndpoint(rate=None)
     reply = post(endpoint, body, content_type=content_type, length=length, method=method)
+    if reply.status == CLIENT_CLOSED:  # fewer bytes than Content-Length: the client is gone
+        assert reply.body == b""
+        return
     assert 200 <= reply.status < 500
     payload = reply.json()
     assert isinstance(payload, dict)

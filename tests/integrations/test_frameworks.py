@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -253,3 +254,37 @@ def test_a_client_that_goes_away_mid_body_is_only_counted(server: Served) -> Non
     assert stats["frontend_disconnected"] == 1
     assert "internal_error" not in stats
     assert "frontend_rejected" not in stats
+
+
+# -- what the second review found ----------------------------------------------------------------
+
+NOBODY: dict[str, Any] = {"user": None, "groups": {}, "traits": {}}
+
+
+def test_what_a_view_binds_in_an_anonymous_request_ends_with_it(server: Served) -> None:
+    """A sign-up view binds the new user itself; the next request must not start with it."""
+    for path in ("/signup", "/asignup"):
+        signed_up = httpx.get(f"{server.url}{path}").json()
+        assert (signed_up["user"], signed_up["groups"]) == ("new_user", {"workspace": "ws_new"})
+        assert httpx.get(f"{server.url}/context").json() == NOBODY, path
+        bob = httpx.get(f"{server.url}/context", headers=server.user("bob")).json()
+        # Bob's own identity, not merged into the new user's workspace and traits.
+        assert bob == {"user": f"{server.kind}-bob", "groups": {"account": "acc_1"}, "traits": {}}
+
+
+def test_a_resolver_failing_on_every_request_reaches_on_error_once(
+    server: Served, captured: CapturedEvents
+) -> None:
+    """A malformed token sent with every request: counted each time, reported once a minute."""
+    failing = {**server.user("usr_13"), "x-fail": "1"}
+    for _ in range(12):
+        assert httpx.get(f"{server.url}/whoami", headers=failing).json() == {"user": None}
+    bad = {**server.user("usr_13"), "x-bad-traits": "1"}
+    for _ in range(3):
+        assert httpx.get(f"{server.url}/whoami", headers=bad).json() == {"user": None}
+    assert instrumentor.stats()["identity_error"] == 15
+    # One per resolver and kind of failure: the raise, and the traits that are not a mapping.
+    messages = [incident.message for incident in captured.incidents]
+    assert len(messages) == 2, messages
+    assert "raised RuntimeError" in messages[0]
+    assert "not a mapping" in messages[1]

@@ -14,4 +14,7 @@ urlpatterns = [
     path("raise", views.fail),
     path("thread", views.thread),
     path("plain", views.plain),
+    path("context", views.context),
+    path("signup", views.signup),
+    path("asignup", views.asignup),
 ]

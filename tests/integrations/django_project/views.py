@@ -11,7 +11,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 import instrumentor
 from instrumentor.integrations import Identity
-from tests.integrations.login import identity_from
+from tests.integrations.login import context_seen, identity_from, sign_up
 
 _pool = ThreadPoolExecutor(max_workers=1)
 
@@ -57,6 +57,21 @@ def thread(request: HttpRequest) -> JsonResponse:
             ),
         }
     )
+
+
+def context(request: HttpRequest) -> JsonResponse:
+    """The whole bound context."""
+    return JsonResponse(context_seen())
+
+
+def signup(request: HttpRequest) -> JsonResponse:
+    """A sign-up view: binds the new user in an anonymous request."""
+    return JsonResponse(sign_up())
+
+
+async def asignup(request: HttpRequest) -> JsonResponse:
+    """The same, async (under WSGI, async_to_sync copies what it binds back to the thread)."""
+    return JsonResponse(sign_up())
 
 
 @csrf_exempt
