@@ -33,6 +33,16 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session
+def oldest_frameworks(session: nox.Session) -> None:
+    """The integration tests on the oldest Flask, Werkzeug and Django the extras allow."""
+    session.install("-e", ".[dev]")
+    session.install("flask[async]==3.0.*", "werkzeug==3.0.*", "django==4.2.*")
+    session.run(
+        "python", "-m", "pytest", "tests/integrations", "-m", "not browser", *session.posargs
+    )
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
     """ruff lint and format check."""
     session.install("ruff")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Iterator
 from typing import Any
 
-from flask import Flask, Request, copy_current_request_context
+from flask import Flask, Request, Response, copy_current_request_context, stream_with_context
 
 import instrumentor
 from instrumentor.integrations import Identity, TrackEndpoint
@@ -75,6 +76,14 @@ def build(*, async_resolver: bool = False, **endpoint: Any) -> Flask:
     @app.get("/asignup")
     async def asignup() -> dict[str, Any]:
         return sign_up()
+
+    @app.get("/stream")
+    def stream() -> Response:
+        @stream_with_context
+        def chunks() -> Iterator[str]:
+            yield f"{_user()}\n"
+
+        return Response(chunks())
 
     @app.post("/plain")
     def plain() -> dict[str, Any]:

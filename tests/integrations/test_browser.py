@@ -16,8 +16,11 @@ from typing import Any
 
 import pytest
 
+from instrumentor.testing import CapturedEvents
 from tests.fault_server import FaultServer
-from tests.integrations.servers import App
+from tests.integrations.servers import App, served
+from tests.plan import Events
+from tests.support import ROOT
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [
@@ -206,4 +209,31 @@ def test_a_script_served_elsewhere_needs_data_endpoint(
     assert page.evaluate("instrumentor.track('Filter_Applied')") is True
     assert provider.wait_for(4, timeout=15)
     assert [t["event"] for t in _tracks(provider)] == ["Filter_Applied"]
+    assert errors == []
+
+
+@pytest.mark.parametrize("path", ["/page", "/cookie-page"])
+def test_django_csrf_true_works_with_the_documented_page(
+    page: Any, captured: CapturedEvents, path: str
+) -> None:
+    """Django's real CsrfViewMiddleware, "CSRF": True, the script tags of the docs."""
+    from django.test import override_settings
+
+    from tests.integrations.django_project import settings as project
+    from tests.integrations.django_project import views
+
+    docs = (ROOT / "docs" / "backend-routing.md").read_text(encoding="utf-8")
+    assert views.SCRIPT_WITH_TOKEN in docs
+    assert views.SCRIPT_WITH_COOKIE in docs
+    _, errors = _watch(page)
+    page.set_extra_http_headers({"x-user": "usr_1"})  # the test project's login
+    csrf = override_settings(INSTRUMENTOR={**project.INSTRUMENTOR, "CSRF": True})
+    with csrf, served("django-wsgi") as server:
+        page.goto(f"{server.url}{path}")
+        assert page.evaluate("instrumentor.track('Search_Performed')") is True
+        page.goto(f"{server.url}/page?bare=1")  # no token sent: Django's check refuses it
+        with page.expect_response("**/analytics/track") as refused:
+            assert page.evaluate("instrumentor.track('Search_Performed')") is False
+        assert refused.value.status == 403
+    captured.assert_tracked(Events.SEARCH_PERFORMED, user_id="usr_1", times=1)
     assert errors == []

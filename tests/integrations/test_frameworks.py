@@ -288,3 +288,11 @@ def test_a_resolver_failing_on_every_request_reaches_on_error_once(
     assert len(messages) == 2, messages
     assert "raised RuntimeError" in messages[0]
     assert "not a mapping" in messages[1]
+
+
+# Not under Django's ASGI handler: a sync iterator there is a warning (and an error here).
+@pytest.mark.parametrize("server", ["flask", "django-wsgi"], indirect=True)
+def test_a_streamed_response_has_no_identity(server: Served) -> None:
+    """Documented: the generator runs after the request's context is reset (Starlette's differ)."""
+    response = httpx.get(f"{server.url}/stream", headers=server.user("usr_16"))
+    assert (response.status_code, response.text) == (200, "None\n")

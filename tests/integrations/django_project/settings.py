@@ -19,3 +19,5 @@ INSTRUMENTOR = {
     "BURST": 5,
 }
 LOGGING_CONFIG = None
+# For the page of the browser test (views.page): Django's templates render {{ csrf_token }}.
+TEMPLATES = [{"BACKEND": "django.template.backends.django.DjangoTemplates"}]

@@ -17,4 +17,7 @@ urlpatterns = [
     path("context", views.context),
     path("signup", views.signup),
     path("asignup", views.asignup),
+    path("page", views.page),
+    path("stream", views.stream),
+    path("cookie-page", views.cookie_page),
 ]

@@ -6,8 +6,9 @@ import asyncio
 from concurrent.futures import ThreadPoolExecutor
 
 from asgiref.sync import async_to_sync
-from django.http import HttpRequest, JsonResponse
-from django.views.decorators.csrf import csrf_exempt
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.template import engines
+from django.views.decorators.csrf import csrf_exempt, ensure_csrf_cookie
 
 import instrumentor
 from instrumentor.integrations import Identity
@@ -74,7 +75,36 @@ async def asignup(request: HttpRequest) -> JsonResponse:
     return JsonResponse(sign_up())
 
 
+def stream(request: HttpRequest) -> StreamingHttpResponse:
+    """A streamed response: its generator runs after the middleware has reset the context."""
+    return StreamingHttpResponse(f"{_user()}\n" for _ in range(1))
+
+
 @csrf_exempt
 def plain(request: HttpRequest) -> JsonResponse:
     """The app's own POST route."""
     return JsonResponse({"accepted": True})
+
+
+#: The script tags of the docs' "CSRF with Django" (the token in the page, or Django's cookie).
+SCRIPT_WITH_TOKEN = """<script src="{% url 'instrumentor:script' %}" defer
+        data-csrf-header="X-CSRFToken" data-csrf-token="{{ csrf_token }}"></script>"""
+SCRIPT_WITH_COOKIE = """<script src="{% url 'instrumentor:script' %}" defer
+        data-csrf-header="X-CSRFToken" data-csrf-cookie="csrftoken"></script>"""
+_BARE = """<script src="{% url 'instrumentor:script' %}" defer></script>"""
+
+
+def _page(request: HttpRequest, script: str) -> HttpResponse:
+    template = engines["django"].from_string(f"<!doctype html><title>page</title>{script}")
+    return HttpResponse(template.render({}, request))
+
+
+def page(request: HttpRequest) -> HttpResponse:
+    """A page with the JS client and the CSRF token in it (``?bare=1``: without a token)."""
+    return _page(request, _BARE if request.GET.get("bare") else SCRIPT_WITH_TOKEN)
+
+
+@ensure_csrf_cookie
+def cookie_page(request: HttpRequest) -> HttpResponse:
+    """A page whose client reads the token from Django's cookie, which the decorator sets."""
+    return _page(request, SCRIPT_WITH_COOKIE)
