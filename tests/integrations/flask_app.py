@@ -79,11 +79,10 @@ def build(*, async_resolver: bool = False, **endpoint: Any) -> Flask:
 
     @app.get("/stream")
     def stream() -> Response:
-        @stream_with_context
         def chunks() -> Iterator[str]:
             yield f"{_user()}\n"
 
-        return Response(chunks())
+        return Response(stream_with_context(chunks()))
 
     @app.post("/plain")
     def plain() -> dict[str, Any]:
