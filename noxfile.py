@@ -33,6 +33,16 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session
+def oldest_frameworks(session: nox.Session) -> None:
+    """The integration tests on the oldest Flask, Werkzeug and Django the extras allow."""
+    session.install("-e", ".[dev]")
+    session.install("flask[async]==3.0.*", "werkzeug==3.0.*", "django==4.2.*")
+    session.run(
+        "python", "-m", "pytest", "tests/integrations", "-m", "not browser", *session.posargs
+    )
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
     """ruff lint and format check."""
     session.install("ruff")
@@ -60,6 +70,9 @@ def bench(session: nox.Session) -> None:
     session.install("-e", ".[bench]")
     session.run("python", "benchmarks/bench_caller.py", *session.posargs)
     session.run("python", "benchmarks/bench_delivery.py", *session.posargs)
+    session.install("-e", ".[dev]")  # FastAPI, uvicorn, Flask and Django for the endpoint ones
+    session.run("python", "benchmarks/bench_endpoint.py")
+    session.run("python", "benchmarks/bench_wsgi_adapters.py")
 
 
 @nox.session

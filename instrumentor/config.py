@@ -418,9 +418,13 @@ class Runtime:
         """The queued destinations this configuration delivers to."""
         return [r for r in self.receivers if isinstance(r, Destination)]
 
-    def report(self, incident: Incident, key: str | None = None) -> None:
-        """Count, log (rate-limited per ``key``, by default the site) and call ``on_error``."""
-        _diagnostics.report(incident, self.settings.on_error, key)
+    def report(self, incident: Incident, key: str | None = None, *, sampled: bool = False) -> None:
+        """Count, log (rate-limited per ``key``, by default the site) and call ``on_error``.
+
+        ``sampled`` rate-limits the ``on_error`` call like the log line (for incidents that
+        outside input can cause at any rate).
+        """
+        _diagnostics.report(incident, self.settings.on_error, key, sampled=sampled)
 
 
 _lock = threading.RLock()

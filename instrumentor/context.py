@@ -300,6 +300,35 @@ def bind_context(
     return _current.set(merged)
 
 
+def _replace_or_raise(
+    user_id: str | int | None,
+    user_traits: Mapping[str, Any] | None,
+    account_id: str | int | Group | None,
+    workspace_id: str | int | Group | None,
+    project_id: str | int | Group | None,
+    groups: Mapping[str, str | int | Group] | None,
+) -> ContextToken:
+    """Bind these fields as the whole context, merged into nothing that was bound; raises.
+
+    For request adapters, which report failures their own way: a request starts from an empty
+    context, whatever an earlier request on the same thread may have left behind.
+    """
+    merged = _merged(
+        _EMPTY_CONTEXT,
+        user_id,
+        user_traits,
+        account_id,
+        None,
+        None,
+        workspace_id,
+        None,
+        project_id,
+        None,
+        groups,
+    )
+    return _current.set(merged)
+
+
 def _report_invalid(exc: Exception) -> None:
     from instrumentor.config import runtime
     from instrumentor.diagnostics import Incident
@@ -315,6 +344,11 @@ def _report_invalid(exc: Exception) -> None:
 def reset_context(token: ContextToken) -> None:
     """Restore the context that was current before the :func:`bind_context` that gave ``token``."""
     _current.reset(token)
+
+
+def _replace_with_empty() -> ContextToken:
+    """Bind the empty context (for a request without an identity); the token restores."""
+    return _current.set(_EMPTY_CONTEXT)
 
 
 def clear_context() -> None:

@@ -3,12 +3,16 @@
 Run-time problems never raise into business code. Each is an :class:`Incident`: it increments a
 counter that :func:`stats` reports, it is logged on the ``instrumentor`` logger the first time for
 its site and then at most once a minute with the number suppressed, and it is passed to the
-``on_error`` hook given to ``configure()``.
+``on_error`` hook given to ``configure()``. Incidents that outside input can cause at any rate
+(the frontend endpoint's rejections) are *sampled*: the hook, like the log, hears of them once a
+minute per key, with the number left out. What is normal rather than wrong (an anonymous request)
+is only counted, and logged at debug level.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import threading
@@ -32,9 +36,12 @@ class Incident:
         kind: What happened: ``"missing_user"``, ``"missing_group"``, ``"receiver_error"``,
             ``"deprecated_event"``, ``"invalid_event"``, ``"invalid_group_level"``,
             ``"internal_error"``, ``"invalid_context"``, ``"invalid_properties"``,
-            ``"invalid_group_id"`` or
-            ``"bad_configuration"``. (:func:`stats` also counts ``"hook_error"``, an ``on_error``
-            hook that raised, and ``"log_error"``, a log handler that raised.)
+            ``"invalid_group_id"``, ``"bad_configuration"``, and from the frontend endpoint
+            and middleware (sampled): ``"identity_error"``, ``"frontend_rejected"`` and
+            ``"frontend_hook_error"``. (:func:`stats` also counts ``"hook_error"``, an
+            ``on_error`` hook that raised, ``"log_error"``, a log handler that raised, and,
+            not incidents, ``"identity_missing"``, an anonymous request, and
+            ``"frontend_disconnected"``, a client gone mid-body.)
         message: A sentence saying what happened and what to do.
         event: The event name concerned, if any.
         site: Where it happened (the decorated function, or the event for imperative calls).
@@ -60,8 +67,13 @@ class _Diagnostics:
         incident: Incident,
         hook: Callable[[Incident], None] | None,
         key: str | None = None,
+        *,
+        sampled: bool = False,
     ) -> None:
-        """Count, log (once per kind and key per interval) and hand to ``hook``."""
+        """Count, log (once per kind and key per interval) and hand to ``hook``.
+
+        ``sampled`` hands it to ``hook`` only when it is logged, with the number left out since.
+        """
         log_key = (incident.kind, key or incident.site or incident.event or "")
         now = time.monotonic()
         with self.lock:
@@ -75,6 +87,7 @@ class _Diagnostics:
                 suppressed = self.suppressed.pop(log_key, 0)
             else:
                 self.suppressed[log_key] += 1
+        more = ""
         if log_it:
             more = f" ({suppressed} more since last logged)" if suppressed else ""
             try:
@@ -89,6 +102,11 @@ class _Diagnostics:
             except Exception:  # a raising log handler must not reach the caller
                 with self.lock:
                     self.counts["log_error"] += 1
+        if sampled:
+            if not log_it:
+                return
+            if more:
+                incident = dataclasses.replace(incident, message=incident.message + more)
         if hook is not None:
             try:
                 hook(incident)
@@ -103,6 +121,13 @@ class _Diagnostics:
                             "are only counted (stats()['hook_error'])",
                             type(exc).__qualname__,
                         )
+
+    def count(self, kind: str, message: str) -> None:
+        """Count something normal (no incident, no hook) and log it at debug level."""
+        with self.lock:
+            self.counts[kind] += 1
+        with contextlib.suppress(Exception):
+            _log.debug("instrumentor %s: %s", kind, message)
 
     def snapshot(self) -> dict[str, int]:
         with self.lock:
@@ -125,6 +150,25 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def report_safely(incident: Incident, *, key: str | None = None, sampled: bool = False) -> None:
+    """Report ``incident`` to the installed configuration; never raises (for request paths).
+
+    Args:
+        incident: What happened.
+        key: Rate-limit key of the log line (and of the hook, if ``sampled``); the site by default.
+        sampled: Call ``on_error`` only when the log line is written, once per minute per key.
+    """
+    from instrumentor.config import runtime
+
+    with contextlib.suppress(Exception):
+        runtime().report(incident, key, sampled=sampled)
+
+
+def count_quietly(kind: str, message: str) -> None:
+    """Count ``kind`` in :func:`stats` and log ``message`` at debug level: normal, no incident."""
+    _diagnostics.count(kind, message)
 
 
 def reset_stats() -> None:

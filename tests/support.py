@@ -1,8 +1,9 @@
-"""Helpers shared by tests that need a fresh interpreter (exit, fork, global OTel providers)."""
+"""Helpers shared by tests: a fresh interpreter (exit, fork, global OTel providers), a socket."""
 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -69,3 +70,19 @@ def run_cli(
         timeout=120,
         check=False,
     )
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket for uvicorn's ``Server.run(sockets=[...])`` (port 0: a free one).
+
+    It listens at once, so a client told the port may connect before uvicorn has started.
+
+    Created with ``IPPROTO_TCP``, not the default protocol 0: asyncio sets ``TCP_NODELAY`` only
+    on sockets whose protocol says TCP, and without it every response written in two parts
+    (headers, then body) waits about 40 ms for a delayed ACK.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(128)
+    return sock
