@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,3 +89,18 @@ def bind_socket(host: str, port: int) -> socket.socket:
     sock.bind((host, port))
     sock.listen(128)
     return sock
+
+
+@contextlib.contextmanager
+def connect_sqlite(path: str | os.PathLike[str]) -> Iterator[sqlite3.Connection]:
+    """``sqlite3.connect`` as a block that commits and then closes the connection.
+
+    sqlite3's own ``with connection:`` only commits; the connection stays open until garbage
+    collection, which Python 3.13 reports as a ResourceWarning (an error in this suite).
+    """
+    conn = sqlite3.connect(path)
+    try:
+        with conn:
+            yield conn
+    finally:
+        conn.close()

@@ -25,7 +25,7 @@ import time
 import urllib.parse
 import weakref
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -83,6 +83,15 @@ _VACUUM_PAGES = 1000  # free pages returned to the file system per incremental v
 UNSERVED_AFTER = 600.0
 _T = TypeVar("_T")
 _inherited: list[sqlite3.Connection] = []  # a forked child's copies: never used, never closed
+
+
+def _close_if_owner(conn: sqlite3.Connection, pid: int) -> None:
+    """Close a connection a store dropped without ``close()``, in the process that opened it."""
+    if os.getpid() == pid:
+        with suppress(sqlite3.Error):
+            conn.close()
+
+
 _stores: weakref.WeakSet[OutboxStore] = weakref.WeakSet()
 #: One lock per file for this process's write transactions: two connections of one process
 #: then queue in Python instead of in SQLite's busy handler, which sleeps milliseconds a time.
@@ -267,6 +276,8 @@ class OutboxStore:
         self.create = create and not readonly
         self.readonly = readonly
         self._conn: sqlite3.Connection | None = None
+        # Closes the connection if the store is dropped unclosed (Python 3.13 warns otherwise).
+        self._finalizer: weakref.finalize[Any, Any] | None = None
         self._lock = threading.Lock()
         self._pid = os.getpid()
         self.owner = owner or new_owner()
@@ -325,6 +336,8 @@ class OutboxStore:
         conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
         self.identity = (stat.st_dev, stat.st_ino)
         self._conn = conn
+        self._finalizer = weakref.finalize(self, _close_if_owner, conn, os.getpid())
+        self._finalizer.atexit = False  # the exit flush still needs it
         return conn
 
     def _prepare(self, conn: sqlite3.Connection) -> None:
@@ -388,6 +401,9 @@ class OutboxStore:
         """Forget the parent's connection (never used nor closed here)."""
         if self._conn is not None:
             _inherited.append(self._conn)  # closing it could disturb the parent's locks
+        if self._finalizer is not None:
+            self._finalizer.detach()
+            self._finalizer = None
         self._conn = None
         self.identity = None
         self._lock = threading.Lock()
@@ -398,6 +414,9 @@ class OutboxStore:
         with self._lock:
             if self._conn is not None and self._pid == os.getpid():
                 self._conn.close()
+            if self._finalizer is not None:
+                self._finalizer.detach()
+                self._finalizer = None
             self._conn = None
             self.identity = None
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,6 +27,7 @@ from instrumentor.delivery.outbox import OutboxStore
 from instrumentor.messages import Message
 from tests.fault_server import FaultServer
 from tests.plan import Events
+from tests.support import connect_sqlite
 
 FAST = RetryPolicy(base_delay=0.02, max_delay=0.1)
 
@@ -72,7 +72,7 @@ def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
 
 
 def rows_in(path: str) -> int:
-    with sqlite3.connect(path) as conn:
+    with connect_sqlite(path) as conn:
         count: int = conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
         return count
 

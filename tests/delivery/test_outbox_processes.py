@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ import pytest
 
 from tests.delivery.test_processes import free_port, tracks_received
 from tests.fault_server import FaultServer
-from tests.support import ROOT, run_python
+from tests.support import ROOT, connect_sqlite, run_python
 
 BATCH = 50
 LINGER = 0.01
@@ -66,7 +65,7 @@ DELIVER_LEFTOVERS = f"""
 
 
 def ids_in(path: str) -> list[str]:
-    with sqlite3.connect(path) as conn:
+    with connect_sqlite(path) as conn:
         return [row[0] for row in conn.execute("SELECT message_id FROM outbox")]
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import os
-import sqlite3
 import subprocess
 import sys
 import time
@@ -36,7 +35,7 @@ from instrumentor.exceptions import PartialDeliveryError, RetryableDeliveryError
 from instrumentor.messages import Message, TrackMessage
 from tests.fault_server import FaultServer
 from tests.plan import Events
-from tests.support import ROOT
+from tests.support import ROOT, connect_sqlite
 
 FAST = RetryPolicy(base_delay=0.02, max_delay=0.1)
 
@@ -151,7 +150,7 @@ def test_a_normal_exit_during_a_slow_delivery_commits_the_queue(
     out, err = child.communicate(timeout=60)
     assert child.returncode == 0, err
     tracked = out.split()
-    with sqlite3.connect(path) as conn:
+    with connect_sqlite(path) as conn:
         in_file = {row[0] for row in conn.execute("SELECT message_id FROM outbox")}
     assert len(tracked) == 3 + 20
     assert set(tracked) <= in_file | set(server.message_ids()), "queued events were lost"
@@ -329,7 +328,7 @@ def test_a_lock_held_at_open_is_waited_out_not_given_up(server: FaultServer, pat
     assert instrumentor.flush(15).pending == 0
     assert destination.stats().persisted == len(memory.messages) == 3
     assert sorted(server.message_ids()) == sorted(m.message_id for m in memory.messages)
-    with sqlite3.connect(path) as conn:
+    with connect_sqlite(path) as conn:
         indexes = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")]
     assert "outbox_leased" in indexes  # the open-time lease scan reads only leased rows
 
@@ -370,7 +369,7 @@ def test_the_key_never_reaches_the_file_and_a_new_key_gets_its_own_channel(
         track(Events.PLAN_UPGRADED)
     assert instrumentor.flush(10).pending == 0
     assert outbox_status(path).channels == {old: 3}  # not sent with the new key
-    with sqlite3.connect(path) as conn:
+    with connect_sqlite(path) as conn:
         waiting = {row[0] for row in conn.execute("SELECT message_id FROM outbox")}
     assert waiting.isdisjoint(server.message_ids())
     old_key = instrumentor.AccoilTransport("sk_live_SECRET_12345", endpoint=server.url)
@@ -386,7 +385,7 @@ def test_the_key_never_reaches_the_file_and_a_new_key_gets_its_own_channel(
 
 def test_rows_of_a_channel_nobody_serves_are_reported(path: str) -> None:
     stored(path, "RemovedTransport", messages(4))
-    with sqlite3.connect(path) as conn:  # last served long ago
+    with connect_sqlite(path) as conn:  # last served long ago
         conn.execute("UPDATE outbox_meta SET value = 0 WHERE key = 'seen:RemovedTransport'")
     assert outbox_status(path).unserved == {"RemovedTransport": 4}
     incidents: list[instrumentor.Incident] = []
@@ -420,16 +419,16 @@ def test_status_writes_nothing_and_refuses_a_missing_file(path: str) -> None:
     store.claim(1)
     host, boot, namespace, *_ = store.owner.split("|")
     dead = "|".join((host, boot, namespace, "999999999", "1", "x"))
-    with sqlite3.connect(path) as conn:
+    with connect_sqlite(path) as conn:
         conn.execute("UPDATE outbox SET lease_owner = ? WHERE lease_owner IS NOT NULL", (dead,))
     store.close()
-    with sqlite3.connect(path) as conn:
+    with connect_sqlite(path) as conn:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     before = Path(path).read_bytes()
     status = outbox_status(path)
     assert (status.pending, status.leased) == (2, 1)
     assert Path(path).read_bytes() == before  # no opened_at, no lease freed
-    with sqlite3.connect(path) as conn:
+    with connect_sqlite(path) as conn:
         assert conn.execute("SELECT count(*) FROM outbox WHERE lease_owner = ?", (dead,)).fetchone()
     with pytest.raises(OutboxError, match="there is no outbox at"):
         outbox_status(Path(path).with_name("typo.db"))
@@ -437,7 +436,7 @@ def test_status_writes_nothing_and_refuses_a_missing_file(path: str) -> None:
 
 
 def test_a_file_of_the_first_schema_is_upgraded(path: str) -> None:
-    with sqlite3.connect(path) as conn:
+    with connect_sqlite(path) as conn:
         conn.executescript(
             "CREATE TABLE outbox (id INTEGER PRIMARY KEY, channel TEXT NOT NULL, message_id TEXT "
             "NOT NULL, body TEXT NOT NULL, created_at REAL NOT NULL, attempts INTEGER NOT NULL "

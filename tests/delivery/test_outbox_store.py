@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import shutil
-import sqlite3
 import tempfile
 import time
 from pathlib import Path
@@ -14,9 +13,8 @@ import pytest
 
 from instrumentor.delivery import outbox_status, purge
 from instrumentor.delivery.outbox import OutboxError, OutboxStore, check_path
-from instrumentor.messages import (
-    TrackMessage,
-)
+from instrumentor.messages import TrackMessage
+from tests.support import connect_sqlite
 
 WHEN = dt.datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=dt.timezone.utc)
 
@@ -92,7 +90,7 @@ class TestQueue:
         assert len(outbox.claim(1)) == 1
         host, boot, namespace, *_ = outbox.owner.split("|")
         dead = "|".join((host, boot, namespace, "999999999", "1", "dead"))
-        with sqlite3.connect(outbox.path) as conn:  # as if a dead pid had leased it
+        with connect_sqlite(outbox.path) as conn:  # as if a dead pid had leased it
             conn.execute("UPDATE outbox SET lease_owner = ?", (dead,))
         assert len(store(tmp_path, lease=3600).claim(1)) == 1
 
@@ -121,7 +119,7 @@ class TestQueue:
     def test_an_unreadable_row_comes_back_without_a_message(self, tmp_path: Path) -> None:
         outbox = store(tmp_path)
         outbox.persist([track()])
-        with sqlite3.connect(outbox.path) as conn:
+        with connect_sqlite(outbox.path) as conn:
             conn.execute("UPDATE outbox SET body = '{not json'")
         (row,) = outbox.claim(1)
         assert row.message is None
@@ -137,7 +135,7 @@ class TestQueue:
     def test_the_file_is_in_wal_mode(self, tmp_path: Path) -> None:
         outbox = store(tmp_path, synchronous="full")
         outbox.persist([track()])
-        with sqlite3.connect(outbox.path) as conn:
+        with connect_sqlite(outbox.path) as conn:
             assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
@@ -203,7 +201,7 @@ class TestBadPaths:
             shutil.rmtree(base)
 
     def test_a_newer_schema_is_refused(self, tmp_path: Path) -> None:
-        with sqlite3.connect(tmp_path / "outbox.db") as conn:
+        with connect_sqlite(tmp_path / "outbox.db") as conn:
             conn.execute("PRAGMA user_version = 99")
         with pytest.raises(OutboxError, match="newer instrumentor"):
             store(tmp_path)
