@@ -8,10 +8,7 @@ answered 2xx), and the caller never waited on the network.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
-
-import pytest
 
 import instrumentor
 from instrumentor import (
@@ -30,13 +27,6 @@ from tests.plan import Events
 
 FAST = RetryPolicy(max_attempts=1000, max_elapsed=30, base_delay=0.02, max_delay=0.1)
 KEY = "sk_test_loopback"
-
-
-@pytest.fixture
-def server() -> Iterator[FaultServer]:
-    with FaultServer(status=200) as running:
-        yield running
-    instrumentor.shutdown(1.0)
 
 
 def send_through(transport: Any, events: int = 30, **options: Any) -> tuple[list[str], float]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,18 +30,6 @@ from tests.plan import Events
 from tests.support import connect_sqlite
 
 FAST = RetryPolicy(base_delay=0.02, max_delay=0.1)
-
-
-@pytest.fixture
-def server() -> Iterator[FaultServer]:
-    with FaultServer(status=200) as running:
-        yield running
-    instrumentor.shutdown(1.0)
-
-
-@pytest.fixture
-def path(tmp_path: Path) -> str:
-    return str(tmp_path / "analytics.db")
 
 
 def outbox(server: FaultServer, path: str, **options: object) -> OutboxDestination:

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +22,6 @@ from tests.support import ROOT, connect_sqlite, run_python
 BATCH = 50
 LINGER = 0.01
 SLACK = 2.0  # seconds of scheduling delay allowed on a loaded machine, on top of linger
-
-
-@pytest.fixture
-def server() -> Iterator[FaultServer]:
-    with FaultServer() as running:
-        yield running
 
 
 TRACK_FOREVER = f"""

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -38,18 +38,6 @@ from tests.plan import Events
 from tests.support import ROOT, connect_sqlite
 
 FAST = RetryPolicy(base_delay=0.02, max_delay=0.1)
-
-
-@pytest.fixture
-def server() -> Iterator[FaultServer]:
-    with FaultServer(status=200) as running:
-        yield running
-    instrumentor.shutdown(1.0)
-
-
-@pytest.fixture
-def path(tmp_path: Path) -> str:
-    return str(tmp_path / "analytics.db")
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 15.0) -> bool:

@@ -8,19 +8,12 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from tests.fault_server import FaultServer
 from tests.support import ROOT, run_python
-
-
-@pytest.fixture
-def server() -> Iterator[FaultServer]:
-    with FaultServer() as running:
-        yield running
 
 
 def run_script(code: str, server: FaultServer, **env: str) -> subprocess.CompletedProcess[str]:
