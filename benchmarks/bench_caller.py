@@ -40,8 +40,9 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import instrumentor
-from instrumentor import Emission, EventRegistry, bind_context, configure, event, tracks
-from instrumentor.signals import event_emitted
+from instrumentor import EventRegistry, bind_context, configure, event, tracks
+from instrumentor._signals import event_emitted
+from instrumentor.signals import Emission
 
 TARGET_ADDED_NS = 1500.0
 TARGET_VS_SEGMENT = 10.0

@@ -21,8 +21,10 @@ from collections.abc import Sequence
 from celery import Celery
 
 import instrumentor
-from instrumentor import Destination, EventRegistry, Message, bound_context, configure, event
+from instrumentor import EventRegistry, bound_context, configure, event
 from instrumentor.celery import CeleryQueue
+from instrumentor.delivery import Destination
+from instrumentor.transports import Message
 
 
 class Events(EventRegistry):

@@ -47,13 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 import instrumentor
 from instrumentor import (
-    AccoilTransport,
-    Destination,
-    Emission,
     EventRegistry,
-    MemoryTransport,
-    RetryPolicy,
-    SegmentTransport,
     bind_context,
     bound_context,
     configure,
@@ -61,7 +55,10 @@ from instrumentor import (
     reset_context,
     tracks,
 )
-from instrumentor.signals import event_emitted
+from instrumentor._signals import event_emitted
+from instrumentor.delivery import Destination, RetryPolicy
+from instrumentor.signals import Emission
+from instrumentor.transports import AccoilTransport, MemoryTransport, SegmentTransport
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection

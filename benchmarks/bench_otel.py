@@ -25,7 +25,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 import instrumentor
 from instrumentor import EventRegistry, bind_context, event, tracks
-from instrumentor.signals import event_emitted
+from instrumentor._signals import event_emitted
 
 
 class BenchOtelEvents(EventRegistry):

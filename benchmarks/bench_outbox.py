@@ -28,16 +28,9 @@ import time
 from pathlib import Path
 
 import instrumentor
-from instrumentor import (
-    Destination,
-    EventRegistry,
-    OutboxDestination,
-    SegmentTransport,
-    bind_context,
-    configure,
-    event,
-    tracks,
-)
+from instrumentor import EventRegistry, bind_context, configure, event, tracks
+from instrumentor.delivery import Destination, OutboxDestination
+from instrumentor.transports import SegmentTransport
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))

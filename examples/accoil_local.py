@@ -15,7 +15,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import instrumentor
-from instrumentor import AccoilTransport, Destination, EventRegistry, bound_context, event, tracks
+from instrumentor import EventRegistry, bound_context, event, tracks
+from instrumentor.delivery import Destination
+from instrumentor.transports import AccoilTransport
 
 
 class Events(EventRegistry):

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import instrumentor
-from instrumentor import EventRegistry, OutboxDestination, SegmentTransport, bound_context, event
-from instrumentor.delivery import outbox_status
+from instrumentor import EventRegistry, bound_context, event
+from instrumentor.delivery import OutboxDestination, outbox_status
+from instrumentor.transports import SegmentTransport
 
 
 class Events(EventRegistry):

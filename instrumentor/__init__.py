@@ -3,19 +3,17 @@
 Define every event once in an :class:`EventRegistry`, decorate the function that performs the
 action with :func:`tracks`, bind who is acting with :func:`bind_context` once per request, and
 the identify + group + track bundle is emitted after each success, never breaking the caller.
+
+The top level holds what an application types daily. Advanced objects live in documented public
+modules: :mod:`instrumentor.plan` (the hierarchy, specs, naming rules), :mod:`instrumentor.signals`
+(the emission signal), :mod:`instrumentor.transports` (transports and the messages they carry),
+:mod:`instrumentor.delivery` (destinations, retries, the outbox), :mod:`instrumentor.celery`,
+:mod:`instrumentor.exceptions`, :mod:`instrumentor.testing` and :mod:`instrumentor.integrations`.
 """
 
 from __future__ import annotations
 
-from instrumentor.config import (
-    Secret,
-    Settings,
-    configure,
-    configured,
-    current_settings,
-    reset_configuration,
-)
-from instrumentor.context import (
+from instrumentor._context import (
     AnalyticsContext,
     ContextToken,
     Group,
@@ -26,109 +24,45 @@ from instrumentor.context import (
     reset_context,
     with_current_context,
 )
-from instrumentor.decorators import Call, tracks
-from instrumentor.delivery import (
-    Destination,
-    FlushResult,
-    OutboxDestination,
-    OutboxError,
-    RetryPolicy,
-    aflush,
-    flush,
-    shutdown,
+from instrumentor._decorators import Call, tracks
+from instrumentor._diagnostics import Incident, IncidentKind, reset_stats
+from instrumentor._emitter import establish_group_hierarchy, group, identify, track
+from instrumentor._registry import EventRegistry, event
+from instrumentor._wiring import (
+    Secret,
+    Settings,
+    configure,
+    configured,
+    current_settings,
+    reset_configuration,
+    stats,
 )
-from instrumentor.diagnostics import Incident, reset_stats, stats
-from instrumentor.emitter import Emission, establish_group_hierarchy, group, identify, track
+from instrumentor.delivery import aflush, flush, shutdown
 from instrumentor.exceptions import (
     ConfigurationError,
-    DeliveryError,
-    DuplicateEventError,
     InstrumentorError,
     MissingContextError,
-    NamingRuleError,
-    PartialDeliveryError,
-    PayloadTooLargeError,
-    PermanentDeliveryError,
-    PlanError,
-    RetryableDeliveryError,
     TrackingUsageError,
-    UnknownCategoryError,
-    UnknownGroupLevelError,
-    WaiverError,
-)
-from instrumentor.messages import GroupMessage, IdentifyMessage, Message, TrackMessage
-from instrumentor.otel import OTelTransport
-from instrumentor.registry import (
-    CATEGORIES,
-    CATEGORY_ORDER,
-    DEFAULT_HIERARCHY,
-    EventRegistry,
-    EventSpec,
-    GroupHierarchy,
-    all_events,
-    event,
-    find_event,
-    plan_hierarchy,
-)
-from instrumentor.signals import event_emitted
-from instrumentor.transports import (
-    AccoilTransport,
-    ConsoleTransport,
-    MemoryTransport,
-    SegmentTransport,
-    Transport,
 )
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "AccoilTransport",
     "AnalyticsContext",
-    "CATEGORIES",
-    "CATEGORY_ORDER",
     "Call",
     "ConfigurationError",
-    "ConsoleTransport",
     "ContextToken",
-    "DEFAULT_HIERARCHY",
-    "DeliveryError",
-    "Destination",
-    "DuplicateEventError",
-    "Emission",
     "EventRegistry",
-    "EventSpec",
-    "FlushResult",
     "Group",
-    "GroupHierarchy",
-    "GroupMessage",
-    "IdentifyMessage",
     "Incident",
+    "IncidentKind",
     "InstrumentorError",
-    "MemoryTransport",
-    "Message",
     "MissingContextError",
-    "NamingRuleError",
-    "OTelTransport",
-    "OutboxDestination",
-    "OutboxError",
-    "PartialDeliveryError",
-    "PayloadTooLargeError",
-    "PermanentDeliveryError",
-    "PlanError",
-    "RetryPolicy",
-    "RetryableDeliveryError",
     "Secret",
-    "SegmentTransport",
     "Settings",
-    "TrackMessage",
     "TrackingUsageError",
-    "Transport",
-    "UnknownCategoryError",
-    "UnknownGroupLevelError",
-    "WaiverError",
     "__version__",
     "aflush",
-    "all_events",
     "bind_context",
     "bound_context",
     "clear_context",
@@ -138,12 +72,9 @@ __all__ = [
     "current_settings",
     "establish_group_hierarchy",
     "event",
-    "event_emitted",
-    "find_event",
     "flush",
     "group",
     "identify",
-    "plan_hierarchy",
     "reset_configuration",
     "reset_context",
     "reset_stats",

@@ -1,7 +1,7 @@
 """Plan coverage for the pytest plugin: which events of the plan did the test suite track?
 
 Turned on with ``pytest --instrumentor-coverage`` (and ``--instrumentor-coverage-fail-under=PCT``
-to fail the run below a threshold). A receiver on :data:`~instrumentor.signals.event_emitted`
+to fail the run below a threshold). A receiver on :data:`~instrumentor._signals.event_emitted`
 notes every event emitted during the session, whatever transport the tests configured; the
 plan is ``--instrumentor-plan`` or ``[tool.instrumentor] plan``, else every registry imported.
 Under pytest-xdist each worker sends what it saw to the controller, which reports the union.
@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from instrumentor.emitter import Emission
-from instrumentor.registry import all_events
-from instrumentor.signals import event_emitted
+from instrumentor._emitter import Emission
+from instrumentor._registry import all_events
+from instrumentor._signals import event_emitted
 
 __all__ = ["PlanCoverage"]
 

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from instrumentor.messages import Message
+    from instrumentor._messages import Message
 
 __all__ = [
     "ConfigurationError",

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from instrumentor.context import _current
+from instrumentor._context import context_var
 from instrumentor.testing import CapturedEvents, capture_events
 
 __all__ = ["tracked"]
@@ -84,9 +84,9 @@ def tracked(request: pytest.FixtureRequest) -> Iterator[CapturedEvents]:
     settings = dict(marker.kwargs) if marker is not None else {}
     if marker is not None and marker.args:
         raise pytest.UsageError("@pytest.mark.instrumentor takes keywords only, e.g. strict=False")
-    token = _current.set(_current.get())  # whatever the test binds is undone afterwards
+    token = context_var.set(context_var.get())  # whatever the test binds is undone afterwards
     try:
         with capture_events(**settings) as captured:
             yield captured
     finally:
-        _current.reset(token)
+        context_var.reset(token)

@@ -19,13 +19,14 @@ import contextlib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from instrumentor.config import configured
-from instrumentor.diagnostics import Incident
-from instrumentor.messages import GroupMessage, IdentifyMessage, Message, TrackMessage
-from instrumentor.registry import EventRegistry, _forget_registry
-from instrumentor.transports.memory import MemoryTransport
+from instrumentor._diagnostics import Incident
+from instrumentor._messages import GroupMessage, IdentifyMessage, Message, TrackMessage
+from instrumentor._registry import EventRegistry, forget_registry
+from instrumentor._wiring import configured
+from instrumentor._wiring import destinations as installed_destinations
+from instrumentor.transports._memory import MemoryTransport
 
-__all__ = ["CapturedEvents", "capture_events", "forget_registry"]
+__all__ = ["CapturedEvents", "capture_events", "forget_registry", "installed_destinations"]
 
 _ANY: Any = object()
 
@@ -226,7 +227,7 @@ def capture_events(*, strict: bool = True, **settings: Any) -> Iterator[Captured
 
     Raises:
         TypeError: If ``transports`` is given: the capture is the transport. Connect an extra
-            receiver to :data:`~instrumentor.signals.event_emitted` instead.
+            receiver to :data:`~instrumentor._signals.event_emitted` instead.
     """
     if "transports" in settings:
         raise TypeError(
@@ -245,11 +246,3 @@ def capture_events(*, strict: bool = True, **settings: Any) -> Iterator[Captured
     options: dict[str, Any] = {"enabled": True, "debug": False, **settings}
     with configured(transports=(transport,), strict=strict, on_error=on_error, **options):
         yield captured
-
-
-def forget_registry(registry: type[EventRegistry]) -> None:
-    """Remove a registry from the process-wide duplicate check.
-
-    For tests that define throwaway plans: after this, another registry may reuse its names.
-    """
-    _forget_registry(registry)

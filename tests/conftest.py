@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import pytest
 
 import instrumentor
-from instrumentor.config import ENVIRONMENT_VARIABLES
-from instrumentor.diagnostics import _diagnostics
+from instrumentor._diagnostics import _diagnostics
+from instrumentor._wiring import ENVIRONMENT_VARIABLES
 
 
 @pytest.fixture(autouse=True)

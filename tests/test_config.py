@@ -11,8 +11,6 @@ import pytest
 import instrumentor
 from instrumentor import (
     ConfigurationError,
-    ConsoleTransport,
-    MemoryTransport,
     Secret,
     Settings,
     bind_context,
@@ -22,6 +20,8 @@ from instrumentor import (
     stats,
     track,
 )
+from instrumentor.testing import installed_destinations
+from instrumentor.transports import ConsoleTransport, MemoryTransport
 from tests.plan import Events
 
 KEY = "sk_live_4f9c2b7e"
@@ -103,12 +103,13 @@ class TestEnvironment:
         self, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """ANALYTICS_API_KEY (and ANALYTICS_ENDPOINT) configure Accoil behind a queue."""
-        from instrumentor import AccoilTransport, Destination
+        from instrumentor.delivery import Destination
+        from instrumentor.transports import AccoilTransport
 
         monkeypatch.setenv("ANALYTICS_API_KEY", KEY)
         monkeypatch.setenv("ANALYTICS_ENDPOINT", "http://127.0.0.1:9")
-        runtime = instrumentor.config.runtime()
-        (destination,) = runtime.destinations()
+        instrumentor.current_settings()  # the first use reads the environment
+        (destination,) = installed_destinations()
         assert isinstance(destination, Destination)
         assert isinstance(destination.transport, AccoilTransport)
         assert "127.0.0.1:9" in repr(destination.transport)
@@ -248,7 +249,7 @@ class TestReviewFindings:
     )
     def test_redaction_by_key(self, key: str, redacted: bool) -> None:
         """Sensitive key names are redacted by their ending; innocent look-alikes are not."""
-        from instrumentor.transports.console import redact
+        from instrumentor.transports._console import redact
 
         assert (redact({key: "v"})[key] == "[REDACTED]") is redacted
 

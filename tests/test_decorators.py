@@ -16,12 +16,12 @@ from instrumentor import (
     Call,
     MissingContextError,
     TrackingUsageError,
-    UnknownGroupLevelError,
     bind_context,
     clear_context,
     stats,
     tracks,
 )
+from instrumentor.exceptions import UnknownGroupLevelError
 from instrumentor.testing import CapturedEvents, capture_events
 from tests.plan import Events
 

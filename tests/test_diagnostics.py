@@ -9,7 +9,8 @@ import pytest
 
 import instrumentor
 from instrumentor import Incident
-from instrumentor.diagnostics import count_quietly, report_safely
+from instrumentor._diagnostics import count_quietly
+from instrumentor._state import report as report_safely
 
 
 class FakeClock:
@@ -23,7 +24,7 @@ class FakeClock:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     fake = FakeClock()
-    monkeypatch.setattr("instrumentor.diagnostics.time", SimpleNamespace(monotonic=fake.monotonic))
+    monkeypatch.setattr("instrumentor._diagnostics.time", SimpleNamespace(monotonic=fake.monotonic))
     return fake
 
 

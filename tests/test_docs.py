@@ -18,7 +18,9 @@ from pathlib import Path
 import pytest
 
 import instrumentor
-from instrumentor.config import ENVIRONMENT_VARIABLES
+import instrumentor.plan
+import instrumentor.signals
+from instrumentor._wiring import ENVIRONMENT_VARIABLES
 from instrumentor.testing import forget_registry
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -44,12 +46,12 @@ def _python_blocks(page: Path) -> list[str]:
 
 def _registries() -> set[type[instrumentor.EventRegistry]]:
     """Every registry that currently holds events in the process-wide catalog."""
-    return {type(member) for member in instrumentor.all_events()}
+    return {type(member) for member in instrumentor.plan.all_events()}
 
 
 def _disconnect_new_receivers(before: set[object]) -> None:
     """Disconnect every receiver of ``event_emitted`` that was not connected ``before``."""
-    signal = instrumentor.event_emitted
+    signal = instrumentor.signals.event_emitted
     for receiver_id in set(signal.receivers) - before:
         held = signal.receivers.get(receiver_id)
         receiver = held() if isinstance(held, weakref.ref) else held
@@ -71,7 +73,7 @@ def test_page_examples_run(page: Path, tmp_path: Path, monkeypatch: pytest.Monke
     module = types.ModuleType(f"docs_{page.stem}")
     namespace = module.__dict__
     registries_before = _registries()
-    receivers_before = set(instrumentor.event_emitted.receivers)
+    receivers_before = set(instrumentor.signals.event_emitted.receivers)
     sys.modules[module.__name__] = module
     try:
         for block in _python_blocks(page):

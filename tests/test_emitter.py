@@ -8,13 +8,12 @@ import threading
 import pytest
 
 import instrumentor
+import instrumentor.plan
+import instrumentor.signals
 from instrumentor import (
     Group,
-    GroupMessage,
-    IdentifyMessage,
     MissingContextError,
     TrackingUsageError,
-    TrackMessage,
     bind_context,
     bound_context,
     establish_group_hierarchy,
@@ -23,6 +22,7 @@ from instrumentor import (
     tracks,
 )
 from instrumentor.testing import CapturedEvents, capture_events
+from instrumentor.transports import GroupMessage, IdentifyMessage, TrackMessage
 from tests.plan import Events, OrgEvents
 
 
@@ -126,7 +126,7 @@ class TestBundle:
         self, tracked: CapturedEvents, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """After bundle_ttl seconds the identify and groups are sent again."""
-        import instrumentor.emitter as emitter
+        import instrumentor._emitter as emitter
 
         clock = [1_000_000.0]
         monkeypatch.setattr(emitter, "_now", lambda: clock[0])
@@ -310,7 +310,7 @@ class TestSilenceAndSafety:
             got.append(kw)
 
         full_identity()
-        with instrumentor.event_emitted.connected_to(receiver):
+        with instrumentor.signals.event_emitted.connected_to(receiver):
             instrumentor.configure(enabled=False)
             track(Events.PLAN_UPGRADED)
             instrumentor.configure(enabled=True)
@@ -383,10 +383,10 @@ class TestReviewFindings:
 
     def test_plan_hierarchy_is_the_shared_one(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """With one hierarchy in the plan, identify/group need no hierarchy= argument."""
-        from instrumentor import registry
+        from instrumentor import _registry as registry
 
         monkeypatch.setattr(registry._catalog, "registries", [OrgEvents])
-        assert instrumentor.plan_hierarchy() is OrgEvents.hierarchy
+        assert instrumentor.plan.plan_hierarchy() is OrgEvents.hierarchy
         bind_context(user_id="u_1", groups={"organization": "org_1", "team": "t_1"})
         with capture_events() as tracked:
             instrumentor.group("team")
@@ -398,14 +398,14 @@ class TestReviewFindings:
         ]
         assert tracked.identifies[0].group_id == "org_1"
         monkeypatch.setattr(registry._catalog, "registries", [Events, OrgEvents])
-        assert instrumentor.plan_hierarchy() is instrumentor.DEFAULT_HIERARCHY
+        assert instrumentor.plan.plan_hierarchy() is instrumentor.plan.DEFAULT_HIERARCHY
 
 
 class TestSecondReview:
     def test_muted_tracks_do_not_use_up_the_bundle(self, tracked: CapturedEvents) -> None:
         """A track while the signal is muted leaves identify/group due for the next one."""
         full_identity()
-        with instrumentor.event_emitted.muted():
+        with instrumentor.signals.event_emitted.muted():
             track(Events.PLAN_UPGRADED)
         with bound_context(user_id="u_1"):  # a fresh, equal context
             track(Events.PLAN_UPGRADED)
@@ -430,34 +430,36 @@ class TestSecondReview:
 
     def test_unrepresentable_traits_are_always_resent(self, tracked: CapturedEvents) -> None:
         """A fingerprint that cannot be computed never matches an earlier one."""
-        from instrumentor.emitter import _fingerprint
+        from instrumentor._bundle import fingerprint
 
         class Opaque:
             def __repr__(self) -> str:
                 raise RuntimeError("no repr")
 
-        assert _fingerprint(Opaque()) != _fingerprint(Opaque())
+        assert fingerprint(Opaque()) != fingerprint(Opaque())
 
     def test_explicit_group_ids_do_not_grow_the_context(self, tracked: CapturedEvents) -> None:
-        """Thousands of explicit ids in one long-lived context leave its cache small."""
+        """Thousands of explicit ids leave the (immutable) context as it was bound."""
         full_identity()
+        before = instrumentor.current_context()
+        fields_before = {name: getattr(before, name) for name in before.__slots__}
         for i in range(2000):
             track(Events.REPORT_CREATED, group_id=f"proj_{i}")
-        assert len(instrumentor.current_context()._cache) == 2  # a fixed two-item cache
+        assert instrumentor.current_context() is before
+        assert {name: getattr(before, name) for name in before.__slots__} == fields_before
         assert len(tracked.tracks) == 2000
 
     def test_process_record_is_bounded(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """The record of sent calls stays under its cap, keeping live entries first."""
-        import instrumentor.emitter as emitter
+        import instrumentor._bundle as bundle
+        import instrumentor._emitter as emitter
 
-        monkeypatch.setattr(emitter, "_MAX_SEEN", 100)
+        monkeypatch.setattr(bundle, "_MAX_SEEN", 100)
         with capture_events():
             for i in range(500):
                 with bound_context(user_id=f"u_{i}", account_id="acc_1"):
                     track(Events.PLAN_UPGRADED)
-            runtime = instrumentor.config._runtime
-            assert runtime is not None
-            assert len(runtime.seen) <= 100
+            assert len(emitter.bundle_state()) <= 100
 
     def test_hierarchies_do_not_share_bundle_verdicts(self, tracked: CapturedEvents) -> None:
         """Registries with different hierarchies each get their groups established."""

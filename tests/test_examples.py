@@ -44,9 +44,9 @@ def test_import_starts_no_thread_and_reads_nothing() -> None:
     code = textwrap.dedent(
         """
         import threading, instrumentor
-        from instrumentor import config
+        from instrumentor import _state
         before = threading.active_count()
-        assert config._runtime is None            # nothing read at import
+        assert _state.current() is None           # nothing read at import
         import examples.quickstart as q
         q.handle_request()
         assert threading.active_count() == before, threading.enumerate()

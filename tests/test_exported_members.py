@@ -1,57 +1,86 @@
-"""The public API: __all__ is complete, sorted, and every public object is documented."""
+"""The public API: exactly the pinned surface, sorted, resolvable and documented."""
 
 from __future__ import annotations
 import __future__
 
 import importlib
 import inspect
+import pathlib
+import pkgutil
 import types
 
 import pytest
 
 import instrumentor
 
-MODULES = [
+#: What ``from instrumentor import *`` gives: the names an application types daily.
+TOP_LEVEL = {
+    "AnalyticsContext",
+    "Call",
+    "ConfigurationError",
+    "ContextToken",
+    "EventRegistry",
+    "Group",
+    "Incident",
+    "IncidentKind",
+    "InstrumentorError",
+    "MissingContextError",
+    "Secret",
+    "Settings",
+    "TrackingUsageError",
+    "__version__",
+    "aflush",
+    "bind_context",
+    "bound_context",
+    "clear_context",
+    "configure",
+    "configured",
+    "current_context",
+    "current_settings",
+    "establish_group_hierarchy",
+    "event",
+    "flush",
+    "group",
+    "identify",
+    "reset_configuration",
+    "reset_context",
+    "reset_stats",
+    "shutdown",
+    "stats",
+    "track",
+    "tracks",
+    "with_current_context",
+}
+
+#: Every public module (no ``_`` in its dotted path); the rest is implementation.
+PUBLIC_MODULES = {
     "instrumentor",
     "instrumentor.celery",
-    "instrumentor.config",
-    "instrumentor.context",
-    "instrumentor.decorators",
+    "instrumentor.cli",
     "instrumentor.delivery",
-    "instrumentor.delivery.celery",
-    "instrumentor.delivery.celery_task",
-    "instrumentor.delivery.destination",
-    "instrumentor.delivery.outbox",
-    "instrumentor.delivery.outbox_admin",
-    "instrumentor.delivery.outbox_destination",
-    "instrumentor.delivery.queue",
-    "instrumentor.delivery.attempt",
-    "instrumentor.delivery.retry",
-    "instrumentor.delivery.telemetry",
-    "instrumentor.diagnostics",
-    "instrumentor.emitter",
     "instrumentor.exceptions",
     "instrumentor.integrations",
     "instrumentor.integrations.asgi",
     "instrumentor.integrations.django",
     "instrumentor.integrations.flask",
-    "instrumentor.integrations.celery",
-    "instrumentor.messages",
-    "instrumentor.naming",
-    "instrumentor.registry",
+    "instrumentor.plan",
+    "instrumentor.pytest_plugin",
     "instrumentor.signals",
     "instrumentor.testing",
     "instrumentor.transports",
-    "instrumentor.transports.accoil",
-    "instrumentor.transports.http",
-    "instrumentor.transports.segment",
-    "instrumentor.transports.console",
-    "instrumentor.transports.memory",
-]
+}
 
 
-def test_package_exports_every_public_name() -> None:
-    """Every public name defined in the package namespace is in __all__, and vice versa."""
+def _all_modules() -> set[str]:
+    root = pathlib.Path(instrumentor.__file__).parent
+    names = {"instrumentor"}
+    for info in pkgutil.walk_packages([str(root)], prefix="instrumentor."):
+        names.add(info.name)
+    return names
+
+
+def test_top_level_is_exactly_the_daily_surface() -> None:
+    """The top-level __all__ is the pinned set, and every public name there is in it."""
     public = {
         name
         for name, value in vars(instrumentor).items()
@@ -59,10 +88,20 @@ def test_package_exports_every_public_name() -> None:
         and not inspect.ismodule(value)
         and not isinstance(value, __future__._Feature)
     } | {"__version__"}
-    assert set(instrumentor.__all__) == public
+    assert set(instrumentor.__all__) == TOP_LEVEL
+    assert public == TOP_LEVEL
+    assert len(TOP_LEVEL) <= 35
 
 
-@pytest.mark.parametrize("module_name", MODULES)
+def test_every_other_module_is_private() -> None:
+    """Modules outside the pinned public set carry a leading underscore in their path."""
+    public = {
+        name for name in _all_modules() if not any(p.startswith("_") for p in name.split("."))
+    }
+    assert public == PUBLIC_MODULES
+
+
+@pytest.mark.parametrize("module_name", sorted(PUBLIC_MODULES))
 def test_all_is_sorted_and_resolvable(module_name: str) -> None:
     """__all__ is sorted (case-sensitive, like isort) and every name exists."""
     module = importlib.import_module(module_name)
@@ -72,7 +111,7 @@ def test_all_is_sorted_and_resolvable(module_name: str) -> None:
         assert hasattr(module, name), f"{module_name}.{name} is missing"
 
 
-@pytest.mark.parametrize("module_name", MODULES)
+@pytest.mark.parametrize("module_name", sorted(PUBLIC_MODULES))
 def test_public_objects_are_documented(module_name: str) -> None:
     """Every public class, function and module has a docstring."""
     module = importlib.import_module(module_name)
@@ -83,3 +122,22 @@ def test_public_objects_are_documented(module_name: str) -> None:
             continue  # a type alias such as ContextToken (3.10 reports these as classes)
         if inspect.isclass(value) or inspect.isfunction(value):
             assert inspect.getdoc(value), f"{module_name}.{name} has no docstring"
+
+
+@pytest.mark.parametrize("module_name", sorted(PUBLIC_MODULES - {"instrumentor"}))
+def test_the_api_page_lists_every_public_name(module_name: str) -> None:
+    """docs/api.md names every public module and every name it exports."""
+    page = (pathlib.Path(__file__).parents[1] / "docs" / "api.md").read_text()
+    module = importlib.import_module(module_name)
+    assert f"`{module_name}`" in page, f"{module_name} is not on the API page"
+    for name in module.__all__:
+        assert f"{module_name}.{name}`" in page or f"`{name}`" in page, (
+            f"{module_name}.{name} is not on the API page"
+        )
+
+
+def test_the_api_page_lists_the_top_level() -> None:
+    """docs/api.md names every top-level name."""
+    page = (pathlib.Path(__file__).parents[1] / "docs" / "api.md").read_text()
+    for name in TOP_LEVEL - {"__version__"}:
+        assert f"`{name}`" in page, f"instrumentor.{name} is not on the API page"

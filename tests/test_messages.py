@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from instrumentor.messages import (
+from instrumentor._messages import (
     GroupMessage,
     IdentifyMessage,
     TrackMessage,

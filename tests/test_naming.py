@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from instrumentor.naming import NAMING_RULES, check_event_name, normalise_event_name
+from instrumentor._naming import NAMING_RULES, check_event_name, normalise_event_name
 
 
 @pytest.mark.parametrize(

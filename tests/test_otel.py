@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from instrumentor import MemoryTransport, OTelTransport, bind_context, configure, track
-from instrumentor.otel import suppress_instrumentation
+from instrumentor import bind_context, configure, track
+from instrumentor._otel import suppress_instrumentation
+from instrumentor.transports import MemoryTransport, OTelTransport
 from tests.plan import Events
 from tests.support import run_python
 
@@ -31,7 +32,8 @@ SDK = """
     tracer = trace.get_tracer("app")
 
     import instrumentor
-    from instrumentor import MemoryTransport, bind_context, tracks, track
+    from instrumentor import bind_context, track, tracks
+    from instrumentor.transports import MemoryTransport
     from tests.plan import Events
     memory = MemoryTransport()
 """
@@ -119,7 +121,7 @@ def test_otel_transport_emits_product_events_as_spans() -> None:
     """mode='span': one span per product event with its fields; no user id unless asked."""
     out = run(
         """
-        instrumentor.configure(transports=[instrumentor.OTelTransport(mode="span")])
+        instrumentor.configure(transports=[instrumentor.transports.OTelTransport(mode="span")])
         bind_context(user_id="u_1", account_id="acc_1")
         track(Events.PLAN_UPGRADED, properties={"seats": 5, "tags": ["a", "b"], "n": None})
         spans = exporter.get_finished_spans()
@@ -140,7 +142,7 @@ def test_otel_transport_span_event_mode_and_options() -> None:
     """mode='span_event' adds to the caller's span; include_* options add calls and the user."""
     out = run(
         """
-        transport = instrumentor.OTelTransport(include_calls=True, include_user=True)
+        transport = instrumentor.transports.OTelTransport(include_calls=True, include_user=True)
         instrumentor.configure(transports=[transport], span_events=False)
         bind_context(user_id="u_1", user_traits={"email": "a@b.c"}, account_id="acc_1")
         with tracer.start_as_current_span("request"):
@@ -234,7 +236,7 @@ def test_delivery_runs_with_instrumentation_suppressed() -> None:
     """The worker's provider calls see OpenTelemetry's suppression keys set."""
     from opentelemetry import context as otel_context
 
-    from instrumentor import Destination
+    from instrumentor.delivery import Destination
 
     seen: list[object] = []
 

@@ -9,21 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from instrumentor import (
-    CATEGORIES,
-    DEFAULT_HIERARCHY,
+from instrumentor import EventRegistry, event
+from instrumentor.exceptions import (
     DuplicateEventError,
-    EventRegistry,
-    GroupHierarchy,
     NamingRuleError,
     PlanError,
     UnknownCategoryError,
     UnknownGroupLevelError,
     WaiverError,
-    all_events,
-    event,
-    find_event,
 )
+from instrumentor.plan import CATEGORIES, DEFAULT_HIERARCHY, GroupHierarchy, all_events, find_event
 from instrumentor.testing import forget_registry
 from tests.plan import Events, OrgEvents
 

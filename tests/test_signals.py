@@ -10,8 +10,9 @@ from typing import Any
 import blinker
 import pytest
 
-from instrumentor import Emission, bind_context, configure, stats, track
-from instrumentor.signals import EmissionSignal, event_emitted, namespace
+from instrumentor import bind_context, configure, stats, track
+from instrumentor._signals import EmissionSignal, event_emitted, namespace
+from instrumentor.signals import Emission
 from tests.plan import Events, OrgEvents
 
 

@@ -37,17 +37,18 @@ EXIT_BROKEN_PIPE = 141
 
 
 def _parser() -> argparse.ArgumentParser:
-    from instrumentor.cli import doctor, lint, outbox, plan
+    # Lazy on purpose: `instrumentor --help` should not import every command's dependencies.
+    from instrumentor.cli import _doctor, _lint, _outbox, _plan
 
     parser = argparse.ArgumentParser(
         prog="instrumentor",
         description="Keep the tracking plan and the code honest.",
     )
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
-    plan.register(commands)
-    lint.register(commands)
-    doctor.register(commands)
-    outbox.register(commands)
+    _plan.register(commands)
+    _lint.register(commands)
+    _doctor.register(commands)
+    _outbox.register(commands)
     return parser
 
 

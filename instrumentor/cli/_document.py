@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from instrumentor._registry import EventRegistry
 from instrumentor.cli._source import Plan
-from instrumentor.registry import EventRegistry
 
 __all__ = ["DOCUMENT_VERSION", "event_document", "plan_document"]
 

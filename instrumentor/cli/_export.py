@@ -13,9 +13,9 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from instrumentor._registry import CATEGORY_ORDER
 from instrumentor.cli._codegen import render_jsonschema, render_typescript
 from instrumentor.cli._yaml import dump_yaml
-from instrumentor.registry import CATEGORY_ORDER
 
 __all__ = ["CSV_COLUMNS", "FORMATS", "render"]
 

@@ -10,9 +10,9 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from instrumentor._naming import normalise_event_name
 from instrumentor.cli._calls import FALLBACK_METHODS, SDK_MODULES, SIGNATURES, looks_like_event_name
 from instrumentor.cli._common import Finding
-from instrumentor.naming import normalise_event_name
 
 __all__ = ["ModuleScan", "PlanIndex", "RegistryInfo"]
 

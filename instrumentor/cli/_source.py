@@ -15,9 +15,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from instrumentor._registry import EventRegistry, GroupHierarchy
 from instrumentor.cli._common import EXIT_FINDINGS, CLIError, find_pyproject, tool_config
 from instrumentor.exceptions import PlanError
-from instrumentor.registry import EventRegistry, GroupHierarchy
 
 __all__ = ["Plan", "load_plan"]
 

@@ -195,7 +195,7 @@ class ModuleWalk:
 
     def star(self, module: str) -> None:
         """``from MODULE import *``: instrumentor's names, or a plan module's registries."""
-        if module in ("instrumentor", "instrumentor.registry"):
+        if module in ("instrumentor", "instrumentor._registry"):
             for name in ("event", "track", "tracks"):
                 self.aliases[name] = f"instrumentor.{name}"
         for info in self.plan.registries:

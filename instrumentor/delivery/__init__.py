@@ -5,18 +5,18 @@ The Celery backend lives in :mod:`instrumentor.celery`.
 
 from __future__ import annotations
 
-from instrumentor.delivery.destination import (
+from instrumentor.delivery._destination import (
     Destination,
     DestinationStats,
     FlushResult,
     flush_all,
     shutdown_all,
 )
-from instrumentor.delivery.outbox import OutboxError, OutboxStatus
-from instrumentor.delivery.outbox_admin import drain, outbox_status, purge
-from instrumentor.delivery.outbox_destination import OutboxDestination
-from instrumentor.delivery.queue import QueueBackend
-from instrumentor.delivery.retry import RetryPolicy
+from instrumentor.delivery._outbox import OutboxError, OutboxStatus
+from instrumentor.delivery._outbox_admin import drain, outbox_status, purge
+from instrumentor.delivery._outbox_destination import OutboxDestination
+from instrumentor.delivery._queue import QueueBackend
+from instrumentor.delivery._retry import RetryPolicy
 
 __all__ = [
     "Destination",

@@ -9,7 +9,7 @@ resolver helpers, :class:`TrackEndpoint` (every rule of the endpoint and its rou
 pieces an adapter needs (:class:`Incoming`, :class:`Reply`, the body readers) and the JS client.
 The adapters build on it: :mod:`instrumentor.integrations.asgi` for Starlette and FastAPI,
 :mod:`instrumentor.integrations.flask` and :mod:`instrumentor.integrations.django`. Celery
-context propagation is :mod:`instrumentor.integrations.celery`.
+context propagation is :mod:`instrumentor.celery._context`.
 """
 
 from __future__ import annotations

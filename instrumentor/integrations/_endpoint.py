@@ -34,7 +34,9 @@ import json
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any, Literal, Union, cast
 
-from instrumentor.diagnostics import Incident, count_quietly, report_safely
+from instrumentor._diagnostics import Incident, count_quietly
+from instrumentor._registry import EventRegistry, find_event
+from instrumentor._state import report as report_incident
 from instrumentor.integrations._http import (
     CLIENT_CLOSED,
     ClientDisconnected,
@@ -44,7 +46,6 @@ from instrumentor.integrations._http import (
 )
 from instrumentor.integrations._identity import Identity, bind_identity
 from instrumentor.integrations._ratelimit import TokenBucketLimiter, retry_after
-from instrumentor.registry import EventRegistry, find_event
 
 __all__ = ["GroupAuthorizer", "OriginCheck", "Route", "TrackEndpoint"]
 
@@ -103,7 +104,7 @@ def _no_constants(name: str) -> Any:
 
 def _report(kind: str, message: str, *, key: str, **details: Any) -> None:
     """Every incident of the endpoint: request-driven, so sampled per kind and key."""
-    report_safely(
+    report_incident(
         Incident(kind, message, site=f"frontend endpoint {key}", **details), key=key, sampled=True
     )
 
@@ -411,14 +412,14 @@ class TrackEndpoint:
             return _Refused("no authorize_group hook is configured")
         try:
             return self.authorize_group(
-                identity, incoming.request, parsed.event._level, parsed.group_id
+                identity, incoming.request, parsed.event.routing.level, parsed.group_id
             )
         except Exception as exc:
             return _Refused(f"authorize_group raised {exc!r}", exc)
 
     def _finish(self, identity: Identity, parsed: _Parsed) -> Reply:
-        from instrumentor.context import reset_context
-        from instrumentor.emitter import track
+        from instrumentor._context import reset_context
+        from instrumentor._emitter import track
 
         token = bind_identity(identity)
         if token is None:  # checked by the resolver's helpers; reported by bind_identity
@@ -459,7 +460,7 @@ class TrackEndpoint:
         return self._reject(
             403,
             "group_not_allowed",
-            f"this identity may not send events for {parsed.event._level} "
+            f"this identity may not send events for {parsed.event.routing.level} "
             f"{_preview(parsed.group_id or '')}; group ids come from the server's session",
             name=parsed.event._value_.name,
             log=why,

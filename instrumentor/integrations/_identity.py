@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Union
 
-from instrumentor.context import (
+from instrumentor._context import (
     ContextToken,
     Group,
     _replace_or_raise,
@@ -31,7 +31,8 @@ from instrumentor.context import (
     bind_context,
     reset_context,
 )
-from instrumentor.diagnostics import Incident, count_quietly, report_safely
+from instrumentor._diagnostics import Incident, count_quietly
+from instrumentor._state import report as report_incident
 
 __all__ = [
     "Identity",
@@ -146,7 +147,7 @@ def _report(
     site = _describe(resolver)
     incident = Incident("identity_error", message, site=site, error=error)
     why = why or (type(error).__qualname__ if error is not None else "")
-    report_safely(incident, key=f"identity {site} {why}", sampled=True)
+    report_incident(incident, key=f"identity {site} {why}", sampled=True)
 
 
 def bind_identity(identity: Identity | None) -> ContextToken | None:
@@ -203,7 +204,7 @@ def reset_quietly(token: ContextToken | None, site: str) -> None:
     try:
         reset_context(token)
     except (ValueError, RuntimeError) as exc:
-        report_safely(
+        report_incident(
             Incident(
                 "internal_error", "the request's context could not be reset", site=site, error=exc
             )

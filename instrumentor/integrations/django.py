@@ -57,8 +57,9 @@ from django.utils.http import is_same_domain
 from django.utils.module_loading import import_string
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 
-from instrumentor.context import ContextToken
-from instrumentor.diagnostics import Incident, report_safely
+from instrumentor._context import ContextToken
+from instrumentor._diagnostics import Incident
+from instrumentor._state import report as report_incident
 from instrumentor.integrations._endpoint import DEFAULT_MAX_BODY, TrackEndpoint
 from instrumentor.integrations._http import (
     ClientDisconnected,
@@ -213,7 +214,7 @@ def _check_order(middleware: tuple[str, ...]) -> None:
         if name.rsplit(".", 1)[-1].endswith(_AUTH_MIDDLEWARE)
     ]
     if later:
-        report_safely(
+        report_incident(
             Incident(
                 "bad_configuration",
                 f"{', '.join(later)} comes after {_MIDDLEWARE} in settings.MIDDLEWARE, so the "
@@ -317,7 +318,7 @@ def _read(request: HttpRequest, limit: int) -> bytes | None:
 
 def _unconfigured(request: HttpRequest, error: ImproperlyConfigured) -> HttpResponse:
     """A 503 that says analytics is unavailable; the log and ``on_error`` say why."""
-    report_safely(
+    report_incident(
         Incident(
             "bad_configuration",
             f"the instrumentor views answer 503: {error}",

@@ -1,18 +1,29 @@
-"""Where messages go: the :class:`Transport` protocol and the built-in transports."""
+"""Where messages go: the :class:`Transport` protocol, the built-in transports, and the messages.
+
+A transport receives batches of :class:`Message` objects (identify, group and track) and
+delivers them; see :class:`Transport` for the contract a custom one must keep.
+"""
 
 from __future__ import annotations
 
-from instrumentor.transports.accoil import AccoilTransport
-from instrumentor.transports.base import InlineDestination, Transport
-from instrumentor.transports.console import ConsoleTransport
-from instrumentor.transports.memory import MemoryTransport
-from instrumentor.transports.segment import SegmentTransport
+from instrumentor._messages import GroupMessage, IdentifyMessage, Message, TrackMessage
+from instrumentor.transports._accoil import AccoilTransport
+from instrumentor.transports._base import InlineDestination, Transport
+from instrumentor.transports._console import ConsoleTransport
+from instrumentor.transports._memory import MemoryTransport
+from instrumentor.transports._otel import OTelTransport
+from instrumentor.transports._segment import SegmentTransport
 
 __all__ = [
     "AccoilTransport",
     "ConsoleTransport",
+    "GroupMessage",
+    "IdentifyMessage",
     "InlineDestination",
     "MemoryTransport",
+    "Message",
+    "OTelTransport",
     "SegmentTransport",
+    "TrackMessage",
     "Transport",
 ]

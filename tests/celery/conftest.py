@@ -23,8 +23,9 @@ from typing import Any
 import pytest
 
 import instrumentor
-from instrumentor import AccoilTransport, MemoryTransport, bound_context, configure, track
+from instrumentor import bound_context, configure, track
 from instrumentor.celery import CeleryQueue
+from instrumentor.transports import AccoilTransport, MemoryTransport
 from tests.celery.worker_app import KEY, make_app
 from tests.fault_server import FaultServer
 from tests.plan import Events

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 import instrumentor
-from instrumentor import AccoilTransport, MemoryTransport, bound_context, configure, track
+from instrumentor import bound_context, configure, track
+from instrumentor.transports import AccoilTransport, MemoryTransport
 from tests.celery.conftest import RedisServer, Stack, wait_until
 from tests.celery.worker_app import KEY
 from tests.fault_server import FaultServer

@@ -13,7 +13,7 @@ import pytest
 import instrumentor
 from instrumentor import bound_context, configure
 from instrumentor.celery import count_dead_letters
-from instrumentor.integrations.celery import HEADER
+from instrumentor.celery._context import HEADER
 from tests.celery.conftest import Stack, track_events, wait_until, web_side
 
 pytestmark = pytest.mark.services

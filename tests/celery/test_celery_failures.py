@@ -20,9 +20,11 @@ import pytest
 from celery import Celery
 
 import instrumentor
-from instrumentor import AccoilTransport, MemoryTransport, RetryableDeliveryError, configure
+from instrumentor import configure
+from instrumentor._messages import IdentifyMessage, message_to_data
 from instrumentor.celery import CeleryPublisher, CeleryQueue, count_dead_letters
-from instrumentor.messages import IdentifyMessage, message_to_data
+from instrumentor.exceptions import RetryableDeliveryError
+from instrumentor.transports import AccoilTransport, MemoryTransport
 from tests.celery.conftest import BROKERS, Stack, track_events, wait_until, web_side
 from tests.celery.worker_app import KEY
 from tests.support import run_python

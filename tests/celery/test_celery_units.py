@@ -9,20 +9,15 @@ import pytest
 from celery import Celery
 
 import instrumentor
-from instrumentor import (
-    AccoilTransport,
-    AnalyticsContext,
-    ConfigurationError,
-    Group,
-    MemoryTransport,
-    RetryableDeliveryError,
-    configure,
-)
+import instrumentor.delivery
+from instrumentor import AnalyticsContext, ConfigurationError, Group, configure
+from instrumentor._messages import IdentifyMessage
+from instrumentor._wiring import destinations, runtime
 from instrumentor.celery import CeleryPublisher, CeleryQueue
-from instrumentor.config import runtime
-from instrumentor.delivery.celery_task import transport_for
-from instrumentor.integrations.celery import context_from_header, context_to_header
-from instrumentor.messages import IdentifyMessage
+from instrumentor.celery._context import context_from_header, context_to_header
+from instrumentor.celery._task import transport_for
+from instrumentor.exceptions import RetryableDeliveryError
+from instrumentor.transports import AccoilTransport, MemoryTransport
 from tests.celery.conftest import free_port
 from tests.support import run_python
 
@@ -40,11 +35,7 @@ def dead_redis() -> Any:
 
 
 def routes() -> list[str]:
-    return [
-        d.transport.route
-        for d in runtime().destinations()
-        if isinstance(d.transport, CeleryPublisher)
-    ]
+    return [d.transport.route for d in destinations() if isinstance(d.transport, CeleryPublisher)]
 
 
 def test_importing_instrumentor_does_not_import_celery() -> None:
@@ -78,7 +69,9 @@ def test_each_transport_that_does_io_is_its_own_route_even_of_the_same_class() -
     )
     assert routes() == ["AccoilTransport", "AccoilTransport#2"]
     assert [
-        r.transport for r in runtime().receivers if not isinstance(r, instrumentor.Destination)
+        r.transport
+        for r in runtime().receivers
+        if not isinstance(r, instrumentor.delivery.Destination)
     ] == [memory]
 
 

@@ -16,8 +16,10 @@ from typing import Any
 from celery import Celery
 
 import instrumentor
-from instrumentor import AccoilTransport, RetryPolicy, bind_context, tracks
+from instrumentor import bind_context, tracks
 from instrumentor.celery import CeleryQueue
+from instrumentor.delivery import RetryPolicy
+from instrumentor.transports import AccoilTransport
 from tests.plan import Events
 
 KEY = "sk_test_celery_not_real"

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from instrumentor.delivery.outbox import OutboxStore
-from instrumentor.messages import IdentifyMessage
+from instrumentor._messages import IdentifyMessage
+from instrumentor.delivery._outbox import OutboxStore
 from tests.fault_server import FaultServer
 from tests.support import run_cli
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from instrumentor.delivery.outbox import OutboxStore
-from instrumentor.delivery.outbox_destination import channel_for
-from instrumentor.messages import IdentifyMessage, Message
-from instrumentor.transports.accoil import AccoilTransport
+from instrumentor._messages import IdentifyMessage, Message
+from instrumentor.delivery._outbox import OutboxStore
+from instrumentor.delivery._outbox_destination import channel_for
+from instrumentor.transports._accoil import AccoilTransport
 from tests.fault_server import FaultServer
 from tests.support import run_cli
 

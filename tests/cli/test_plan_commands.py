@@ -292,7 +292,7 @@ def test_an_internal_error_is_reported_as_such(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from instrumentor import cli
-    from instrumentor.cli import plan
+    from instrumentor.cli import _plan as plan
 
     def broken(args: object) -> int:
         raise RuntimeError("a bug")

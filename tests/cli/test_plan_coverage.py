@@ -19,6 +19,7 @@ class Events(EventRegistry):
 
 TESTS = """
 import instrumentor
+import instrumentor.transports
 from instrumentor import bound_context, tracks
 
 from app_events import Events
@@ -35,7 +36,7 @@ def test_with_the_fixture(tracked):
 
 
 def test_with_own_transport():
-    memory = instrumentor.MemoryTransport()
+    memory = instrumentor.transports.MemoryTransport()
     with instrumentor.configured(transports=(memory,)):
         with bound_context(user_id="u1", account_id="a1"):
             Events.SEARCH_PERFORMED.track()

@@ -174,8 +174,8 @@ def test_an_own_analytics_package_is_not_segment() -> None:
     [
         ("from instrumentor import event as ev", "ev"),
         ("import instrumentor as i", "i.event"),
-        ("import instrumentor.registry", "instrumentor.registry.event"),
-        ("from instrumentor.registry import event as define", "define"),
+        ("import instrumentor._registry", "instrumentor._registry.event"),
+        ("from instrumentor._registry import event as define", "define"),
         ("from instrumentor import *", "event"),
     ],
 )

@@ -7,7 +7,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import instrumentor
-from instrumentor import SegmentTransport, bound_context, track
+from instrumentor import bound_context, track
+from instrumentor.transports import SegmentTransport
 from tests.plan import Events
 
 instrumentor.configure(

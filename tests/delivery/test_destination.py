@@ -10,19 +10,15 @@ from typing import Any
 import pytest
 
 import instrumentor
-from instrumentor import (
-    Destination,
+from instrumentor import bind_context, configure, stats, track
+from instrumentor._messages import Message
+from instrumentor.delivery import Destination, RetryPolicy
+from instrumentor.exceptions import (
     PartialDeliveryError,
     PayloadTooLargeError,
     PermanentDeliveryError,
     RetryableDeliveryError,
-    RetryPolicy,
-    bind_context,
-    configure,
-    stats,
-    track,
 )
-from instrumentor.messages import Message
 from tests.plan import Events
 
 FAST = RetryPolicy(max_attempts=5, base_delay=0.01, max_delay=0.02)

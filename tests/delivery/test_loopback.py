@@ -11,17 +11,9 @@ import time
 from typing import Any
 
 import instrumentor
-from instrumentor import (
-    AccoilTransport,
-    Destination,
-    MemoryTransport,
-    RetryPolicy,
-    SegmentTransport,
-    bind_context,
-    bound_context,
-    configure,
-    track,
-)
+from instrumentor import bind_context, bound_context, configure, track
+from instrumentor.delivery import Destination, RetryPolicy
+from instrumentor.transports import AccoilTransport, MemoryTransport, SegmentTransport
 from tests.fault_server import FaultServer
 from tests.plan import Events
 

@@ -11,20 +11,12 @@ from typing import Any
 import pytest
 
 import instrumentor
-from instrumentor import (
-    ConfigurationError,
-    MemoryTransport,
-    OutboxDestination,
-    RetryPolicy,
-    SegmentTransport,
-    bound_context,
-    configure,
-    track,
-)
-from instrumentor.config import Settings
-from instrumentor.delivery import outbox_status
-from instrumentor.delivery.outbox import OutboxStore
-from instrumentor.messages import Message
+from instrumentor import ConfigurationError, bound_context, configure, track
+from instrumentor._messages import Message
+from instrumentor._wiring import Settings
+from instrumentor.delivery import OutboxDestination, RetryPolicy, outbox_status
+from instrumentor.delivery._outbox import OutboxStore
+from instrumentor.transports import MemoryTransport, SegmentTransport
 from tests.fault_server import FaultServer
 from tests.plan import Events
 from tests.support import connect_sqlite
@@ -42,7 +34,7 @@ def outbox(server: FaultServer, path: str, **options: object) -> OutboxDestinati
 def send(count: int, *receivers: object) -> list[str]:
     """Track ``count`` events; return the ids of every message they became."""
     memory = MemoryTransport()
-    configure(transports=[memory, *receivers])  # type: ignore[list-item]
+    configure(transports=[memory, *receivers])
     for n in range(count):
         with bound_context(user_id=f"u_{n % 3}", account_id="acc_1", project_id="proj_1"):
             track(Events.REPORT_CREATED, properties={"n": n})
@@ -132,7 +124,7 @@ def test_a_new_destination_delivers_what_an_earlier_process_left(
     left = send(4, MemoryTransport())
     destination = outbox(server, path, open_now=False)
     store = OutboxStore(path, channel=destination.channel)
-    messages: list[Message] = list(instrumentor.config.runtime().receivers[0].transport.messages)
+    messages: list[Message] = list(instrumentor._wiring.runtime().receivers[0].transport.messages)
     assert store.persist(messages) == (len(left), [])
     store.close()
     destination = outbox(server, path)
@@ -181,7 +173,7 @@ class TestConfiguration:
     ) -> None:
         server.set_status(202)
         configure(api_key="sk_test", endpoint=server.url, outbox=path)
-        (destination,) = instrumentor.config.runtime().destinations()
+        (destination,) = instrumentor._wiring.destinations()
         assert isinstance(destination, OutboxDestination)
         assert destination.channel.startswith(f"AccoilTransport(v2)@{server.url}#")
         assert "sk_test" not in destination.channel
@@ -213,7 +205,7 @@ class TestConfiguration:
         with bound_context(user_id="u_1", account_id="acc_1"):
             track(Events.PLAN_UPGRADED)  # the first event reads the environment
         assert instrumentor.flush(10).pending == 0
-        (destination,) = instrumentor.config.runtime().destinations()
+        (destination,) = instrumentor._wiring.destinations()
         assert isinstance(destination, OutboxDestination)
         assert destination.stats().persisted == 3
         assert len(server.message_ids()) == 3

@@ -27,7 +27,8 @@ SLACK = 2.0  # seconds of scheduling delay allowed on a loaded machine, on top o
 TRACK_FOREVER = f"""
     import os, time
     import instrumentor
-    from instrumentor import MemoryTransport, OutboxDestination, SegmentTransport
+    from instrumentor.delivery import OutboxDestination
+    from instrumentor.transports import MemoryTransport, SegmentTransport
     from instrumentor import bind_context, track
     from tests.plan import Events
     transport = SegmentTransport("k", endpoint=os.environ["SINK_URL"])
@@ -50,7 +51,8 @@ TRACK_FOREVER = f"""
 DELIVER_LEFTOVERS = f"""
     import os
     import instrumentor
-    from instrumentor import OutboxDestination, SegmentTransport
+    from instrumentor.delivery import OutboxDestination
+    from instrumentor.transports import SegmentTransport
     transport = SegmentTransport("k", endpoint=os.environ["SINK_URL"])
     destination = OutboxDestination(transport, path=os.environ["OUTBOX"], batch_size={BATCH})
     print("pending", destination.flush(20).pending)

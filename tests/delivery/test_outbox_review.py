@@ -18,21 +18,15 @@ from pathlib import Path
 import pytest
 
 import instrumentor
-from instrumentor import (
-    MemoryTransport,
-    OutboxDestination,
-    RetryPolicy,
-    SegmentTransport,
-    bound_context,
-    configure,
-    track,
-)
-from instrumentor.delivery import drain, outbox_status, purge
-from instrumentor.delivery.attempt import attempt
-from instrumentor.delivery.outbox import OutboxError, OutboxStore
-from instrumentor.delivery.outbox_owner import new_owner, owner_is_dead
+import instrumentor.transports
+from instrumentor import bound_context, configure, track
+from instrumentor._messages import Message, TrackMessage
+from instrumentor.delivery import OutboxDestination, RetryPolicy, drain, outbox_status, purge
+from instrumentor.delivery._attempt import attempt
+from instrumentor.delivery._outbox import OutboxError, OutboxStore
+from instrumentor.delivery._outbox_owner import new_owner, owner_is_dead
 from instrumentor.exceptions import PartialDeliveryError, RetryableDeliveryError
-from instrumentor.messages import Message, TrackMessage
+from instrumentor.transports import MemoryTransport, SegmentTransport
 from tests.fault_server import FaultServer
 from tests.plan import Events
 from tests.support import ROOT, connect_sqlite
@@ -99,7 +93,8 @@ class Recording:
 EXIT_DURING_A_SLOW_DELIVERY = """
     import os, sys
     import instrumentor
-    from instrumentor import MemoryTransport, OutboxDestination, SegmentTransport
+    from instrumentor.delivery import OutboxDestination
+    from instrumentor.transports import MemoryTransport, SegmentTransport
     from instrumentor import bound_context, track
     from tests.plan import Events
     from tests.fault_server import FaultServer
@@ -360,7 +355,7 @@ def test_the_key_never_reaches_the_file_and_a_new_key_gets_its_own_channel(
     with connect_sqlite(path) as conn:
         waiting = {row[0] for row in conn.execute("SELECT message_id FROM outbox")}
     assert waiting.isdisjoint(server.message_ids())
-    old_key = instrumentor.AccoilTransport("sk_live_SECRET_12345", endpoint=server.url)
+    old_key = instrumentor.transports.AccoilTransport("sk_live_SECRET_12345", endpoint=server.url)
     try:
         result = drain(path, old_key, timeout=10)
     finally:

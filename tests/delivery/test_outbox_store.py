@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from instrumentor._messages import TrackMessage
 from instrumentor.delivery import outbox_status, purge
-from instrumentor.delivery.outbox import OutboxError, OutboxStore, check_path
-from instrumentor.messages import TrackMessage
+from instrumentor.delivery._outbox import OutboxError, OutboxStore, check_path
 from tests.support import connect_sqlite
 
 WHEN = dt.datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=dt.timezone.utc)

@@ -23,7 +23,8 @@ def run_script(code: str, server: FaultServer, **env: str) -> subprocess.Complet
 TRACK_AND_EXIT = """
     import os
     import instrumentor
-    from instrumentor import SegmentTransport, bind_context, track
+    from instrumentor import bind_context, track
+    from instrumentor.transports import SegmentTransport
     from tests.plan import Events
     instrumentor.configure(transports=[SegmentTransport("k", endpoint=os.environ["SINK_URL"])])
     bind_context(user_id="u_exit", account_id="acc_1")
@@ -55,7 +56,8 @@ def test_exit_is_bounded_when_the_provider_hangs(server: FaultServer) -> None:
 FORK = """
     import os
     import instrumentor
-    from instrumentor import SegmentTransport, bind_context, track
+    from instrumentor import bind_context, track
+    from instrumentor.transports import SegmentTransport
     from tests.plan import Events
     instrumentor.configure(transports=[SegmentTransport("k", endpoint=os.environ["SINK_URL"])])
     bind_context(user_id="parent", account_id="acc_1")
@@ -145,7 +147,8 @@ def test_gunicorn_preload_workers_each_deliver(server: FaultServer) -> None:
 ACCOIL_USERS_AND_EXIT = """
     import os
     import instrumentor
-    from instrumentor import AccoilTransport, bound_context, track
+    from instrumentor import bound_context, track
+    from instrumentor.transports import AccoilTransport
     from tests.plan import Events
     instrumentor.configure(
         transports=[AccoilTransport("sk_test", endpoint=os.environ["SINK_URL"], timeout=30)]
@@ -176,7 +179,8 @@ def test_accoil_exit_is_bounded_with_a_hung_provider(server: FaultServer) -> Non
 RECONFIGURE_AND_EXIT = """
     import os
     import instrumentor
-    from instrumentor import SegmentTransport, bind_context, track
+    from instrumentor import bind_context, track
+    from instrumentor.transports import SegmentTransport
     from tests.plan import Events
     url = os.environ["SINK_URL"]
     instrumentor.configure(transports=[SegmentTransport("k", endpoint=url)])
@@ -196,7 +200,8 @@ def test_a_replaced_destination_is_delivered_before_exit(server: FaultServer) ->
 MULTIPROCESSING = """
     import multiprocessing, os
     import instrumentor
-    from instrumentor import SegmentTransport, bind_context, track
+    from instrumentor import bind_context, track
+    from instrumentor.transports import SegmentTransport
     from tests.plan import Events
 
     def work(name):
@@ -228,7 +233,8 @@ def test_multiprocessing_children_deliver(server: FaultServer) -> None:
 TRACK_IN_ATEXIT = """
     import atexit, os
     import instrumentor
-    from instrumentor import SegmentTransport, bind_context, track
+    from instrumentor import bind_context, track
+    from instrumentor.transports import SegmentTransport
     from tests.plan import Events
     instrumentor.configure(transports=[SegmentTransport("k", endpoint=os.environ["SINK_URL"])])
 

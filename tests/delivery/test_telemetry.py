@@ -18,7 +18,9 @@ SCRIPT = textwrap.dedent(
     metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
 
     import instrumentor
-    from instrumentor import Destination, RetryPolicy, RetryableDeliveryError, bind_context
+    from instrumentor import bind_context
+    from instrumentor.delivery import Destination, RetryPolicy
+    from instrumentor.exceptions import RetryableDeliveryError
     from tests.plan import Events
 
     class FlakyOnce:
@@ -59,12 +61,12 @@ def test_metrics_after_a_run_with_a_fault() -> None:
     values = json.loads(result.stdout.strip().splitlines()[-1])
     # 4 events: identify + group + track for the first, then track only (bundled once).
     assert values["instrumentor.events.enqueued"] == [4, "flaky"]
-    assert values["instrumentor.messages.delivered"] == [6, "flaky"]
-    assert values["instrumentor.messages.retried"][1] == "flaky"
-    assert values["instrumentor.messages.retried"][0] >= 2
+    assert values["instrumentor._messages.delivered"] == [6, "flaky"]
+    assert values["instrumentor._messages.retried"][1] == "flaky"
+    assert values["instrumentor._messages.retried"][0] >= 2
     assert values["instrumentor.delivery.duration"][0] >= 2  # attempts recorded
     assert values["instrumentor.queue.depth"] == [0, "flaky"]
-    assert "instrumentor.messages.failed" not in values
+    assert "instrumentor._messages.failed" not in values
 
 
 def test_no_sdk_means_no_cost_and_no_error() -> None:
@@ -72,7 +74,9 @@ def test_no_sdk_means_no_cost_and_no_error() -> None:
     code = textwrap.dedent(
         """
         import instrumentor
-        from instrumentor import Destination, MemoryTransport, bind_context
+        from instrumentor import bind_context
+        from instrumentor.delivery import Destination
+        from instrumentor.transports import MemoryTransport
         from tests.plan import Events
         memory = MemoryTransport()
         memory.inline = False  # force the queued path

@@ -16,9 +16,9 @@ import httpx
 import pytest
 
 import instrumentor
-from instrumentor.config import Secret
+from instrumentor._messages import GroupMessage, IdentifyMessage, Message, TrackMessage
+from instrumentor._wiring import Secret
 from instrumentor.exceptions import ConfigurationError, PartialDeliveryError
-from instrumentor.messages import GroupMessage, IdentifyMessage, Message, TrackMessage
 from instrumentor.transports import AccoilTransport
 from tests.transports.recording import RecordingHandler
 

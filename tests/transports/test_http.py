@@ -16,7 +16,7 @@ from instrumentor.exceptions import (
     PermanentDeliveryError,
     RetryableDeliveryError,
 )
-from instrumentor.transports.http import (
+from instrumentor.transports._http import (
     MAX_RETRY_AFTER,
     ClientHolder,
     error_for_exception,

@@ -15,16 +15,16 @@ import httpx
 import pytest
 
 import instrumentor
-from instrumentor.config import Secret
+from instrumentor._messages import GroupMessage, IdentifyMessage, Message, TrackMessage
+from instrumentor._wiring import Secret
 from instrumentor.exceptions import (
     ConfigurationError,
     DeliveryError,
     PartialDeliveryError,
     RetryableDeliveryError,
 )
-from instrumentor.messages import GroupMessage, IdentifyMessage, Message, TrackMessage
 from instrumentor.transports import SegmentTransport
-from instrumentor.transports.segment import MAX_MESSAGE_BYTES, MAX_REQUEST_BYTES
+from instrumentor.transports._segment import MAX_MESSAGE_BYTES, MAX_REQUEST_BYTES
 from tests.transports.recording import RecordingHandler
 
 KEY = "seg_write_S3CRET_key_0123456789"

@@ -1,0 +1,210 @@
+"""Bundle state: which identify and group calls this process already sent, and so which are due.
+
+Each track is preceded by an identify of its user and a group call for each level from the top
+of the hierarchy down to the event's level, unless an identical call was made in this process
+within ``bundle_ttl`` seconds. :class:`BundleState` owns that memory (a bounded record of keys
+and their expiry) and a per-context verdict cache, so that the contexts themselves stay
+immutable: while a context's last verdict is fresh, deciding costs one dictionary look-up.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from typing import Any
+
+from instrumentor._context import AnalyticsContext, Group
+from instrumentor._registry import EventRouting, GroupHierarchy
+
+__all__ = [
+    "NO_BUNDLE",
+    "Bundle",
+    "BundleState",
+    "fingerprint",
+    "group_key",
+    "identify_key",
+    "parent_id",
+]
+
+#: Whether an identify is due, and the levels whose group calls are due, top first.
+Bundle = tuple[bool, tuple[str, ...]]
+#: Nothing due: the track goes out alone.
+NO_BUNDLE: Bundle = (False, ())
+_MAX_SEEN = 50_000
+_MAX_VERDICTS = 4_096
+_unique = itertools.count(1)
+
+
+def fingerprint(*parts: Any) -> Any:
+    """A value equal for equal traits. Traits are JSON snapshots, so their repr is faithful."""
+    try:
+        return hash(repr(parts))
+    except Exception:  # unrepresentable: a value never seen before, so always re-sent
+        return ("unique", next(_unique))
+
+
+def parent_id(ctx: AnalyticsContext, hierarchy: GroupHierarchy, level: str) -> str | None:
+    """The id of the nearest bound group above ``level``, or ``None``."""
+    for upper in reversed(hierarchy.levels[: hierarchy.index(level)]):
+        gid = ctx.group_id(upper)
+        if gid is not None:
+            return gid
+    return None
+
+
+def identify_key(ctx: AnalyticsContext, hierarchy: GroupHierarchy, user_id: str) -> tuple[Any, ...]:
+    """What makes two identifies the same: user, account and traits."""
+    top = ctx.groups.get(hierarchy.top)
+    traits = top if user_id != ctx.user_id and top is not None else ctx.user_traits
+    return ("identify", user_id, top.id if top else None, fingerprint(traits))
+
+
+def group_key(
+    ctx: AnalyticsContext, hierarchy: GroupHierarchy, level: str, group: Group, user_id: str | None
+) -> tuple[Any, ...]:
+    """What makes two group calls the same: level, group, parent, user, name and traits.
+
+    The user is part of the key: a group call also links its user to the group, so every user
+    of a workspace gets its own (once per ``bundle_ttl``), not only the first one.
+    """
+    parent = parent_id(ctx, hierarchy, level)
+    return ("group", level, group.id, parent, user_id, fingerprint(group.name, group.traits))
+
+
+class BundleState:
+    """The de-duplication memory of one installed configuration.
+
+    Args:
+        ttl: Seconds a sent identify or group call covers (``0``: nothing is remembered, every
+            track carries its identify and group calls).
+    """
+
+    __slots__ = ("_lock", "_seen", "_verdicts", "ttl")
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        #: key -> expiry (``time.time()``, the clock the emission reads anyway).
+        self._seen: dict[Any, float] = {}
+        #: id(context) -> (context, fingerprint, path key, expiry): the last verdict per context.
+        self._verdicts: dict[int, tuple[AnalyticsContext, Any, str | None, float]] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        """How many sent calls (and bundles) are remembered now."""
+        return len(self._seen)
+
+    # --- what the emitter calls ---------------------------------------------------------------
+
+    def due(
+        self,
+        ctx: AnalyticsContext,
+        routing: EventRouting,
+        hierarchy: GroupHierarchy,
+        user_id: str,
+        group_id: str | None,
+        now: float,
+        explicit: bool,
+    ) -> Bundle:
+        """The identify and group calls due with a track of ``routing`` at ``now``."""
+        verdict = self._verdicts.get(id(ctx))
+        if verdict is not None and verdict[0] is not ctx:
+            verdict = None  # an id reused by a newer context
+        if (
+            not explicit
+            and verdict is not None
+            and verdict[3] > now
+            and verdict[2] == routing.path_key
+        ):
+            return NO_BUNDLE
+        traits_fp = verdict[1] if verdict is not None else None
+        if traits_fp is None:
+            traits_fp = fingerprint(ctx.user_traits, ctx.groups)
+        fast = (traits_fp, routing.path_key, user_id, group_id)
+        seen = self._seen
+        expiry = seen.get(fast, 0.0)
+        if expiry > now:
+            bundle = NO_BUNDLE
+        else:
+            bundle = self._due_calls(ctx, hierarchy, user_id, routing.level, group_id, now)
+            expiry = now + self.ttl
+            if self.ttl > 0:
+                self._remember(fast, expiry, now)
+        if self.ttl > 0:
+            if not explicit:  # explicit group ids are unbounded: decided on the slow path
+                self._keep_verdict(ctx, traits_fp, routing.path_key, expiry)
+            elif verdict is None:
+                self._keep_verdict(ctx, traits_fp, None, 0.0)
+        return bundle
+
+    def cover_identify(
+        self, ctx: AnalyticsContext, hierarchy: GroupHierarchy, user_id: str, now: float
+    ) -> None:
+        """Record an identify sent outside a track, so tracks do not repeat it."""
+        if self.ttl > 0:
+            self._remember(identify_key(ctx, hierarchy, user_id), now + self.ttl, now)
+
+    def cover_group(
+        self,
+        ctx: AnalyticsContext,
+        hierarchy: GroupHierarchy,
+        level: str,
+        group: Group,
+        user_id: str | None,
+        now: float,
+    ) -> None:
+        """Record a group call sent outside a track, so tracks do not repeat it."""
+        if self.ttl > 0:
+            key = group_key(ctx, hierarchy, level, group, user_id)
+            self._remember(key, now + self.ttl, now)
+
+    # --- the slow path ------------------------------------------------------------------------
+
+    def _due_calls(
+        self,
+        ctx: AnalyticsContext,
+        hierarchy: GroupHierarchy,
+        user_id: str,
+        level: str,
+        group_id: str | None,
+        now: float,
+    ) -> Bundle:
+        """Which identify/group calls the bundle needs: once per key and TTL."""
+        seen = self._seen
+        expiry = now + self.ttl
+        always = self.ttl <= 0
+        key = identify_key(ctx, hierarchy, user_id)
+        identify = always or seen.get(key, 0.0) <= now
+        if identify and not always:
+            self._remember(key, expiry, now)
+        levels: list[str] = []
+        for upper in hierarchy.path_to(level):
+            group = ctx.groups.get(upper)
+            if upper == level and group_id is not None and (group is None or group.id != group_id):
+                group = Group(group_id)
+            if group is None:
+                continue
+            gkey = group_key(ctx, hierarchy, upper, group, user_id)
+            if always or seen.get(gkey, 0.0) <= now:
+                levels.append(upper)
+                if not always:
+                    self._remember(gkey, expiry, now)
+        return identify, tuple(levels)
+
+    def _remember(self, key: Any, expiry: float, now: float) -> None:
+        """Record a sent identify/group (or bundle) in the bounded record."""
+        seen = self._seen
+        if len(seen) >= _MAX_SEEN:
+            with self._lock:
+                live = {k: v for k, v in list(seen.items()) if v > now}
+                seen.clear()
+                if len(live) < _MAX_SEEN // 2:
+                    seen.update(live)
+        seen[key] = expiry
+
+    def _keep_verdict(
+        self, ctx: AnalyticsContext, traits_fp: Any, path_key: str | None, expiry: float
+    ) -> None:
+        verdicts = self._verdicts
+        if len(verdicts) >= _MAX_VERDICTS:
+            verdicts.clear()  # contexts are per request: old verdicts are rarely read again
+        verdicts[id(ctx)] = (ctx, traits_fp, path_key, expiry)

@@ -1,0 +1,304 @@
+"""``@tracks``: emit a plan event after the decorated function returns successfully.
+
+.. code-block:: python
+
+    @tracks(Events.REPORT_CREATED)
+    def create_report(data): ...
+
+    @tracks(Events.TASK_CREATED, group_level="project", group_id="project_id")
+    async def create_task(project_id: str, title: str) -> Task: ...
+
+Semantics: the event is emitted after a normal return (for coroutine functions after the await
+completes); an exception, cancellation included, means no event and propagates untouched; the
+return value is untouched; nothing instrumentor raises at run time reaches the caller (strict
+mode's :class:`~instrumentor.MissingContextError` excepted). Misuse, such as a group level that
+disagrees with the plan or a generator function, raises at decoration, i.e. at import.
+
+Built on wrapt, so names, signatures, ``inspect.iscoroutinefunction`` and descriptor binding
+(methods, classmethods, staticmethods) are preserved. Put ``@tracks`` above ``@classmethod``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import types
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar, Union, cast
+
+import wrapt
+
+from instrumentor._emitter import STRICT_ERRORS, emit_track, internal_error, report_problem
+from instrumentor._registry import EventRegistry
+from instrumentor.exceptions import TrackingUsageError, UnknownGroupLevelError
+
+__all__ = ["Call", "GroupIdArg", "PropertiesSpec", "TrackedFunction", "tracks"]
+
+_F = TypeVar(
+    "_F", bound=Union[Callable[..., Any], "classmethod[Any, Any, Any]", "staticmethod[Any, Any]"]
+)
+_RESULT_NAMES = ("result", "return")
+_COROUTINE = types.CoroutineType
+
+
+@dataclass(frozen=True)
+class Call:
+    """A completed call of a tracked function, given to ``group_id`` and ``properties`` callables.
+
+    Attributes:
+        arguments: The call's arguments by parameter name, defaults applied (``self``/``cls``
+            included for methods).
+        result: What the function returned (awaited, for coroutine functions).
+    """
+
+    arguments: Mapping[str, Any]
+    result: Any
+
+
+class TrackedFunction(wrapt.FunctionWrapper[..., Any]):
+    """What ``@tracks`` returns: a wrapt function wrapper that pickles by reference.
+
+    Pickling it (``ProcessPoolExecutor.submit``, Celery, multiprocessing) stores its module and
+    qualified name, like a plain function, and unpickles to the same tracked function.
+    """
+
+    def __reduce_ex__(self, protocol: Any) -> str:
+        name: str = self.__qualname__
+        return name
+
+
+GroupIdArg = Union[str, Callable[[Call], Any], None]
+PropertiesSpec = Union[Mapping[str, Any], Callable[[Call], Mapping[str, Any]], None]
+
+
+def _path_getter(path: str, raw: Callable[..., Any], where: str) -> Callable[[Call], Any]:
+    head, *rest = path.split(".")
+    try:
+        params = inspect.signature(raw).parameters
+    except (TypeError, ValueError):
+        params = {}  # type: ignore[assignment]
+    var_kw = next(
+        (p.name for p in params.values() if p.kind is inspect.Parameter.VAR_KEYWORD), None
+    )
+    if head not in _RESULT_NAMES and head not in params and var_kw is None:
+        raise TrackingUsageError(
+            f"@tracks on {where}: group_id={path!r} names no parameter of the function "
+            f"(parameters: {list(params)}); use a parameter name, 'result.<attr>', or a callable"
+        )
+
+    def get(call: Call) -> Any:
+        if head in _RESULT_NAMES:
+            value = call.result
+        elif head in call.arguments or var_kw is None:
+            value = call.arguments.get(head)
+        else:
+            value = call.arguments.get(var_kw, {}).get(head)
+        for attr in rest:
+            if value is None:
+                return None
+            value = value.get(attr) if isinstance(value, Mapping) else getattr(value, attr, None)
+        return value
+
+    return get
+
+
+def _extract(
+    extractor: Callable[[Call], Any], call: Call, what: str, event: EventRegistry, site: str
+) -> Any:
+    """Run a user's group_id/properties callable; its failure loses only what it computes."""
+    try:
+        return extractor(call)
+    except Exception as exc:
+        fallback = "the context's group" if what == "group_id" else "no properties"
+        report_problem(
+            f"invalid_{what}",
+            f"the {what}= callable of @tracks on {site} raised {type(exc).__qualname__}; "
+            f"{event.event_name} is sent with {fallback}",
+            TrackingUsageError,
+            event=event,
+            site=site,
+            error=exc,
+        )
+        return None
+
+
+def _as_id(value: Any) -> str | None:
+    text = value if isinstance(value, str) else str(value)
+    return text or None
+
+
+def _site(raw: Any) -> str:
+    module = getattr(raw, "__module__", None) or "?"
+    return f"{module}.{getattr(raw, '__qualname__', repr(raw))}"
+
+
+def _is_async(raw: Any) -> bool:
+    return inspect.iscoroutinefunction(raw) or (
+        not inspect.isroutine(raw) and inspect.iscoroutinefunction(type(raw).__call__)
+    )
+
+
+def tracks(
+    event: EventRegistry,
+    *,
+    group_level: str | None = None,
+    group_id: GroupIdArg = None,
+    properties: PropertiesSpec = None,
+) -> Callable[[_F], _F]:
+    """Track ``event`` each time the decorated function returns successfully.
+
+    Args:
+        event: The plan member, e.g. ``Events.REPORT_CREATED``.
+        group_level: Optional restatement of the event's level; it must agree with the plan
+            (a cheap check that the call site and the plan tell the same story).
+        group_id: Where the group id of the event's level comes from when not from the
+            context: a parameter name (``"project_id"``), a dotted path into a parameter or the
+            result (``"report.project_id"``, ``"result.project.id"``), or a callable taking a
+            :class:`Call`.
+        properties: Event properties: a mapping, or a callable taking a :class:`Call`.
+
+    Raises:
+        TrackingUsageError: At decoration, if ``event`` is not a plan member, the target is a
+            generator or not callable, or ``group_id`` names no parameter.
+        UnknownGroupLevelError: At decoration, if ``group_level`` disagrees with the plan.
+    """
+    if not isinstance(event, EventRegistry):
+        raise TrackingUsageError(
+            f"@tracks takes a member of an EventRegistry (e.g. Events.REPORT_CREATED), got "
+            f"{event!r}; define the event in the tracking plan first"
+        )
+    if group_level is not None and group_level != event.group_level:
+        raise UnknownGroupLevelError(
+            f"@tracks({event!r}, group_level={group_level!r}) disagrees with the plan, which "
+            f"puts {event.event_name} at the {event.group_level!r} level ({event.spec.defined_at})"
+        )
+    if properties is not None and not (callable(properties) or isinstance(properties, Mapping)):
+        raise TrackingUsageError(
+            f"@tracks properties= takes a mapping or a callable, got {properties!r}"
+        )
+
+    def decorate(func: _F) -> _F:
+        raw: Any = func.__func__ if isinstance(func, (classmethod, staticmethod)) else func
+        where = _site(raw)
+        if inspect.isgeneratorfunction(raw) or inspect.isasyncgenfunction(raw):
+            raise TrackingUsageError(
+                f"@tracks cannot decorate the generator function {where}: it has no single moment "
+                "of success. Track from the code that consumes it, or call track() inside"
+            )
+        if not callable(raw):
+            raise TrackingUsageError(f"@tracks needs a function, got {func!r}")
+        if group_id is None or callable(group_id):
+            get_group = group_id
+        elif isinstance(group_id, str):
+            get_group = _path_getter(group_id, raw, where)
+        else:
+            raise TrackingUsageError(
+                f"@tracks on {where}: group_id= takes a parameter name, a dotted path or a "
+                f"callable, got {group_id!r}"
+            )
+        wrapper = _make_wrapper(
+            event, where, raw, get_group, properties, isinstance(func, staticmethod)
+        )
+        if type(raw) is types.FunctionType and "__self__" not in raw.__dict__:
+            # wrapt's C wrapper looks up wrapped.__self__ on every call of a plain function to
+            # find a bound instance; the failing lookup (an AttributeError built and cleared)
+            # costs more than our whole emission. None is exactly what wrapt passes when the
+            # attribute is missing, so this changes no behaviour, only the cost (~0.4 us).
+            raw.__self__ = None  # type: ignore[attr-defined]
+        target: Any = func
+        tracked: Any = TrackedFunction(target, wrapper)
+        return cast(_F, tracked)
+
+    return decorate
+
+
+def _make_wrapper(
+    event: EventRegistry,
+    site: str,
+    raw: Any,
+    get_group: Callable[[Call], Any] | None,
+    properties: PropertiesSpec,
+    is_static: bool,
+) -> Callable[..., Any]:
+    """Build the wrapt wrapper; the common case (nothing read from the call) is the shortest."""
+    needs_call = get_group is not None or callable(properties)
+    constant_props = dict(properties) if isinstance(properties, Mapping) else None
+    signature: list[inspect.Signature] = []  # computed on first need, then cached
+
+    def call_details(
+        instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any
+    ) -> tuple[str | None, Mapping[str, Any] | None]:
+        if not signature:
+            signature.append(inspect.signature(raw))
+        full = args if instance is None or is_static else (instance, *args)
+        try:
+            bound = signature[0].bind(*full, **kwargs)
+            bound.apply_defaults()
+            arguments: Mapping[str, Any] = bound.arguments
+        except TypeError:
+            arguments = dict(kwargs)
+        call = Call(arguments, result)
+        gid = _extract(get_group, call, "group_id", event, site) if get_group else None
+        if callable(properties):
+            props = _extract(properties, call, "properties", event, site)
+        else:
+            props = constant_props
+        return (_as_id(gid) if gid is not None else None), props
+
+    def emit(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any) -> None:
+        try:
+            if needs_call:
+                gid, props = call_details(instance, args, kwargs, result)
+                emit_track(event, gid, props, site)
+            else:
+                emit_track(event, None, constant_props, site)
+        except STRICT_ERRORS:
+            raise
+        except Exception as exc:
+            internal_error(exc, event, site)
+
+    async def await_then_emit(
+        awaitable: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        result = await awaitable
+        emit(instance, args, kwargs, result)
+        return result
+
+    if _is_async(raw):
+
+        def async_wrapper(
+            wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+        ) -> Any:
+            return await_then_emit(wrapped(*args, **kwargs), instance, args, kwargs)
+
+        return async_wrapper
+
+    if needs_call:
+
+        def sync_wrapper(
+            wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+        ) -> Any:
+            result = wrapped(*args, **kwargs)
+            if type(result) is _COROUTINE:
+                # A function hiding its async nature: emit after the await, not before the body.
+                return await_then_emit(result, instance, args, kwargs)
+            emit(instance, args, kwargs, result)
+            return result
+
+        return sync_wrapper
+
+    def fast_wrapper(
+        wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        result = wrapped(*args, **kwargs)
+        if type(result) is _COROUTINE:
+            return await_then_emit(result, instance, args, kwargs)
+        try:
+            emit_track(event, None, constant_props, site)
+        except STRICT_ERRORS:
+            raise
+        except Exception as exc:
+            internal_error(exc, event, site)
+        return result
+
+    return fast_wrapper

@@ -1,0 +1,172 @@
+"""One tracked action, and the identify, group and track messages it becomes on first use.
+
+On the caller's thread an emission is one small object. Message objects, ids, datetimes and JSON
+are made later, when a receiver first asks for :attr:`Emission.messages` (a delivery worker, or
+the memory and console transports).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from instrumentor._bundle import NO_BUNDLE, Bundle, parent_id
+from instrumentor._context import AnalyticsContext, Group
+from instrumentor._messages import GroupMessage, IdentifyMessage, Message, TrackMessage
+from instrumentor._registry import DEFAULT_HIERARCHY, EventRegistry, GroupHierarchy
+
+__all__ = ["Emission", "group_message", "identify_message"]
+
+_UTC = _dt.timezone.utc
+_EMPTY: Mapping[str, Any] = {}
+_expand_lock = threading.Lock()
+
+
+class Emission:
+    """One tracked action, as sent on :data:`~instrumentor.signals.event_emitted`.
+
+    Attributes:
+        event: The plan member tracked (``None`` for a bare identify or group call).
+        user_id: The user id sent (the account id with instance-level tracking).
+        group_id: The group id of the event's level, or ``None`` if it was missing.
+        timestamp: Seconds since the epoch when the action completed.
+        context: The analytics context at that moment.
+        properties: Event properties, or ``None``.
+        trace: ``(trace id, span id)`` of the span recording when it was tracked, or ``None``.
+    """
+
+    __slots__ = (
+        "_bundle",
+        "_messages",
+        "context",
+        "event",
+        "group_id",
+        "properties",
+        "timestamp",
+        "trace",
+        "user_id",
+    )
+
+    def __init__(
+        self,
+        event: EventRegistry | None,
+        user_id: str | None,
+        group_id: str | None,
+        timestamp: float,
+        context: AnalyticsContext,
+        properties: Mapping[str, Any] | None,
+        bundle: Bundle,
+        messages: tuple[Message, ...] | None = None,
+        trace: tuple[str, str] | None = None,
+    ) -> None:
+        self.event = event
+        self.user_id = user_id
+        self.group_id = group_id
+        self.timestamp = timestamp
+        self.context = context
+        self.properties = properties
+        self.trace = trace
+        self._bundle = bundle
+        self._messages = messages
+
+    @property
+    def group_level(self) -> str:
+        """The event's group level (for a bare identify or group call, the level it concerns)."""
+        return self.event.routing.level if self.event is not None else self._bundle[1][0]
+
+    @property
+    def bundle(self) -> Bundle:
+        """Whether an identify goes with this track, and the levels whose group calls do."""
+        return self._bundle
+
+    @property
+    def messages(self) -> tuple[Message, ...]:
+        """The identify, group and track messages of this emission, built once on first use."""
+        messages = self._messages
+        if messages is None:
+            with _expand_lock:
+                messages = self._messages
+                if messages is None:
+                    messages = self._messages = _expand(self)
+        return messages
+
+    def __repr__(self) -> str:
+        name = self.event.routing.name if self.event is not None else "-"
+        return f"<Emission {name} user={self.user_id!r} group={self.group_id!r}>"
+
+
+def group_message(
+    ctx: AnalyticsContext,
+    hierarchy: GroupHierarchy,
+    level: str,
+    group: Group,
+    user_id: str | None,
+    when: _dt.datetime,
+) -> GroupMessage:
+    """The group call for ``group`` at ``level``, with ``group_type`` and ``parent_group_id``."""
+    parent = parent_id(ctx, hierarchy, level)
+    traits: dict[str, Any] = dict(group.traits)
+    if group.name is not None:
+        traits["name"] = group.name
+    traits["group_type"] = level
+    if parent is not None:
+        traits["parent_group_id"] = parent
+    return GroupMessage(group.id, level, parent, user_id, traits, when)
+
+
+def identify_message(
+    ctx: AnalyticsContext,
+    hierarchy: GroupHierarchy,
+    user_id: str,
+    when: _dt.datetime,
+    top_id: str | None = None,
+) -> IdentifyMessage:
+    """The identify of ``user_id``, with the account (the top level) as its group."""
+    top = ctx.groups.get(hierarchy.top)
+    if top_id is not None and (top is None or top.id != top_id):
+        top = Group(top_id)  # the event named its account itself (e.g. at sign-up)
+    if top is not None and user_id == top.id and ctx.user_id != user_id:
+        # Instance-level tracking: the "user" is the account; describe it as such.
+        traits: dict[str, Any] = dict(top.traits)
+        if top.name is not None:
+            traits.setdefault("name", top.name)
+    else:
+        traits = dict(ctx.user_traits)
+    return IdentifyMessage(user_id, top.id if top is not None else None, traits, when)
+
+
+def _expand(emission: Emission) -> tuple[Message, ...]:
+    ctx = emission.context
+    event = emission.event
+    hierarchy = type(event).hierarchy if event is not None else DEFAULT_HIERARCHY
+    when = _dt.datetime.fromtimestamp(emission.timestamp, _UTC)
+    out: list[Message] = []
+    identify, group_levels = emission.bundle if event is not None else NO_BUNDLE
+    if identify and emission.user_id is not None:
+        top_id = emission.group_id if emission.group_level == hierarchy.top else None
+        out.append(identify_message(ctx, hierarchy, emission.user_id, when, top_id))
+    for level in group_levels:
+        group = ctx.groups.get(level)
+        gid = emission.group_id
+        if level == emission.group_level and gid is not None and (group is None or group.id != gid):
+            group = Group(gid)
+        if group is not None:
+            out.append(group_message(ctx, hierarchy, level, group, emission.user_id, when))
+    if event is not None and emission.user_id is not None:
+        spec = event.routing.spec
+        trace = emission.trace
+        out.append(
+            TrackMessage(
+                user_id=emission.user_id,
+                event=spec.name,
+                group_id=emission.group_id,
+                group_type=emission.group_level,
+                category=spec.category,
+                properties=dict(emission.properties or _EMPTY),
+                timestamp=when,
+                context={"traceId": trace[0], "spanId": trace[1]} if trace is not None else {},
+            )
+        )
+    return tuple(out)

@@ -1,0 +1,407 @@
+"""Emission: turn "this event happened" into one bundled :class:`Emission` and send it.
+
+On the caller's thread an emission costs a context read, a clock read, one dictionary look-up to
+decide whether identify and group calls are due (:mod:`instrumentor._bundle`), one small object
+and one signal dispatch. Messages are built later (:mod:`instrumentor._emission`).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import sys
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from instrumentor import _state
+from instrumentor._bundle import BundleState
+from instrumentor._context import AnalyticsContext, Group, context_var, current_context
+from instrumentor._diagnostics import Incident
+from instrumentor._emission import Emission, group_message, identify_message
+from instrumentor._messages import IdentifyMessage, Message, to_json_compatible
+from instrumentor._otel import sdk_installed, span_event
+from instrumentor._registry import (
+    EventRegistry,
+    GroupHierarchy,
+    PropertiesArg,
+    plan_hierarchy,
+    set_tracker,
+)
+from instrumentor._signals import event_emitted
+from instrumentor._state import Runtime
+from instrumentor.exceptions import MissingContextError, TrackingUsageError
+
+__all__ = [
+    "STRICT_ERRORS",
+    "Emission",
+    "bundle_state",
+    "emit_track",
+    "establish_group_hierarchy",
+    "group",
+    "identify",
+    "internal_error",
+    "report_problem",
+    "track",
+]
+
+_UTC = _dt.timezone.utc
+#: The only errors raised into callers at run time, and only in strict mode.
+STRICT_ERRORS = (MissingContextError, TrackingUsageError)
+_now = time.time
+_active = _state.active
+_get_context = context_var.get
+
+
+class _Bundles:
+    """The bundle state of the installed runtime: a new runtime starts with an empty memory."""
+
+    __slots__ = ("runtime", "state")
+
+    def __init__(self) -> None:
+        self.runtime: Runtime | None = None
+        self.state = BundleState(0.0)
+
+    def of(self, rt: Runtime) -> BundleState:
+        """The bundle state for ``rt``, made fresh when the runtime changed."""
+        if self.runtime is not rt:
+            self.state = BundleState(rt.bundle_ttl)
+            self.runtime = rt
+        return self.state
+
+
+_bundles = _Bundles()
+
+
+def bundle_state() -> BundleState:
+    """The bundle state of the installed configuration (what it remembers as sent)."""
+    return _bundles.of(_active())
+
+
+def _report(
+    rt: Runtime, kind: str, message: str, event: EventRegistry | None, site: str | None
+) -> None:
+    rt.report(Incident(kind, message, event=event.routing.name if event else None, site=site))
+
+
+def emit_track(
+    event: EventRegistry,
+    group_id: str | None,
+    properties: Mapping[str, Any] | None,
+    site: str | None,
+) -> None:
+    """Emit one track of ``event`` with the current context (used by ``@tracks`` and ``track``).
+
+    This is the caller's whole cost, so it is written for speed: plain attribute and dict reads,
+    one clock read, one small object, one signal dispatch.
+
+    Raises:
+        MissingContextError: Only in strict mode, when the user or the group is missing.
+    """
+    rt = _active()
+    signal = event_emitted
+    if not rt.enabled or not (signal.receivers or rt.strict) or signal.is_muted:
+        return
+    ctx = _get_context()
+    routing = event.routing
+    ids = ctx.group_ids
+    explicit = group_id is not None
+    if rt.instance_level:
+        # The account is the user; an event at the top level may name its account itself.
+        user_id = group_id if explicit and routing.top_level else ids.get(routing.top)
+    else:
+        user_id = ctx.user_id
+    if user_id is None:
+        _missing(rt, "missing_user", event, site)
+        return
+    if not explicit:
+        group_id = ids.get(routing.level)
+        if group_id is None:
+            _missing(rt, "missing_group", event, site)
+    if routing.deprecated:
+        _deprecated(rt, event, site)
+    if properties is not None:
+        properties = _snapshot_properties(rt, properties, event, site)
+    now = _now()
+    state = _bundles.state if _bundles.runtime is rt else _bundles.of(rt)
+    bundle = state.due(ctx, routing, type(event).hierarchy, user_id, group_id, now, explicit)
+    trace = None
+    if rt.span_events and sdk_installed():
+        trace = span_event(event, group_id, user_id, rt.span_event_user)
+    emission = Emission(event, user_id, group_id, now, ctx, properties, bundle, None, trace)
+    signal.dispatch(type(event), emission)
+
+
+def _snapshot_properties(
+    rt: Runtime, properties: Any, event: EventRegistry, site: str | None
+) -> Mapping[str, Any] | None:
+    """Properties as JSON data, taken now; anything but a mapping is reported and dropped."""
+    if isinstance(properties, Mapping):
+        snapshot: dict[str, Any] = to_json_compatible(properties)
+        return snapshot
+    site = site or _caller_site()
+    message = (
+        f"{event.routing.name} tracked at {site} with properties of type "
+        f"{type(properties).__qualname__}; properties must be a mapping. The event is sent "
+        "without them"
+    )
+    rt.report(Incident("invalid_properties", message, event=event.routing.name, site=site))
+    if rt.strict:
+        raise TrackingUsageError(message)
+    return None
+
+
+def _missing(rt: Runtime, kind: str, event: EventRegistry, site: str | None) -> None:
+    site = site or _caller_site()
+    name = event.routing.name
+    if kind == "missing_user":
+        what = (
+            f"no {type(event).hierarchy.top} id bound (instance-level tracking sends it as the "
+            "user id)"
+            if rt.instance_level
+            else "no user id bound"
+        )
+        message = (
+            f"{name} tracked at {site} with {what}; the event is dropped. Bind the identity "
+            "per request with bind_context(...) or the framework middleware"
+        )
+    else:
+        level = event.routing.level
+        message = (
+            f"{name} tracked at {site} without a {level} id: it is sent without a group. Bind "
+            f"{level}_id in the context, or pass group_id= to @tracks or track()"
+        )
+    _report(rt, kind, message, event, site)
+    if rt.strict:
+        raise MissingContextError(f"{message} (strict mode)")
+
+
+def _deprecated(rt: Runtime, event: EventRegistry, site: str | None) -> None:
+    site = site or _caller_site()
+    spec = event.routing.spec
+    instead = f"; use {spec.replaced_by}" if spec.replaced_by else ""
+    rt.report(
+        Incident(
+            "deprecated_event",
+            f"{spec.name} (tracked at {site}) is deprecated: {spec.deprecated}{instead}",
+            event=spec.name,
+            site=site,
+        ),
+        key=spec.name,  # warn once per event (per interval), wherever it is tracked
+    )
+
+
+def internal_error(exc: Exception, event: EventRegistry | None, site: str) -> None:
+    """Report an unexpected exception inside instrumentor; never raises."""
+    try:
+        rt = _active()
+        rt.report(
+            Incident(
+                "internal_error",
+                f"tracking failed at {site}: {exc!r}; the caller was not affected",
+                event=event.routing.name if event is not None else None,
+                site=site,
+                error=exc,
+            )
+        )
+    except Exception:  # pragma: no cover - last resort, logging itself failed
+        pass
+
+
+# --- the public imperative API --------------------------------------------------------------
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _caller_site() -> str:
+    """file:line of the nearest frame outside instrumentor (only computed when reporting)."""
+    frame = sys._getframe(1)
+    while frame.f_back is not None and os.path.abspath(frame.f_code.co_filename).startswith(
+        _PACKAGE_DIR + os.sep
+    ):
+        frame = frame.f_back
+    return f"{frame.f_code.co_filename}:{frame.f_lineno}"
+
+
+def track(
+    event: EventRegistry,
+    *,
+    group_id: str | int | None = None,
+    properties: PropertiesArg = None,
+) -> None:
+    """Track ``event`` now, where a decorator does not fit.
+
+    Never raises into the caller, except :class:`~instrumentor.MissingContextError` (and
+    :class:`~instrumentor.TrackingUsageError` for a non-plan event) in strict mode.
+
+    Args:
+        event: A member of an :class:`~instrumentor.EventRegistry`.
+        group_id: The id of the event's group level, when the context does not hold it.
+        properties: Event properties, for providers that accept them.
+    """
+    try:
+        given: object = event  # typed callers cannot get here; untyped ones can
+        if not isinstance(given, EventRegistry):
+            report_problem(
+                "invalid_event",
+                f"track() takes a member of an EventRegistry, got {event!r}; define the event "
+                "in the plan and pass Events.X",
+                TrackingUsageError,
+            )
+            return
+        emit_track(event, str(group_id) if group_id is not None else None, properties, None)
+    except STRICT_ERRORS:
+        raise
+    except Exception as exc:
+        internal_error(exc, event if isinstance(event, EventRegistry) else None, "track()")
+
+
+def _send_messages(ctx: AnalyticsContext, level: str, messages: tuple[Message, ...]) -> None:
+    if messages:
+        emission = Emission(
+            None, ctx.user_id, None, time.time(), ctx, None, (False, (level,)), messages
+        )
+        event_emitted.dispatch(None, emission)
+
+
+def report_problem(
+    kind: str,
+    message: str,
+    error_type: type[Exception],
+    *,
+    event: EventRegistry | None = None,
+    site: str | None = None,
+    error: BaseException | None = None,
+) -> None:
+    """Report a usage problem found at run time; raise ``error_type`` only in strict mode."""
+    rt = _active()
+    name = event.routing.name if event is not None else None
+    rt.report(Incident(kind, message, event=name, site=site or _caller_site(), error=error))
+    if rt.strict:
+        raise error_type(message) from error
+
+
+def _active_runtime() -> Runtime | None:
+    rt = _active()
+    return rt if rt.enabled and (event_emitted.receivers or rt.strict) else None
+
+
+def identify(
+    traits: Mapping[str, Any] | None = None, *, hierarchy: GroupHierarchy | None = None
+) -> None:
+    """Send an identify for the bound user now, with the top-level group (account) as its group.
+
+    Args:
+        traits: Traits to send, merged over the context's user traits.
+        hierarchy: The hierarchy whose top level is the account; by default the plan's (see
+            :func:`~instrumentor._registry.plan_hierarchy`).
+    """
+    try:
+        rt = _active_runtime()
+        if rt is None:
+            return
+        hierarchy = hierarchy or plan_hierarchy()
+        ctx = current_context()
+        user_id = ctx.group_id(hierarchy.top) if rt.instance_level else ctx.user_id
+        if user_id is None:
+            report_problem(
+                "missing_user",
+                "identify() called with no user bound; nothing sent",
+                MissingContextError,
+            )
+            return
+        when = _dt.datetime.now(_UTC)
+        message = identify_message(ctx, hierarchy, user_id, when)
+        if traits:
+            message = IdentifyMessage(
+                message.user_id, message.group_id, {**message.traits, **traits}, when
+            )
+        _bundles.of(rt).cover_identify(ctx, hierarchy, user_id, time.time())  # tracks skip it
+        _send_messages(ctx, hierarchy.top, (message,))
+    except STRICT_ERRORS:
+        raise
+    except Exception as exc:
+        internal_error(exc, None, "identify()")
+
+
+def group(
+    level: str | None = None,
+    *,
+    group_id: str | int | None = None,
+    name: str | None = None,
+    traits: Mapping[str, Any] | None = None,
+    hierarchy: GroupHierarchy | None = None,
+) -> None:
+    """Send one group call now for ``level`` (``group_type`` and ``parent_group_id`` included).
+
+    Args:
+        level: The hierarchy level of the group; by default the top (the account).
+        group_id: The group's id; by default the one bound at ``level``.
+        name: The group's readable name; by default the bound one.
+        traits: Further traits, merged over the bound ones.
+        hierarchy: The hierarchy ``level`` belongs to; by default the plan's.
+    """
+    try:
+        rt = _active_runtime()
+        if rt is None:
+            return
+        hierarchy = hierarchy or plan_hierarchy()
+        level = level or hierarchy.top
+        if level not in hierarchy.levels:
+            report_problem(
+                "invalid_group_level",
+                f"group({level!r}): unknown level; the hierarchy is {' > '.join(hierarchy.levels)}",
+                TrackingUsageError,
+            )
+            return
+        ctx = current_context()
+        bound = ctx.groups.get(level)
+        gid = str(group_id) if group_id is not None else (bound.id if bound else None)
+        if gid is None:
+            report_problem(
+                "missing_group",
+                f"group({level!r}) called with no {level} id bound or given; nothing sent",
+                MissingContextError,
+            )
+            return
+        base = bound if bound is not None and bound.id == gid else Group(gid)
+        merged = Group(
+            gid, name if name is not None else base.name, {**base.traits, **(traits or {})}
+        )
+        when = _dt.datetime.now(_UTC)
+        message = group_message(ctx, hierarchy, level, merged, ctx.user_id, when)
+        _send_messages(ctx, level, (message,))
+    except STRICT_ERRORS:
+        raise
+    except Exception as exc:
+        internal_error(exc, None, "group()")
+
+
+def establish_group_hierarchy(hierarchy: GroupHierarchy | None = None) -> None:
+    """Send a group call for every level bound in the context, top first, each with its parent.
+
+    Call it on login or when the user enters a new group; later tracks then skip those calls
+    for ``bundle_ttl`` seconds. ``hierarchy`` defaults to the plan's.
+    """
+    try:
+        rt = _active_runtime()
+        if rt is None:
+            return
+        hierarchy = hierarchy or plan_hierarchy()
+        ctx = current_context()
+        when = _dt.datetime.now(_UTC)
+        messages: list[Message] = []
+        state, now = _bundles.of(rt), time.time()
+        for level in hierarchy.levels:
+            bound = ctx.groups.get(level)
+            if bound is None:
+                continue
+            messages.append(group_message(ctx, hierarchy, level, bound, ctx.user_id, when))
+            state.cover_group(ctx, hierarchy, level, bound, ctx.user_id, now)
+        _send_messages(ctx, hierarchy.top, tuple(messages))
+    except Exception as exc:
+        internal_error(exc, None, "establish_group_hierarchy()")
+
+
+set_tracker(track)  # ``Events.X.track()``: the registry calls back into this layer

@@ -1,0 +1,101 @@
+"""OpenTelemetry: product events on the caller's spans, and quiet delivery.
+
+Through ``opentelemetry-api`` only; everything here is a no-op until the application installs an
+OpenTelemetry SDK.
+
+- **Span events.** When a span is recording at the moment an event is tracked, the event is
+  added to it (``span.add_event(<event name>, ...)``) with its category, group level and group
+  id, and the track message carries the trace and span ids in its ``context`` (``traceId``,
+  ``spanId``), so product events can be joined with traces. User ids are left out unless
+  ``configure(span_event_user=True)``.
+- **Quiet delivery.** The delivery workers run with OpenTelemetry's suppression keys set, so the
+  provider calls they make are not traced as application work (as OpenTelemetry's own exporters
+  do).
+
+The transport that emits every message as a span or a log record is
+:class:`instrumentor.transports.OTelTransport`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace as otel_trace
+
+if TYPE_CHECKING:
+    from instrumentor._registry import EventRegistry
+
+__all__ = ["sdk_installed", "span_event", "suppress_instrumentation"]
+
+_SUPPRESSION_KEYS = tuple(
+    key
+    for key in (
+        getattr(otel_context, "_SUPPRESS_INSTRUMENTATION_KEY", None),
+        getattr(otel_context, "_SUPPRESS_HTTP_INSTRUMENTATION_KEY", None),
+    )
+    if key is not None
+)
+
+
+def sdk_installed() -> bool:
+    """Whether an OpenTelemetry tracer provider has been set (a global read: the hot path)."""
+    return otel_trace._TRACER_PROVIDER is not None
+
+
+def span_event(
+    event: EventRegistry, group_id: str | None, user_id: str, with_user: bool
+) -> tuple[str, str] | None:
+    """Add ``event`` to the current span if it records; return the span's (trace, span) ids.
+
+    The ids are returned for any valid span context (a sampled-out span, or a remote parent
+    from ``traceparent``, still joins the event to its trace). Never raises: a failing SDK
+    costs the span event, not the product event or its ids.
+    """
+    try:
+        span = otel_trace.get_current_span()
+        context = span.get_span_context()
+        if not context.is_valid:
+            return None
+        ids = format(context.trace_id, "032x"), format(context.span_id, "016x")
+    except Exception:  # an SDK object that cannot even say its ids
+        return None
+    try:
+        if span.is_recording():
+            span.add_event(
+                event._value_.name, _event_attributes(event, group_id, user_id, with_user)
+            )
+    except Exception:  # the SDK's problem must not cost the product event
+        pass
+    return ids
+
+
+def _event_attributes(
+    event: EventRegistry, group_id: str | None, user_id: str, with_user: bool
+) -> dict[str, str]:
+    spec = event._value_
+    attributes = {
+        "instrumentor.event": spec.name,
+        "instrumentor.category": spec.category,
+        "instrumentor.group_level": event.routing.level,
+    }
+    if group_id is not None:
+        attributes["instrumentor.group_id"] = group_id
+    if with_user:
+        attributes["enduser.id"] = user_id
+    return attributes
+
+
+@contextlib.contextmanager
+def suppress_instrumentation() -> Iterator[None]:
+    """Run the block with OpenTelemetry's instrumentation suppressed (for this thread)."""
+    ctx = otel_context.get_current()
+    for key in _SUPPRESSION_KEYS:
+        ctx = otel_context.set_value(key, True, ctx)
+    token = otel_context.attach(ctx)
+    try:
+        yield
+    finally:
+        otel_context.detach(token)

@@ -1,0 +1,128 @@
+"""State: the installed runtime, and incident reporting. The lowest floor; it builds nothing.
+
+The wiring (:mod:`instrumentor._wiring`) turns settings into a :class:`Runtime` and installs it
+here. The layers below the wiring read it through :func:`active`, which on first use asks the
+loader the wiring registered to configure from the environment (an upward call made without an
+upward import). Reporting an incident (:func:`report`) never configures anything: before a
+configuration exists it is counted and logged, and there is no hook to call.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from instrumentor._diagnostics import Incident, report_to
+from instrumentor._settings import Settings
+
+__all__ = ["Runtime", "active", "current", "install", "report", "set_loader"]
+
+
+class Runtime:
+    """A configuration as installed: its settings, the flags the hot path reads, its receivers.
+
+    Args:
+        settings: The settings in force.
+        receivers: What the wiring connected to the emission signal for these settings.
+        owned: The receivers this configuration created (and so retires), not ones passed in.
+    """
+
+    __slots__ = (
+        "bundle_ttl",
+        "enabled",
+        "from_bad_env",
+        "instance_level",
+        "on_error",
+        "outbox_problems",
+        "owned",
+        "receivers",
+        "settings",
+        "span_event_user",
+        "span_events",
+        "strict",
+    )
+
+    def __init__(
+        self,
+        settings: Settings,
+        receivers: tuple[Any, ...] = (),
+        owned: list[Any] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.enabled = settings.enabled
+        self.strict = settings.strict
+        self.instance_level = settings.instance_level
+        self.bundle_ttl = float(settings.bundle_ttl)
+        self.span_events = settings.span_events
+        self.span_event_user = settings.span_event_user
+        self.on_error = settings.on_error
+        self.receivers = receivers
+        self.owned: list[Any] = owned if owned is not None else []
+        #: True when the environment could not be read at first use (tracking is off).
+        self.from_bad_env = False
+        #: Outboxes that could not be opened (their destinations deliver from memory).
+        self.outbox_problems: list[str] = []
+
+    def report(self, incident: Incident, key: str | None = None, *, sampled: bool = False) -> None:
+        """Count, log (rate-limited per ``key``, by default the site) and call ``on_error``.
+
+        ``sampled`` rate-limits the ``on_error`` call like the log line (for incidents that
+        outside input can cause at any rate).
+        """
+        report_to(incident, self.on_error, key, sampled=sampled)
+
+
+#: Serialises installing and replacing runtimes (the wiring holds it while it builds one).
+lock = threading.RLock()
+_installed: Runtime | None = None
+_loader: Callable[[], Runtime] | None = None
+
+
+def current() -> Runtime | None:
+    """The installed runtime, or ``None`` while unconfigured. Reads only."""
+    return _installed
+
+
+def active() -> Runtime:
+    """The installed runtime; on first use, the one the loader builds from the environment.
+
+    Raises:
+        RuntimeError: If nothing registered a loader (``instrumentor._wiring`` was not
+            imported; ``import instrumentor`` always imports it).
+    """
+    installed = _installed
+    if installed is not None:
+        return installed
+    with lock:
+        if _installed is not None:
+            return _installed
+        if _loader is None:
+            raise RuntimeError("instrumentor is not wired: import instrumentor first")
+        return _loader()
+
+
+def install(runtime: Runtime | None) -> Runtime | None:
+    """Make ``runtime`` the installed one; returns the one it replaces (call with :data:`lock`)."""
+    global _installed
+    previous, _installed = _installed, runtime
+    return previous
+
+
+def set_loader(loader: Callable[[], Runtime]) -> None:
+    """Register what :func:`active` calls to configure from the environment on first use."""
+    global _loader
+    _loader = loader
+
+
+def report(incident: Incident, key: str | None = None, *, sampled: bool = False) -> None:
+    """Report ``incident`` to the installed configuration's hook (if any). Never configures.
+
+    Args:
+        incident: What happened.
+        key: Rate-limit key of the log line (and of the hook, if ``sampled``); the site by
+            default.
+        sampled: Call ``on_error`` only when the log line is written, once per minute per key.
+    """
+    installed = _installed
+    report_to(incident, installed.on_error if installed is not None else None, key, sampled=sampled)

@@ -1,0 +1,283 @@
+"""Wiring: settings turned into receivers, installed and retired; ``configure()`` and ``stats()``.
+
+The only module that assembles the stack. Unconfigured means silent: until ``configure()`` is
+called or the first event is tracked, nothing is read, connected or started. At the first event
+the environment is read once (:meth:`Settings.from_env`, through the loader registered with
+:mod:`instrumentor._state`). Every setting is declared once, on :class:`Settings`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from collections.abc import Iterator, Mapping
+from dataclasses import fields
+from typing import TYPE_CHECKING, Any
+
+from instrumentor import _diagnostics, _state
+from instrumentor._diagnostics import Incident
+from instrumentor._settings import ENVIRONMENT_VARIABLES, Option, Secret, Settings, SettingsChanges
+from instrumentor._signals import event_emitted
+from instrumentor._state import Runtime
+from instrumentor.delivery import Destination, OutboxDestination
+from instrumentor.delivery._destination import counters, retire, set_exit_timeout
+from instrumentor.exceptions import ConfigurationError
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from instrumentor.transports import Transport
+
+__all__ = [
+    "ENVIRONMENT_VARIABLES",
+    "Secret",
+    "Settings",
+    "configure",
+    "configured",
+    "current_settings",
+    "default_transports",
+    "destinations",
+    "reset_configuration",
+    "runtime",
+    "stats",
+]
+
+
+# --- settings -> receivers --------------------------------------------------------------------
+
+
+def default_transports(settings: Settings) -> tuple[Transport, ...]:
+    """The transports ``settings`` choose when none are given: console, Accoil, or none."""
+    # Lazy on purpose: the transports import httpx, which a process that only defines events,
+    # or only prints them, never needs.
+    from instrumentor.transports import AccoilTransport, ConsoleTransport
+
+    if settings.debug:
+        return (ConsoleTransport(),)
+    if settings.api_key:
+        if settings.endpoint:
+            return (AccoilTransport(settings.api_key, endpoint=settings.endpoint),)
+        return (AccoilTransport(settings.api_key),)
+    return ()
+
+
+def _inline(transport: Any) -> bool:
+    return bool(getattr(transport, "inline", False))
+
+
+def _receiver_for(transport: Transport | Destination, settings: Settings, *, lazy: bool) -> Any:
+    # Lazy on purpose, like the transports above (the module imports httpx).
+    from instrumentor.transports import InlineDestination
+
+    if isinstance(transport, Destination):
+        return transport
+    if _inline(transport):
+        return InlineDestination(transport)
+    if settings.outbox is not None:
+        return OutboxDestination(
+            transport,
+            path=settings.outbox,
+            max_queue=int(settings.queue_size),
+            max_rows=settings.outbox_max_rows,
+            synchronous="full" if settings.outbox_synchronous == "full" else "normal",
+            open_now=not lazy,  # at the first event (from the environment): the worker opens it
+        )
+    return Destination(transport, max_queue=int(settings.queue_size))
+
+
+def _receivers(settings: Settings, *, lazy: bool) -> tuple[tuple[Any, ...], list[Any]]:
+    """The receivers ``settings`` ask for, and those of them built here (retired with them)."""
+    transports = (
+        settings.transports if settings.transports is not None else default_transports(settings)
+    )
+    kept = list(transports)
+    if settings.queue is not None:  # it builds what does I/O; the rest stays here
+        kept = [t for t in kept if isinstance(t, Destination) or _inline(t)]
+    receivers = [_receiver_for(t, settings, lazy=lazy) for t in kept]
+    if settings.queue is not None:
+        receivers.extend(settings.queue.destinations(settings))
+    given = {id(t) for t in transports}
+    owned = [r for r in receivers if isinstance(r, Destination) and id(r) not in given]
+    return tuple(receivers), owned
+
+
+def build(settings: Settings, reuse: Runtime | None = None, *, lazy: bool = False) -> Runtime:
+    """A runtime for ``settings``, with ``reuse``'s receivers if no ``rebuilds`` field changed."""
+    if reuse is not None and reuse.settings.same_receivers(settings):
+        runtime_ = Runtime(settings, reuse.receivers, reuse.owned)
+    elif settings.enabled:
+        runtime_ = Runtime(settings, *_receivers(settings, lazy=lazy))
+    else:
+        runtime_ = Runtime(settings)
+    outboxes = [r for r in runtime_.receivers if isinstance(r, OutboxDestination)]
+    served = {r.channel for r in outboxes}
+    for receiver in outboxes:
+        receiver.served_channels |= served  # the other channels of this configuration
+        problem = receiver.outbox_problem
+        if problem is not None and (reuse is None or receiver not in reuse.receivers):
+            runtime_.outbox_problems.append(str(problem))
+            runtime_.report(
+                Incident(
+                    "outbox_unavailable",
+                    f"{problem}; until then events are queued in memory only",
+                    site=receiver.name,
+                    error=problem,
+                )
+            )
+    return runtime_
+
+
+# --- install and retire -----------------------------------------------------------------------
+
+
+def _install(runtime_: Runtime | None, *, retire_old: bool = False) -> None:
+    """Connect ``runtime_``'s receivers, make it current, then disconnect (and retire) the old."""
+    new_receivers = runtime_.receivers if runtime_ is not None else ()
+    # Connect first, then disconnect what is gone: an event tracked meanwhile on another thread
+    # reaches the old or the new receivers, never none.
+    for receiver in new_receivers:
+        event_emitted.connect(receiver, weak=False)
+    if runtime_ is not None:
+        set_exit_timeout(runtime_.settings.exit_timeout)
+    old = _state.install(runtime_)
+    if old is None:
+        return
+    kept = set(map(id, new_receivers))
+    for receiver in old.receivers:
+        if id(receiver) not in kept:
+            event_emitted.disconnect(receiver)
+    if retire_old:
+        gone = [d for d in old.owned if id(d) not in kept]
+        retire(gone, float(old.settings.exit_timeout) or 2.0)
+
+
+def _load_from_env() -> Runtime:
+    """The first use without ``configure()``: read the environment once (never raises)."""
+    try:
+        settings = Settings.from_env()
+        bad_env = False
+    except ConfigurationError as exc:
+        # Never raise into the first tracked call: turn tracking off, loudly. A later
+        # configure() reads the environment again (and raises there, at start-up).
+        settings = Settings(enabled=False)
+        bad_env = True
+        _state.report(
+            Incident(
+                "bad_configuration",
+                f"{exc}; tracking is off until the variable is fixed or configure() is called",
+                error=exc,
+            )
+        )
+    runtime_ = build(settings, lazy=True)  # on the caller's thread: no file opened here
+    runtime_.from_bad_env = bad_env
+    _install(runtime_)
+    return runtime_
+
+
+_state.set_loader(_load_from_env)
+
+
+def runtime() -> Runtime:
+    """The installed runtime; on first use, configured once from the environment."""
+    return _state.active()
+
+
+# --- the public API ---------------------------------------------------------------------------
+
+
+def _configure(changes: Mapping[str, Any], *, retire_old: bool) -> Settings:
+    with _state.lock:
+        current = _state.current()
+        usable = current is not None and not current.from_bad_env
+        base = current.settings if current is not None and usable else Settings.from_env()
+        settings = base.changed(**changes)
+        runtime_ = build(settings, reuse=current)
+        if runtime_.outbox_problems and settings.strict:  # nothing installed, nothing started
+            raise ConfigurationError("; ".join(runtime_.outbox_problems))
+        _install(runtime_, retire_old=retire_old)
+        return settings
+
+
+def configure(**changes: Unpack[SettingsChanges]) -> Settings:
+    """Configure instrumentor; settings not given keep their current value (see below)."""
+    return _configure(changes, retire_old=True)
+
+
+def _configure_doc() -> str:
+    args = []
+    for f in fields(Settings):
+        option: Option = f.metadata["option"]
+        env = f" (``{option.env}``)" if option.env else ""
+        args.append(f"        {f.name}{env}: {option.doc.replace('`', '``')}")
+    return (
+        "Configure instrumentor; settings not given keep their current value.\n\n"
+        "    The first call starts from the environment; later calls change only what they "
+        "name.\n    Safe to call at any time: ``@tracks`` reads the configuration per call. "
+        "The keywords\n    are the fields of :class:`Settings`, each declared once there.\n\n"
+        "    Args:\n" + "\n".join(args) + "\n\n"
+        "    Returns:\n        The settings now in force.\n\n"
+        "    Raises:\n"
+        "        ConfigurationError: If a value is invalid (nothing is changed then).\n"
+        "        TypeError: For a keyword that is not a setting.\n"
+    )
+
+
+configure.__doc__ = _configure_doc()
+configure.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+    [
+        inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=f.type)
+        for f in fields(Settings)
+    ],
+    return_annotation="Settings",
+)
+
+
+def destinations() -> list[Destination]:
+    """The queued destinations the installed configuration delivers to."""
+    return [r for r in runtime().receivers if isinstance(r, Destination)]
+
+
+def current_settings() -> Settings:
+    """The settings in force (read from the environment if nothing was configured yet)."""
+    return runtime().settings
+
+
+def reset_configuration() -> None:
+    """Forget all configuration: back to unconfigured, read from the environment on next use."""
+    with _state.lock:
+        _install(None, retire_old=True)
+
+
+@contextlib.contextmanager
+def configured(**overrides: Unpack[SettingsChanges]) -> Iterator[Settings]:
+    """Configure for a block, then restore exactly what was installed before (tests).
+
+    Takes the keywords of :func:`configure`.
+    """
+    with _state.lock:
+        previous = _state.current()
+        settings = _configure(overrides, retire_old=False)  # the previous one is coming back
+    try:
+        yield settings
+    finally:
+        with _state.lock:
+            _install(previous, retire_old=True)
+
+
+def stats() -> Mapping[str, int]:
+    """Counters since start: incidents by kind, and delivery summed over the destinations.
+
+    Incident kinds (``missing_group``, ``receiver_error``, ...; see
+    :class:`~instrumentor.IncidentKind`) are counted since start or the last
+    :func:`~instrumentor.reset_stats`; kinds that never happened are absent. Delivery counters
+    are summed over the destinations of this process: ``enqueued`` (events), ``delivered``,
+    ``retried`` and ``failed`` (messages), ``dropped.<reason>``, ``queue_depth`` (events waiting)
+    and ``in_flight`` (messages being delivered). Per destination: ``Destination.stats()``.
+
+    Returns:
+        A snapshot such as ``{"missing_group": 3, "enqueued": 120, "delivered": 480}``.
+    """
+    counts = _diagnostics.snapshot()
+    for key, value in counters().items():
+        counts[key] = counts.get(key, 0) + value
+    return counts

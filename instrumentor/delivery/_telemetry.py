@@ -1,0 +1,105 @@
+"""The delivery pipeline's own metrics, through the OpenTelemetry metrics API.
+
+A no-op until the application installs an OpenTelemetry SDK ``MeterProvider``: the API's proxy
+meter forwards to it from then on. Everything is recorded on the worker thread, except drops
+of a full queue, which are rare by construction.
+
+=================================== ========= ===============================================
+instrument                          unit      what
+=================================== ========= ===============================================
+``instrumentor.events.enqueued``    {event}   events taken off the queue for delivery
+``instrumentor.events.dropped``     {event}   events or messages dropped (attribute ``reason``)
+``instrumentor._messages.delivered`` {message} messages the provider accepted
+``instrumentor._messages.retried``   {message} message deliveries attempted again
+``instrumentor._messages.failed``    {message} messages given up
+``instrumentor.delivery.duration``  s         time of one delivery attempt
+``instrumentor.queue.depth``        {event}   events waiting (observable gauge)
+=================================== ========= ===============================================
+
+Every instrument carries the attribute ``instrumentor.destination`` (the destination's name).
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from opentelemetry import metrics
+
+if TYPE_CHECKING:
+    from instrumentor.delivery._destination import Destination
+
+__all__ = ["DestinationMetrics"]
+
+_meter = metrics.get_meter("instrumentor")
+_enqueued = _meter.create_counter(
+    "instrumentor.events.enqueued", unit="{event}", description="Events taken for delivery"
+)
+_dropped = _meter.create_counter(
+    "instrumentor.events.dropped", unit="{event}", description="Events or messages dropped"
+)
+_delivered = _meter.create_counter(
+    "instrumentor._messages.delivered", unit="{message}", description="Messages accepted"
+)
+_retried = _meter.create_counter(
+    "instrumentor._messages.retried", unit="{message}", description="Messages retried"
+)
+_failed = _meter.create_counter(
+    "instrumentor._messages.failed", unit="{message}", description="Messages given up"
+)
+_duration = _meter.create_histogram(
+    "instrumentor.delivery.duration", unit="s", description="Duration of a delivery attempt"
+)
+_observed: weakref.WeakSet[Destination] = weakref.WeakSet()
+
+
+def _queue_depths(options: metrics.CallbackOptions) -> Iterable[metrics.Observation]:
+    for destination in list(_observed):
+        yield metrics.Observation(
+            len(destination._queue), {"instrumentor.destination": destination.name}
+        )
+
+
+_meter.create_observable_gauge(
+    "instrumentor.queue.depth",
+    callbacks=[_queue_depths],
+    unit="{event}",
+    description="Events waiting in the queue",
+)
+
+
+class DestinationMetrics:
+    """The instruments bound to one destination's name."""
+
+    __slots__ = ("_attributes",)
+
+    def __init__(self, destination: Destination) -> None:
+        self._attributes = {"instrumentor.destination": destination.name}
+        _observed.add(destination)
+
+    def enqueued(self, count: int) -> None:
+        """Events taken off the queue."""
+        if count:
+            _enqueued.add(count, self._attributes)
+
+    def dropped(self, count: int, reason: str) -> None:
+        """Events or messages dropped for ``reason``."""
+        _dropped.add(count, {**self._attributes, "reason": reason})
+
+    def delivered(self, count: int) -> None:
+        """Messages accepted."""
+        if count:
+            _delivered.add(count, self._attributes)
+
+    def retried(self, count: int) -> None:
+        """Messages about to be retried."""
+        _retried.add(count, self._attributes)
+
+    def failed(self, count: int) -> None:
+        """Messages given up."""
+        _failed.add(count, self._attributes)
+
+    def attempt(self, seconds: float) -> None:
+        """One delivery attempt took ``seconds``."""
+        _duration.record(seconds, self._attributes)

@@ -1,0 +1,310 @@
+"""The Accoil transport: one request per message, several in flight, each user's order kept.
+
+Accoil documents no batch endpoint, so throughput comes from one pooled keep-alive client with
+up to ``max_in_flight`` requests at once. A batch is split into one sequence per user (a group
+without a user is its own sequence); sequences run concurrently, the messages of one sequence
+one after the other, in batch order. A retryable failure stops its sequence (the rest of it is
+retried later, in order); a permanent refusal drops that message only.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import httpx
+
+from instrumentor._messages import GroupMessage, IdentifyMessage, Message, TrackMessage
+from instrumentor._otel import suppress_instrumentation
+from instrumentor.exceptions import (
+    ConfigurationError,
+    DeliveryError,
+    PartialDeliveryError,
+    PayloadTooLargeError,
+    RetryableDeliveryError,
+)
+from instrumentor.transports._http import (
+    TOO_LARGE,
+    ClientHolder,
+    checked_secret,
+    encode_json,
+    error_for_exception,
+    error_for_response,
+    library_version,
+)
+
+if TYPE_CHECKING:
+    from instrumentor._wiring import Secret
+
+__all__ = ["AccoilTransport"]
+
+_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
+_MILLISECOND = _dt.timedelta(milliseconds=1)
+
+
+def _checked_endpoint(endpoint: str) -> str:
+    url = httpx.URL(endpoint)
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ConfigurationError("the endpoint must be an http:// or https:// URL")
+    return endpoint.rstrip("/")
+
+
+def _unix_ms(ts: _dt.datetime) -> int:
+    aware = ts if ts.tzinfo is not None else ts.replace(tzinfo=_dt.timezone.utc)
+    return (aware - _EPOCH) // _MILLISECOND
+
+
+def _pick(data: dict[str, Any], keys: Sequence[str]) -> dict[str, Any]:
+    """The ``keys`` of ``data`` that are set (empty traits are left out)."""
+    return {k: data[k] for k in keys if data.get(k) is not None and data[k] != {}}
+
+
+def _v2_request(message: Message) -> tuple[str, dict[str, Any]]:
+    data = message.to_dict()
+    if isinstance(message, TrackMessage):
+        body = _pick(data, ("userId", "event", "timestamp"))
+        if message.group_id is not None:
+            body["context"] = {"groupId": message.group_id}
+        path = "/v2/track"
+    elif isinstance(message, IdentifyMessage):
+        body, path = _pick(data, ("userId", "groupId", "traits", "timestamp")), "/v2/identify"
+    else:
+        body, path = _pick(data, ("groupId", "userId", "traits", "timestamp")), "/v2/group"
+    body["messageId"] = message.message_id
+    return path, body
+
+
+def _v1_request(message: Message, api_key: str) -> tuple[str, dict[str, Any]]:
+    data = message.to_dict()
+    body: dict[str, Any] = {"api_key": api_key}
+    if isinstance(message, TrackMessage):
+        body.update(user_id=message.user_id, event=message.event)
+        if message.group_id is not None:
+            body["context"] = {"groupId": message.group_id}
+        path = "/v1/events"
+    elif isinstance(message, IdentifyMessage):
+        body["user_id"] = message.user_id
+        if message.group_id is not None:
+            body["group_id"] = message.group_id
+        path = "/v1/users"
+    else:
+        body["group_id"] = message.group_id
+        path = "/v1/groups"
+    if not isinstance(message, TrackMessage) and data.get("traits"):
+        body["traits"] = data["traits"]
+    body["timestamp"] = _unix_ms(message.timestamp)
+    return path, body
+
+
+def _sequence_key(message: Message) -> tuple[str, str]:
+    """Whose sequence ``message`` belongs to: its user's, or its group's when it has no user."""
+    if isinstance(message, GroupMessage) and message.user_id is None:
+        return ("group", message.group_id)
+    return ("user", str(message.user_id))
+
+
+@dataclass
+class _Outcome:
+    """What happened to one sequence: indexes into the batch, and the errors met."""
+
+    retry: list[int] = field(default_factory=list)
+    failed: list[tuple[int, str]] = field(default_factory=list)
+    errors: list[DeliveryError] = field(default_factory=list)
+
+
+class AccoilTransport:
+    """Delivers to the Accoil ingress API, v2 (default) or the legacy v1.
+
+    Args:
+        api_key: The Accoil API key; kept as a :class:`~instrumentor.Secret`, never shown.
+        endpoint: The base URL (a trailing slash is ignored).
+        api_version: ``"v2"`` (``Authorization`` header, ISO times) or ``"v1"`` (key in the
+            body, snake_case, Unix milliseconds).
+        timeout: Seconds for connecting, each read and write, and waiting for a connection.
+        max_in_flight: The most requests in flight at once (and connections kept alive).
+        http_transport: An ``httpx`` transport to send through (tests pass a ``MockTransport``).
+
+    Raises:
+        ConfigurationError: If the key is empty or unusable, or another argument is invalid.
+    """
+
+    def __init__(
+        self,
+        api_key: str | Secret,
+        *,
+        endpoint: str = "https://in.accoil.com",
+        api_version: Literal["v2", "v1"] = "v2",
+        timeout: float = 10.0,
+        max_in_flight: int = 8,
+        http_transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self._key = checked_secret(api_key, "the Accoil API key", header_safe=True)
+        if api_version not in ("v2", "v1"):
+            raise ConfigurationError(f"api_version must be 'v2' or 'v1', not {api_version!r}")
+        if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int):
+            raise ConfigurationError("max_in_flight must be an int")
+        if max_in_flight < 1:
+            raise ConfigurationError(f"max_in_flight must be at least 1, not {max_in_flight}")
+        if not timeout > 0:
+            raise ConfigurationError(f"timeout must be a positive number of seconds, not {timeout}")
+        self._endpoint = _checked_endpoint(endpoint)
+        self._api_version = api_version
+        self._timeout = float(timeout)
+        self._max_in_flight = max_in_flight
+        self._http_transport = http_transport
+        self._version = library_version()
+        self._holder = ClientHolder(self._new_client)
+
+    @property
+    def timeout(self) -> float:
+        """Seconds for connecting, each read and write (the outbox derives its lease from it)."""
+        return self._timeout
+
+    @property
+    def outbox_channel(self) -> str:
+        """The outbox channel this transport's rows are stored under.
+
+        Class, endpoint and a fingerprint of the key (never the key): a new key or endpoint
+        gets its own rows, and old rows are not sent with the new key.
+        """
+        return (
+            f"{type(self).__name__}({self._api_version})@{self._endpoint}#{self._key.fingerprint()}"
+        )
+
+    def _new_client(self) -> httpx.Client:
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": f"instrumentor/{self._version}",
+        }
+        if self._api_version == "v2":
+            headers["Authorization"] = f"Basic {self._key.reveal()}"
+        limits = httpx.Limits(
+            max_connections=self._max_in_flight, max_keepalive_connections=self._max_in_flight
+        )
+        return httpx.Client(
+            headers=headers,
+            timeout=self._timeout,
+            limits=limits,
+            transport=self._http_transport,
+        )
+
+    def deliver(self, batch: Sequence[Message]) -> None:
+        """Send each message of ``batch``, keeping each user's messages in order.
+
+        Raises:
+            PartialDeliveryError: If any message was not accepted: ``retry`` holds the ones
+                that failed for a retryable reason and the unsent rest of their users'
+                sequences, ``failed`` the ones refused for good, with the reason.
+        """
+        if not batch:
+            return
+        sequences: dict[tuple[str, str], list[int]] = {}
+        for index, message in enumerate(batch):
+            sequences.setdefault(_sequence_key(message), []).append(index)
+        client = self._holder.get()
+        work = list(sequences.values())
+        outcomes = self._run_sequences(client, batch, work)
+        self._raise_for(batch, outcomes)
+
+    def _run_sequences(
+        self, client: httpx.Client, batch: Sequence[Message], work: list[list[int]]
+    ) -> list[_Outcome]:
+        """Send the users' sequences, up to max_in_flight at once, on short-lived daemon threads.
+
+        Not a ThreadPoolExecutor: its threads are joined (without a timeout) before any atexit
+        hook runs, and it refuses work during interpreter shutdown, which is exactly when the
+        bounded exit flush delivers. Daemon threads end with the process; if none can be
+        started (interpreter shutdown on 3.12+), the sequences run here, one after another.
+        """
+        outcomes: list[_Outcome | None] = [None] * len(work)
+        next_index = iter(range(len(work)))
+        take = threading.Lock()
+
+        def run() -> None:
+            with suppress_instrumentation():  # a new thread: suppress here too
+                while True:
+                    with take:
+                        index = next(next_index, None)
+                    if index is None:
+                        return
+                    outcomes[index] = self._send_sequence(client, batch, work[index])
+
+        threads: list[threading.Thread] = []
+        for _ in range(min(self._max_in_flight, len(work)) - 1):
+            thread = threading.Thread(target=run, name="instrumentor-accoil", daemon=True)
+            try:
+                thread.start()
+            except RuntimeError:
+                break
+            threads.append(thread)
+        run()  # this thread works too
+        for thread in threads:
+            thread.join()
+        return [
+            o if o is not None else _Outcome(retry=list(work[i])) for i, o in enumerate(outcomes)
+        ]
+
+    def _send_sequence(
+        self, client: httpx.Client, batch: Sequence[Message], indexes: list[int]
+    ) -> _Outcome:
+        outcome = _Outcome()
+        for position, index in enumerate(indexes):
+            try:
+                error = self._send(client, batch[index])
+            except Exception as exc:  # a bug or an unencodable message: that message only
+                outcome.failed.append((index, f"could not send: {type(exc).__name__}"))
+                continue
+            if error is None:
+                continue
+            outcome.errors.append(error)
+            if isinstance(error, RetryableDeliveryError):
+                outcome.retry.extend(indexes[position:])
+                break
+            reason = str(error)
+            if isinstance(error, PayloadTooLargeError):
+                reason += f" ({TOO_LARGE})"
+            outcome.failed.append((index, reason))
+        return outcome
+
+    def _send(self, client: httpx.Client, message: Message) -> DeliveryError | None:
+        if self._api_version == "v2":
+            path, body = _v2_request(message)
+        else:
+            path, body = _v1_request(message, self._key.reveal())
+        what = f"POST {path}"
+        content = encode_json(body)
+        try:
+            response = client.post(self._endpoint + path, content=content)
+        except Exception as exc:  # refused, reset, timed out, or closed under us: retry later
+            return error_for_exception(exc, what)
+        return error_for_response(response, what)
+
+    def _raise_for(self, batch: Sequence[Message], outcomes: list[_Outcome]) -> None:
+        retry = sorted(i for o in outcomes for i in o.retry)
+        failed = sorted((f for o in outcomes for f in o.failed), key=lambda f: f[0])
+        if not retry and not failed:
+            return
+        errors = [e for o in outcomes for e in o.errors]
+        waits = [
+            e.retry_after
+            for e in errors
+            if isinstance(e, RetryableDeliveryError) and e.retry_after is not None
+        ]
+        delivered = len(batch) - len(retry) - len(failed)
+        raise PartialDeliveryError(
+            f"Accoil accepted {delivered} of {len(batch)} messages ({len(retry)} to retry, "
+            f"{len(failed)} refused); first problem: {errors[0]}",
+            retry=[batch[i] for i in retry],
+            failed=[(batch[i], reason) for i, reason in failed],
+            retry_after=max(waits) if waits else None,
+        )
+
+    def close(self) -> None:
+        """Close the connections; a later :meth:`deliver` reopens them."""
+        self._holder.close()
+
+    def __repr__(self) -> str:
+        return f"AccoilTransport(endpoint={self._endpoint!r}, api_version={self._api_version!r})"

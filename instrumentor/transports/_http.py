@@ -1,0 +1,217 @@
+"""What the HTTP transports share: one pooled httpx client per process, and the retry taxonomy.
+
+Statuses map to the exception tree the delivery worker understands:
+
+========================================== ===========================================
+connection errors, timeouts, dropped        :class:`~instrumentor.exceptions.RetryableDeliveryError`
+connections, 408, 429, 5xx but 501 and 505
+413                                         :class:`~instrumentor.exceptions.PayloadTooLargeError`
+other 4xx, 501, 505                         :class:`~instrumentor.exceptions.PermanentDeliveryError`
+========================================== ===========================================
+
+``Retry-After`` is honoured in both of its forms (seconds, or an HTTP date) and clamped.
+"""
+
+from __future__ import annotations
+
+import datetime
+import email.utils
+import encodings.idna  # noqa: F401  (see below)
+import json
+import math
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable
+
+import httpx
+
+from instrumentor._wiring import Secret
+from instrumentor.delivery._retry import MAX_RETRY_AFTER
+from instrumentor.exceptions import (
+    TOO_LARGE,
+    ConfigurationError,
+    DeliveryError,
+    PayloadTooLargeError,
+    PermanentDeliveryError,
+    RetryableDeliveryError,
+)
+
+__all__ = [
+    "ClientHolder",
+    "MAX_RETRY_AFTER",
+    "TOO_LARGE",
+    "checked_secret",
+    "encode_json",
+    "error_for_exception",
+    "error_for_response",
+    "library_version",
+    "parse_retry_after",
+]
+
+
+_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
+def encode_json(data: object) -> bytes:
+    """Compact UTF-8 JSON; a lone surrogate in a string becomes ``?`` instead of an error."""
+    return _encoder.encode(data).encode("utf-8", "replace")
+
+
+def library_version() -> str:
+    """Instrumentor's version, for User-Agent headers and Segment's ``context.library``."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("instrumentor")
+    except PackageNotFoundError:  # running from a checkout without installing
+        return "0+unknown"
+
+
+def checked_secret(key: str | Secret, what: str, *, header_safe: bool = False) -> Secret:
+    """``key`` as a :class:`~instrumentor.Secret`, refused without echoing it when unusable.
+
+    Args:
+        key: The key, plain or already a Secret.
+        what: What it is, for the error (e.g. ``"the Accoil API key"``).
+        header_safe: Also refuse whitespace and unprintable characters, for a key sent as a
+            header value as is (httpx would refuse it later with the value in its message).
+
+    Raises:
+        ConfigurationError: If the key is empty, of another type, or not header-safe.
+    """
+    if isinstance(key, Secret):
+        value = key.reveal()
+    elif isinstance(key, str):
+        value = key
+    else:
+        raise ConfigurationError(f"{what} must be a str or a Secret")
+    if not value.strip():
+        raise ConfigurationError(f"{what} is empty")
+    if header_safe and (
+        not (value.isascii() and value.isprintable()) or any(ch.isspace() for ch in value)
+    ):
+        raise ConfigurationError(f"{what} has whitespace or unprintable characters")
+    return Secret(value)
+
+
+_NOT_RETRYABLE_5XX = frozenset({501, 505})
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date), clamped.
+
+    Returns:
+        ``None`` when the header is absent or unreadable, else 0 to :data:`MAX_RETRY_AFTER`.
+    """
+    if not value:
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=datetime.timezone.utc)
+        except (TypeError, ValueError, IndexError):  # unreadable (older Pythons: may be None)
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if math.isnan(seconds):
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+
+
+def error_for_response(response: httpx.Response, what: str) -> DeliveryError | None:
+    """The delivery error a response means, or ``None`` for success (2xx).
+
+    Args:
+        response: The provider's answer.
+        what: What was being sent, for the message (e.g. ``"POST /v2/track"``).
+    """
+    status = response.status_code
+    if 200 <= status < 300:
+        return None
+    text = f"{what} answered {status}"
+    if status == 413:
+        return PayloadTooLargeError(text)
+    if status in (408, 429) or (500 <= status < 600 and status not in _NOT_RETRYABLE_5XX):
+        retry_after = parse_retry_after(response.headers.get("retry-after"))
+        return RetryableDeliveryError(text, retry_after=retry_after, status=status)
+    return PermanentDeliveryError(text, status=status)
+
+
+def error_for_exception(exc: Exception, what: str) -> RetryableDeliveryError:
+    """A transport-level failure (refused, reset, timed out): always worth a retry."""
+    return RetryableDeliveryError(f"{what} failed: {type(exc).__name__}: {exc}")
+
+
+class ClientHolder:
+    """One ``httpx.Client`` per process, created on first use and renewed after ``fork()``.
+
+    A client (its connection pool and locks) must not cross a fork: the child gets its own.
+
+    Args:
+        factory: Builds the client.
+    """
+
+    def __init__(self, factory: Callable[[], httpx.Client]) -> None:
+        self._factory = factory
+        self._client: httpx.Client | None = None
+        self._lock = threading.Lock()
+        _holders.add(self)
+
+    def get(self) -> httpx.Client:
+        """The client of this process."""
+        client = self._client
+        if client is not None:
+            return client
+        with self._lock:
+            if self._client is None:
+                self._client = self._factory()
+            return self._client
+
+    def close(self) -> None:
+        """Close the client; a later :meth:`get` opens a new one."""
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+
+_holders: weakref.WeakSet[ClientHolder] = weakref.WeakSet()
+
+
+# ``encodings.idna`` is imported above, not lazily by the first getaddrinfo() on a worker
+# thread: a process forked while that import runs would inherit its module lock held, and hang
+# at its own first connection (gunicorn --preload forks while the master's worker delivers).
+_forking: list[threading.Lock] = []
+
+
+def _before_fork() -> None:
+    # A client being built holds OpenSSL's locks (loading certificates): a child forked then
+    # would hang building its own. Wait (briefly) until no client is being built.
+    for holder in list(_holders):
+        if holder._lock.acquire(timeout=5.0):
+            _forking.append(holder._lock)
+
+
+def _release_after_fork() -> None:
+    while _forking:
+        _forking.pop().release()
+
+
+def _reset_after_fork() -> None:
+    _release_after_fork()
+    for holder in list(_holders):
+        # The parent's client, pool and lock are not ours: drop them without closing the
+        # sockets the parent still uses.
+        holder._lock = threading.Lock()
+        holder._client = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_before_fork, after_in_parent=_release_after_fork, after_in_child=_reset_after_fork
+    )
