@@ -40,9 +40,12 @@ def imported(
         name = ".".join(base + ([node.module] if node.module else []))
     else:
         name = node.module or ""
-    out = [name]
-    out += [f"{name}.{a.name}" for a in node.names if f"{name}.{a.name}" in known]
-    return out
+    # ``from pkg import submodule`` imports the submodule (the package's __init__ runs for any
+    # import below it anyway, so it is not an edge of its own).
+    subs = [f"{name}.{a.name}" for a in node.names if f"{name}.{a.name}" in known]
+    if subs and len(subs) == len(node.names):
+        return subs
+    return [name, *subs]
 
 
 def main() -> None:

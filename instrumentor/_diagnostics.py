@@ -94,6 +94,9 @@ class IncidentKind(str, enum.Enum):
     def __str__(self) -> str:
         return self.value
 
+    def __repr__(self) -> str:
+        return repr(self.value)  # reads like the plain string it equals (in Incident reprs too)
+
     def __hash__(self) -> int:
         return str.__hash__(self.value)  # equal to the plain string's, so look-ups by it work
 

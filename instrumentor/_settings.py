@@ -11,18 +11,22 @@ from __future__ import annotations
 import dataclasses
 import hmac
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import Any, Protocol, TypedDict, runtime_checkable
 
 from instrumentor._diagnostics import Incident
+from instrumentor._protocols import Receiver, Transport
 from instrumentor.exceptions import ConfigurationError
 
-if TYPE_CHECKING:  # types only: delivery and transports sit on a higher layer
-    from instrumentor.delivery import Destination, QueueBackend
-    from instrumentor.transports import Transport
-
-__all__ = ["ENVIRONMENT_VARIABLES", "Option", "Secret", "Settings", "SettingsChanges"]
+__all__ = [
+    "ENVIRONMENT_VARIABLES",
+    "Option",
+    "QueueBackend",
+    "Secret",
+    "Settings",
+    "SettingsChanges",
+]
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
@@ -68,6 +72,26 @@ class Secret:
         """
         digest = hmac.new(b"instrumentor key fingerprint", self._value.encode(), "sha256")
         return digest.hexdigest()[:8]
+
+
+@runtime_checkable
+class QueueBackend(Protocol):
+    """Builds the destinations a configuration publishes through (e.g. ``CeleryQueue``).
+
+    By default each transport that does I/O is put behind an in-memory
+    :class:`~instrumentor.delivery.Destination` that calls the provider itself. A queue backend
+    replaces those: given the settings, it builds the destinations that hand the events on (for
+    example one per route, publishing batches to Celery); the transports that do I/O are then the
+    business of whoever consumes the queue. Inline transports and ``Destination`` objects passed
+    in stay in the process.
+    """
+
+    def destinations(self, settings: Settings) -> Sequence[Receiver]:
+        """The destinations for ``settings``, each queueing ``settings.queue_size`` events.
+
+        Called whenever a configuration is installed; must not do I/O. Raises
+        :class:`~instrumentor.ConfigurationError` if nothing would be handed on.
+        """
 
 
 # --- parsers of environment values ---------------------------------------------------------
@@ -305,7 +329,7 @@ class Settings:
             rebuilds=True,
         ),
     )
-    transports: tuple[Transport | Destination, ...] | None = _setting(
+    transports: tuple[Transport | Receiver, ...] | None = _setting(
         None,
         Option(
             "Where messages go; unset chooses from the other settings (the console in debug "

@@ -12,21 +12,20 @@ import contextlib
 import inspect
 from collections.abc import Iterator, Mapping
 from dataclasses import fields
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from instrumentor import _diagnostics, _state
 from instrumentor._diagnostics import Incident
+from instrumentor._protocols import Receiver, Transport
 from instrumentor._settings import ENVIRONMENT_VARIABLES, Option, Secret, Settings, SettingsChanges
 from instrumentor._signals import event_emitted
 from instrumentor._state import Runtime
-from instrumentor.delivery import Destination, OutboxDestination
+from instrumentor.delivery import Destination, InlineDestination, OutboxDestination
 from instrumentor.delivery._destination import counters, retire, set_exit_timeout
 from instrumentor.exceptions import ConfigurationError
 
 if TYPE_CHECKING:
-    from typing_extensions import Unpack
-
-    from instrumentor.transports import Transport
+    from typing_extensions import Unpack  # typing.Unpack is 3.11+; annotations only
 
 __all__ = [
     "ENVIRONMENT_VARIABLES",
@@ -65,12 +64,10 @@ def _inline(transport: Any) -> bool:
     return bool(getattr(transport, "inline", False))
 
 
-def _receiver_for(transport: Transport | Destination, settings: Settings, *, lazy: bool) -> Any:
-    # Lazy on purpose, like the transports above (the module imports httpx).
-    from instrumentor.transports import InlineDestination
-
+def _receiver_for(transport: Transport | Receiver, settings: Settings, *, lazy: bool) -> Any:
     if isinstance(transport, Destination):
         return transport
+    transport = cast("Transport", transport)  # not a Destination: a transport (checked)
     if _inline(transport):
         return InlineDestination(transport)
     if settings.outbox is not None:

@@ -36,6 +36,7 @@ __all__ = [
     "DeliveryError",
     "DuplicateEventError",
     "InstrumentorError",
+    "MAX_RETRY_AFTER",
     "MissingContextError",
     "NamingRuleError",
     "PartialDeliveryError",
@@ -49,6 +50,9 @@ __all__ = [
     "UnknownGroupLevelError",
     "WaiverError",
 ]
+
+#: The longest ``Retry-After`` honoured, in seconds; longer requests are clamped to it.
+MAX_RETRY_AFTER = 300.0
 
 
 class InstrumentorError(Exception):

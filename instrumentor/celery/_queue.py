@@ -28,12 +28,12 @@ from urllib.parse import unquote, urlsplit
 from instrumentor._messages import message_to_data
 from instrumentor.delivery._attempt import describe
 from instrumentor.delivery._destination import Destination
-from instrumentor.delivery._retry import MAX_RETRY_AFTER, RetryPolicy
-from instrumentor.exceptions import ConfigurationError, RetryableDeliveryError
+from instrumentor.delivery._retry import RetryPolicy
+from instrumentor.exceptions import MAX_RETRY_AFTER, ConfigurationError, RetryableDeliveryError
 
 if TYPE_CHECKING:
     from instrumentor._messages import Message
-    from instrumentor._wiring import Settings
+    from instrumentor._settings import Settings
 
 __all__ = [
     "CeleryPublisher",

@@ -24,7 +24,7 @@ import threading
 import time
 import weakref
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 from celery import signals
 from celery.exceptions import Reject, Retry
@@ -32,6 +32,7 @@ from celery.exceptions import Reject, Retry
 from instrumentor import _wiring
 from instrumentor._messages import message_from_data
 from instrumentor._otel import suppress_instrumentation
+from instrumentor._protocols import Receiver
 from instrumentor.celery._context import report
 from instrumentor.celery._queue import (
     DEFAULT_DEAD_LETTER_QUEUE,
@@ -46,9 +47,9 @@ from instrumentor.delivery._destination import Destination
 from instrumentor.exceptions import TOO_LARGE
 
 if TYPE_CHECKING:
-    from instrumentor._wiring import Settings
+    from instrumentor._protocols import Transport
+    from instrumentor._settings import Settings
     from instrumentor.celery._queue import CeleryQueue
-    from instrumentor.transports._base import Transport
 
 __all__ = ["count_dead_letters", "register", "replay_dead_letters", "transport_for"]
 
@@ -108,9 +109,7 @@ def transport_for(route: str) -> Transport | None:
                     _log.debug("instrumentor: closing an old transport failed: %s", exc)
             owned = []
             if settings.transports is not None:
-                chosen = [
-                    t.transport if isinstance(t, Destination) else t for t in settings.transports
-                ]
+                chosen = [_transport_of(t) for t in settings.transports]
             else:
                 chosen = list(_wiring.default_transports(settings))
                 owned = list(chosen)
@@ -120,6 +119,13 @@ def transport_for(route: str) -> Transport | None:
                 by_route[DEFAULT_ROUTE] = doing_io[0]
             _transports = (settings, by_route, owned)
         return by_route.get(route)
+
+
+def _transport_of(given: Transport | Receiver) -> Transport:
+    """The transport a configured entry delivers with (a ``Destination``'s own transport)."""
+    if isinstance(given, Destination):
+        return given.transport
+    return cast("Transport", given)
 
 
 # --- the task body -------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from instrumentor._wiring import Settings
+from instrumentor._settings import Settings
 from instrumentor.cli._common import EXIT_FINDINGS, EXIT_OK
 from instrumentor.exceptions import ConfigurationError, DeliveryError
 

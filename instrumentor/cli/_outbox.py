@@ -107,7 +107,8 @@ class _Progress:
 
 
 def _drain(args: argparse.Namespace) -> int:
-    from instrumentor._wiring import Settings, default_transports
+    from instrumentor._settings import Settings
+    from instrumentor._wiring import default_transports
     from instrumentor.delivery._outbox import OutboxError
     from instrumentor.delivery._outbox_admin import drain
     from instrumentor.exceptions import ConfigurationError

@@ -5,6 +5,7 @@ The Celery backend lives in :mod:`instrumentor.celery`.
 
 from __future__ import annotations
 
+from instrumentor._settings import QueueBackend
 from instrumentor.delivery._destination import (
     Destination,
     DestinationStats,
@@ -12,16 +13,17 @@ from instrumentor.delivery._destination import (
     flush_all,
     shutdown_all,
 )
+from instrumentor.delivery._inline import InlineDestination
 from instrumentor.delivery._outbox import OutboxError, OutboxStatus
 from instrumentor.delivery._outbox_admin import drain, outbox_status, purge
 from instrumentor.delivery._outbox_destination import OutboxDestination
-from instrumentor.delivery._queue import QueueBackend
 from instrumentor.delivery._retry import RetryPolicy
 
 __all__ = [
     "Destination",
     "DestinationStats",
     "FlushResult",
+    "InlineDestination",
     "OutboxDestination",
     "OutboxError",
     "OutboxStatus",

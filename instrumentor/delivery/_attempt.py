@@ -32,7 +32,7 @@ from instrumentor.exceptions import (
 
 if TYPE_CHECKING:
     from instrumentor._messages import Message
-    from instrumentor.transports._base import Transport
+    from instrumentor._protocols import Transport
 
 __all__ = ["Outcome", "attempt", "describe", "is_too_large"]
 

@@ -32,7 +32,7 @@ from instrumentor.exceptions import ConfigurationError
 if TYPE_CHECKING:
     from instrumentor._emitter import Emission
     from instrumentor._messages import Message
-    from instrumentor.transports._base import Transport
+    from instrumentor._protocols import Transport
 
 __all__ = [
     "Destination",

@@ -18,7 +18,7 @@ from instrumentor.delivery._outbox_destination import channel_for
 from instrumentor.delivery._retry import RetryPolicy
 
 if TYPE_CHECKING:
-    from instrumentor.transports._base import Transport
+    from instrumentor._protocols import Transport
 
 __all__ = ["drain", "outbox_status", "purge"]
 

@@ -19,9 +19,9 @@ from instrumentor.delivery._attempt import Outcome, attempt
 
 if TYPE_CHECKING:
     from instrumentor._messages import Message
+    from instrumentor._protocols import Transport
     from instrumentor.delivery._outbox import OutboxRow, OutboxStore
     from instrumentor.delivery._retry import RetryPolicy
-    from instrumentor.transports._base import Transport
 
 __all__ = ["RowsOutcome", "attempt_rows"]
 

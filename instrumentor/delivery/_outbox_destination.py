@@ -34,7 +34,7 @@ from instrumentor.exceptions import ConfigurationError
 
 if TYPE_CHECKING:
     from instrumentor._messages import Message
-    from instrumentor.transports._base import Transport
+    from instrumentor._protocols import Transport
 
 __all__ = ["OutboxDestination", "channel_for", "default_lease"]
 

@@ -5,12 +5,9 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from instrumentor.exceptions import ConfigurationError
+from instrumentor.exceptions import MAX_RETRY_AFTER, ConfigurationError
 
 __all__ = ["MAX_RETRY_AFTER", "RetryPolicy"]
-
-#: The longest ``Retry-After`` honoured, in seconds; longer requests are clamped to it.
-MAX_RETRY_AFTER = 300.0
 
 
 @dataclass(frozen=True)

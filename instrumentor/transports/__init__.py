@@ -7,8 +7,8 @@ delivers them; see :class:`Transport` for the contract a custom one must keep.
 from __future__ import annotations
 
 from instrumentor._messages import GroupMessage, IdentifyMessage, Message, TrackMessage
+from instrumentor._protocols import Transport
 from instrumentor.transports._accoil import AccoilTransport
-from instrumentor.transports._base import InlineDestination, Transport
 from instrumentor.transports._console import ConsoleTransport
 from instrumentor.transports._memory import MemoryTransport
 from instrumentor.transports._otel import OTelTransport
@@ -19,7 +19,6 @@ __all__ = [
     "ConsoleTransport",
     "GroupMessage",
     "IdentifyMessage",
-    "InlineDestination",
     "MemoryTransport",
     "Message",
     "OTelTransport",

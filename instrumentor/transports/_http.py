@@ -27,9 +27,9 @@ from collections.abc import Callable
 
 import httpx
 
-from instrumentor._wiring import Secret
-from instrumentor.delivery._retry import MAX_RETRY_AFTER
+from instrumentor._settings import Secret
 from instrumentor.exceptions import (
+    MAX_RETRY_AFTER,
     TOO_LARGE,
     ConfigurationError,
     DeliveryError,

@@ -35,7 +35,7 @@ from instrumentor.transports._http import (
 )
 
 if TYPE_CHECKING:
-    from instrumentor._wiring import Secret
+    from instrumentor._settings import Secret
 
 __all__ = ["MAX_MESSAGE_BYTES", "MAX_REQUEST_BYTES", "SegmentTransport"]
 
