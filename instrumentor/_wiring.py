@@ -20,8 +20,8 @@ from instrumentor._protocols import Receiver, Transport
 from instrumentor._settings import ENVIRONMENT_VARIABLES, Option, Secret, Settings, SettingsChanges
 from instrumentor._signals import event_emitted
 from instrumentor._state import Runtime
-from instrumentor.delivery import Destination, InlineDestination, OutboxDestination
-from instrumentor.delivery._destination import counters, retire, set_exit_timeout
+from instrumentor.delivery import Destination, InlineDestination, OutboxStrategy
+from instrumentor.delivery._lifecycle import counters, retire, set_exit_timeout
 from instrumentor.exceptions import ConfigurationError
 
 if TYPE_CHECKING:
@@ -71,14 +71,13 @@ def _receiver_for(transport: Transport | Receiver, settings: Settings, *, lazy: 
     if _inline(transport):
         return InlineDestination(transport)
     if settings.outbox is not None:
-        return OutboxDestination(
-            transport,
-            path=settings.outbox,
-            max_queue=int(settings.queue_size),
+        outbox = OutboxStrategy(
+            settings.outbox,
             max_rows=settings.outbox_max_rows,
             synchronous="full" if settings.outbox_synchronous == "full" else "normal",
             open_now=not lazy,  # at the first event (from the environment): the worker opens it
         )
+        return Destination(transport, max_queue=int(settings.queue_size), strategy=outbox)
     return Destination(transport, max_queue=int(settings.queue_size))
 
 
@@ -106,11 +105,15 @@ def build(settings: Settings, reuse: Runtime | None = None, *, lazy: bool = Fals
         runtime_ = Runtime(settings, *_receivers(settings, lazy=lazy))
     else:
         runtime_ = Runtime(settings)
-    outboxes = [r for r in runtime_.receivers if isinstance(r, OutboxDestination)]
-    served = {r.channel for r in outboxes}
-    for receiver in outboxes:
-        receiver.served_channels |= served  # the other channels of this configuration
-        problem = receiver.outbox_problem
+    outboxes = [
+        (receiver, receiver.strategy)
+        for receiver in runtime_.receivers
+        if isinstance(receiver, Destination) and isinstance(receiver.strategy, OutboxStrategy)
+    ]
+    served = {outbox.channel for _, outbox in outboxes}
+    for receiver, outbox in outboxes:
+        outbox.served_channels |= served  # the other channels of this configuration
+        problem = outbox.problem
         if problem is not None and (reuse is None or receiver not in reuse.receivers):
             runtime_.outbox_problems.append(str(problem))
             runtime_.report(

@@ -12,8 +12,8 @@ Importing this module imports Celery; ``import instrumentor`` alone never does.
 from __future__ import annotations
 
 from instrumentor.celery._context import propagate_context
+from instrumentor.celery._dead_letters import count_dead_letters, replay_dead_letters
 from instrumentor.celery._queue import CeleryPublisher, CeleryQueue
-from instrumentor.celery._task import count_dead_letters, replay_dead_letters
 
 __all__ = [
     "CeleryPublisher",

@@ -109,7 +109,7 @@ def propagate_context(app: Any = None, *, traits: bool = False) -> None:
             personal data, so by default only ids travel. The last call decides.
     """
     global _connected, _traits
-    from celery import signals
+    from celery import signals  # optional dependency: imported when propagation is turned on
 
     with _connect_lock:
         _traits = traits

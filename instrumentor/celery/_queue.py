@@ -17,45 +17,33 @@ The task (registered on ``app`` by :class:`CeleryQueue`, so the worker must buil
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import threading
 import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit
 
 from instrumentor._messages import message_to_data
-from instrumentor.delivery._attempt import describe
-from instrumentor.delivery._destination import Destination
-from instrumentor.delivery._retry import RetryPolicy
+from instrumentor.celery._common import (
+    DEFAULT_DEAD_LETTER_QUEUE,
+    DEFAULT_QUEUE,
+    DEFAULT_ROUTE,
+    DEFAULT_TASK_NAME,
+    route_names,
+    safe_error,
+)
+from instrumentor.celery._context import propagate_context as propagate
+from instrumentor.celery._dead_letters import replay_dead_letters
+from instrumentor.celery._task import register
+from instrumentor.delivery import Destination, MemoryStrategy, RetryPolicy
 from instrumentor.exceptions import MAX_RETRY_AFTER, ConfigurationError, RetryableDeliveryError
 
 if TYPE_CHECKING:
     from instrumentor._messages import Message
     from instrumentor._settings import Settings
 
-__all__ = [
-    "CeleryPublisher",
-    "CeleryQueue",
-    "DEFAULT_DEAD_LETTER_QUEUE",
-    "DEFAULT_QUEUE",
-    "DEFAULT_ROUTE",
-    "DEFAULT_TASK_NAME",
-    "broker_secrets",
-    "safe_error",
-]
+__all__ = ["PUBLISH_RETRY", "CeleryPublisher", "CeleryQueue"]
 
-_log = logging.getLogger("instrumentor")
-
-#: The queue the delivery tasks go to by default.
-DEFAULT_QUEUE = "instrumentor"
-#: The delivery task's default name.
-DEFAULT_TASK_NAME = "instrumentor.deliver"
-#: Where batches are parked after the last retry, by default.
-DEFAULT_DEAD_LETTER_QUEUE = "instrumentor.dead"
-#: The route a web process publishes when it names no transports: the worker's first one.
-DEFAULT_ROUTE = "default"
 #: Redis redelivers a task not acknowledged within this many seconds (Celery's default).
 REDIS_VISIBILITY_TIMEOUT = 3600.0
 
@@ -64,19 +52,6 @@ REDIS_VISIBILITY_TIMEOUT = 3600.0
 PUBLISH_RETRY = RetryPolicy(
     max_attempts=1_000_000, max_elapsed=3600.0, base_delay=0.5, max_delay=30.0
 )
-
-
-def route_names(transports: Sequence[Any]) -> list[str]:
-    """The route of each transport: its class name, numbered ``#2``, ``#3`` when it repeats.
-
-    Web processes publish a batch under its transport's route; a worker resolves the route
-    against its own configuration, so both sides must list the same transports in one order.
-    """
-    names: list[str] = []
-    for transport in transports:
-        base = type(transport).__qualname__
-        names.append(base if base not in names else f"{base}#{names.count(base) + 1}")
-    return names
 
 
 class CeleryQueue:
@@ -171,12 +146,8 @@ class CeleryQueue:
         self.publish_retry = publish_retry or PUBLISH_RETRY
         self.publish_timeout = publish_timeout
         _check_visibility_timeout(app, max_delay)
-        from instrumentor.celery._task import register
-
         register(self)
         if propagate_context:
-            from instrumentor.celery._context import propagate_context as propagate
-
             propagate(app, traits=propagate_traits)
 
     def routes_for(self, settings: Settings) -> tuple[str, ...]:
@@ -194,6 +165,10 @@ class CeleryQueue:
 
     def destinations(self, settings: Settings) -> list[Destination]:
         """One publishing destination per route; none in debug mode (it prints instead).
+
+        Each is a :class:`~instrumentor.delivery.Destination` with the memory strategy whose
+        transport is a :class:`CeleryPublisher`: the broker is the durable queue, and a broker
+        that is down is an ordinary retryable delivery error.
 
         Raises:
             ConfigurationError: If nothing would be published (every transport given is inline
@@ -223,14 +198,13 @@ class CeleryQueue:
                 batch_size=self.batch_size,
                 linger=self.linger,
                 retry=self.publish_retry,
+                strategy=MemoryStrategy(),
             )
             for route in routes
         ]
 
     def replay_dead_letters(self, limit: int | None = None) -> int:
         """Send dead-lettered batches back to :attr:`queue`; see :func:`replay_dead_letters`."""
-        from instrumentor.celery._task import replay_dead_letters
-
         return replay_dead_letters(
             self.app,
             queue=self.queue,
@@ -324,9 +298,12 @@ class CeleryPublisher:
             with contextlib.suppress(Exception):
                 connection.release()
 
-    def _after_fork_in_child(self) -> None:
-        # The parent's lock may be held by its publishing thread, which the child does not
-        # have, and its socket belongs to the parent: start over without touching either.
+    def after_fork(self) -> None:
+        """In a forked child: a fresh lock and no connection (the parent's are the parent's).
+
+        The parent's lock may be held by its publishing thread, which the child does not have,
+        and its socket belongs to the parent: start over without touching either.
+        """
         self._lock = threading.Lock()
         self._connection = None
 
@@ -341,42 +318,11 @@ class CeleryPublisher:
 
 def _after_fork_in_child() -> None:
     for publisher in list(_publishers):
-        publisher._after_fork_in_child()
+        publisher.after_fork()
 
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def broker_secrets(app: Any) -> list[str]:
-    """The passwords of every broker URL of ``app`` (failover URLs included), to mask."""
-    secrets: set[str] = set()
-    conf = getattr(app, "conf", None)
-    urls: list[Any] = []
-    for name in ("broker_write_url", "broker_read_url", "broker_url"):
-        value = getattr(conf, name, None) if conf is not None else None
-        if isinstance(value, str):
-            urls.extend(value.split(";"))
-        elif isinstance(value, (list, tuple)):
-            urls.extend(value)
-    for url in urls:
-        with contextlib.suppress(Exception):
-            password = urlsplit(str(url).strip()).password
-            if password:
-                secrets.update({password, unquote(password)})
-    with contextlib.suppress(Exception):
-        password = app.connection_for_write().password
-        if password:
-            secrets.add(str(password))
-    return sorted(secrets, key=len, reverse=True)
-
-
-def safe_error(exc: BaseException, app: Any) -> str:
-    """``Type: text`` of an error, with every broker password of ``app`` masked."""
-    text = f"{type(exc).__name__}: {describe(exc)}"
-    for secret in broker_secrets(app):
-        text = text.replace(secret, "********")
-    return text
 
 
 def _check_visibility_timeout(app: Any, max_delay: float) -> None:

@@ -1,4 +1,4 @@
-"""The worker side of :class:`~instrumentor.celery._queue.CeleryQueue`: the delivery task.
+"""The worker side of :class:`~instrumentor.celery.CeleryQueue`: the delivery task.
 
 The task rebuilds a batch's messages (ids kept), resolves its route against this process's
 configuration (see :func:`transport_for`) and delivers synchronously with one shared
@@ -23,7 +23,8 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 from celery import signals
@@ -33,34 +34,32 @@ from instrumentor import _wiring
 from instrumentor._messages import message_from_data
 from instrumentor._otel import suppress_instrumentation
 from instrumentor._protocols import Receiver
-from instrumentor.celery._context import report
-from instrumentor.celery._queue import (
-    DEFAULT_DEAD_LETTER_QUEUE,
-    DEFAULT_QUEUE,
+from instrumentor.celery._common import (
     DEFAULT_ROUTE,
-    DEFAULT_TASK_NAME,
+    TaskSettings,
     route_names,
     safe_error,
 )
+from instrumentor.celery._context import report
+from instrumentor.delivery import Destination
 from instrumentor.delivery._attempt import attempt
-from instrumentor.delivery._destination import Destination
 from instrumentor.exceptions import TOO_LARGE
 
 if TYPE_CHECKING:
+    from instrumentor._messages import Message
     from instrumentor._protocols import Transport
     from instrumentor._settings import Settings
-    from instrumentor.celery._queue import CeleryQueue
 
-__all__ = ["count_dead_letters", "register", "replay_dead_letters", "transport_for"]
+__all__ = ["register", "transport_for"]
 
 _log = logging.getLogger("instrumentor")
 #: app -> task name -> the CeleryQueue whose options its task uses (the latest built).
-_queues: weakref.WeakKeyDictionary[Any, dict[str, CeleryQueue]] = weakref.WeakKeyDictionary()
+_queues: weakref.WeakKeyDictionary[Any, dict[str, TaskSettings]] = weakref.WeakKeyDictionary()
 #: The longest a worker waits before putting back a batch it could not even retry.
 _MAX_REQUEUE_PAUSE = 5.0
 
 
-def register(queue: CeleryQueue) -> None:
+def register(queue: TaskSettings) -> None:
     """Register the delivery task on ``queue.app`` (once per app and name; options: latest)."""
     by_name = _queues.setdefault(queue.app, {})
     first = queue.task_name not in by_name
@@ -143,7 +142,7 @@ class _Batch:
 
 
 def _run_safely(
-    queue: CeleryQueue, task: Any, route: str, payload: Any, dead_letter: Any
+    queue: TaskSettings, task: Any, route: str, payload: Any, dead_letter: Any
 ) -> dict[str, int]:
     """Run the task; whatever goes wrong, the batch ends retried or back on the broker."""
     batch = _Batch(payload)
@@ -163,7 +162,7 @@ def _run_safely(
 
 
 def _recover(
-    queue: CeleryQueue,
+    queue: TaskSettings,
     task: Any,
     route: str,
     batch: _Batch,
@@ -203,8 +202,7 @@ def _recover(
     raise retry
 
 
-def _run(queue: CeleryQueue, task: Any, route: str, batch: _Batch) -> dict[str, int]:
-    site = f"celery:{route}"
+def _run(queue: TaskSettings, task: Any, route: str, batch: _Batch) -> dict[str, int]:
     payload = batch.pending
     try:
         if not isinstance(payload, list):
@@ -213,64 +211,90 @@ def _run(queue: CeleryQueue, task: Any, route: str, batch: _Batch) -> dict[str, 
     except ValueError as exc:  # cannot be delivered as it is: kept, as sent, for a person
         _dead_letter(queue, task, route, payload, f"malformed batch: {exc}")
         return {"delivered": 0, "dead_lettered": len(payload) if isinstance(payload, list) else 1}
-    transport = transport_for(route)
-    delivered = too_large = 0
-    retry_after: float | None = None
-    refused: list[tuple[Any, str]] = []
-    if transport is None:
-        retry: list[Any] = list(payload)
-        error = (
-            f"this worker has no transport for route {route!r}; configure it as the web "
-            "process expects (e.g. ANALYTICS_API_KEY, or the same transports in the same "
-            "order) and replay the dead letters"
-        )
-    else:
-        with suppress_instrumentation():
-            outcome = attempt(transport, messages)
-        # The outcome lists the very message objects passed in: map them back to what was sent.
-        position = {id(message): i for i, message in enumerate(messages)}
-        retry = [payload[position[id(m)]] for m in outcome.retry]
-        refused = [(payload[position[id(m)]], reason) for m, reason in outcome.failed]
-        delivered, too_large = len(outcome.delivered), len(outcome.too_large)
-        retry_after, error = outcome.retry_after, outcome.error or ""
-    batch.pending = [data for data, _ in refused] + retry
-    if too_large:
+    done = _attempt_payload(route, messages, payload)
+    batch.pending = [data for data, _ in done.refused] + done.retry
+    if done.too_large:
         report(
             "delivery_dropped",
-            f"{too_large} message(s) too large to send alone were dropped ({TOO_LARGE})",
-            site=site,
+            f"{done.too_large} message(s) too large to send alone were dropped ({TOO_LARGE})",
+            site=f"celery:{route}",
         )
-    if refused:
-        reasons = sorted({reason for _, reason in refused})
+    if done.refused:
+        reasons = sorted({reason for _, reason in done.refused})
         _dead_letter(
             queue,
             task,
             route,
-            [data for data, _ in refused],
+            [data for data, _ in done.refused],
             f"refused by the provider: {'; '.join(reasons)}",
         )
-        batch.pending = retry
-    dead = len(refused)
-    if retry:
-        retries = int(getattr(task.request, "retries", 0) or 0)
-        remaining = retry
-        if retries < queue.max_retries:
-            delay = queue.backoff.delay(retries + 1, retry_after)
-            report(
-                "delivery_retrying",
-                f"{len(remaining)} message(s) not delivered ({error}); Celery retry "
-                f"{retries + 1} of {queue.max_retries} in {delay:.1f} s",
-                site=site,
-            )
-            raise task.retry(args=(route, remaining), kwargs={}, countdown=delay, max_retries=None)
-        _dead_letter(
-            queue, task, route, remaining, f"gave up after {retries + 1} attempts: {error}"
+        batch.pending = done.retry
+    dead = len(done.refused)
+    if done.retry:
+        dead += _retry_or_park(queue, task, route, done)
+    return {"delivered": done.delivered, "dead_lettered": dead, "dropped": done.too_large}
+
+
+@dataclass
+class _Attempted:
+    """One attempt's outcome, as items of the payload as sent."""
+
+    retry: list[Any]
+    error: str
+    refused: list[tuple[Any, str]] = field(default_factory=list)
+    delivered: int = 0
+    too_large: int = 0
+    retry_after: float | None = None
+
+
+def _attempt_payload(route: str, messages: list[Message], payload: list[Any]) -> _Attempted:
+    """Deliver ``messages`` (read from ``payload``) once through the route's transport."""
+    transport = transport_for(route)
+    if transport is None:
+        return _Attempted(
+            list(payload),
+            f"this worker has no transport for route {route!r}; configure it as the web "
+            "process expects (e.g. ANALYTICS_API_KEY, or the same transports in the same "
+            "order) and replay the dead letters",
         )
-        dead += len(remaining)
-    return {"delivered": delivered, "dead_lettered": dead, "dropped": too_large}
+    with suppress_instrumentation():
+        outcome = attempt(transport, messages)
+    # The outcome lists the very message objects passed in: map them back to what was sent.
+    position = {id(message): i for i, message in enumerate(messages)}
+    return _Attempted(
+        retry=[payload[position[id(m)]] for m in outcome.retry],
+        error=outcome.error or "",
+        refused=[(payload[position[id(m)]], reason) for m, reason in outcome.failed],
+        delivered=len(outcome.delivered),
+        too_large=len(outcome.too_large),
+        retry_after=outcome.retry_after,
+    )
 
 
-def _dead_letter(queue: CeleryQueue, task: Any, route: str, payload: Any, reason: str) -> None:
+def _retry_or_park(queue: TaskSettings, task: Any, route: str, done: _Attempted) -> int:
+    """Retry what is left with Celery's countdown; after the last retry, dead-letter it.
+
+    Returns:
+        How many messages were dead-lettered (a retry raises instead).
+    """
+    retries = int(getattr(task.request, "retries", 0) or 0)
+    remaining = done.retry
+    if retries < queue.max_retries:
+        delay = queue.backoff.delay(retries + 1, done.retry_after)
+        report(
+            "delivery_retrying",
+            f"{len(remaining)} message(s) not delivered ({done.error}); Celery retry "
+            f"{retries + 1} of {queue.max_retries} in {delay:.1f} s",
+            site=f"celery:{route}",
+        )
+        raise task.retry(args=(route, remaining), kwargs={}, countdown=delay, max_retries=None)
+    _dead_letter(
+        queue, task, route, remaining, f"gave up after {retries + 1} attempts: {done.error}"
+    )
+    return len(remaining)
+
+
+def _dead_letter(queue: TaskSettings, task: Any, route: str, payload: Any, reason: str) -> None:
     """Park ``payload`` on the dead-letter queue as a delivery task, and report it.
 
     If even that publish fails, the error propagates to :func:`_run_safely`, which retries.
@@ -288,7 +312,7 @@ def _dead_letter(queue: CeleryQueue, task: Any, route: str, payload: Any, reason
 
 
 def _publish_dead_letter(
-    queue: CeleryQueue, app: Any, route: str, payload: Any, note: Any, countdown: float = 0
+    queue: TaskSettings, app: Any, route: str, payload: Any, note: Any, countdown: float = 0
 ) -> None:
     app.send_task(
         queue.task_name,
@@ -304,7 +328,9 @@ def _publish_dead_letter(
     )
 
 
-def _put_back(queue: CeleryQueue, task: Any, route: str, payload: Any, note: Any) -> dict[str, int]:
+def _put_back(
+    queue: TaskSettings, task: Any, route: str, payload: Any, note: Any
+) -> dict[str, int]:
     """A dead letter that a worker consumed: never delivered here (that loops), parked again.
 
     It goes back to the dead-letter queue unchanged, not before ``max_delay`` seconds, so a
@@ -356,104 +382,3 @@ def _on_worker_ready(sender: Any = None, **_: Any) -> None:
             )
     except Exception as exc:  # a check must not stop a worker from starting
         _log.warning("instrumentor: could not check the worker's setup: %s", exc)
-
-
-# --- dead letters --------------------------------------------------------------------------
-
-
-def _bound_queue(app: Any, connection: Any, name: str) -> Any:
-    """``name`` as Celery declares it (same exchange and options), bound and declared."""
-    bound = app.amqp.queues[name](connection.default_channel)
-    bound.declare()
-    return bound
-
-
-def count_dead_letters(app: Any, *, dead_letter_queue: str = DEFAULT_DEAD_LETTER_QUEUE) -> int:
-    """How many batches wait on the dead-letter queue (asks the broker; may raise its errors)."""
-    with app.connection_for_write() as connection:
-        bound = _bound_queue(app, connection, dead_letter_queue)
-        return int(bound.queue_declare().message_count)
-
-
-def replay_dead_letters(
-    app: Any,
-    *,
-    queue: str = DEFAULT_QUEUE,
-    dead_letter_queue: str = DEFAULT_DEAD_LETTER_QUEUE,
-    task_name: str = DEFAULT_TASK_NAME,
-    limit: int | None = None,
-) -> int:
-    """Send dead-lettered batches back to the delivery queue, as fresh tasks with new retries.
-
-    Each batch is published to ``queue`` before it is removed from the dead-letter queue, so a
-    crash in between duplicates a batch (same message ids) rather than losing it. Messages on
-    the dead-letter queue that are not delivery tasks of ``task_name`` (or whose batch cannot
-    be read) are held until the end and then left there, so they never block the others. An
-    operator's tool: it talks to the broker and raises its errors.
-
-    Args:
-        app: The Celery application.
-        queue: Where the batches go (the queue the workers consume).
-        dead_letter_queue: Where they wait.
-        task_name: The delivery task's name.
-        limit: Replay at most this many batches (``None``: all there are now).
-
-    Returns:
-        The number of batches sent back.
-    """
-    replayed = 0
-    held: list[Any] = []
-    with app.connection_for_write() as connection:
-        bound = _bound_queue(app, connection, dead_letter_queue)
-        waiting = int(bound.queue_declare().message_count)
-        try:
-            for _ in range(waiting):
-                if limit is not None and replayed >= limit:
-                    break
-                message = bound.get(no_ack=False, accept=["json"])
-                if message is None:
-                    break
-                args = _delivery_args(message, task_name)
-                if args is None:
-                    held.append(message)  # unacknowledged until the end: the next one comes
-                    continue
-                app.send_task(
-                    task_name,
-                    args=args,
-                    queue=queue,
-                    serializer="json",
-                    ignore_result=True,
-                    add_to_parent=False,
-                    connection=connection,
-                )
-                message.ack()
-                replayed += 1
-        finally:
-            for message in held:
-                message.requeue()  # not ours, or unreadable: left where it was
-    if replayed:
-        _log.info("instrumentor: replayed %d dead-lettered batch(es) to %r", replayed, queue)
-    if held:
-        _log.warning(
-            "instrumentor: left %d message(s) on %r that are not readable delivery batches",
-            len(held),
-            dead_letter_queue,
-        )
-    return replayed
-
-
-def _delivery_args(message: Any, task_name: str) -> tuple[str, list[Any]] | None:
-    """``(route, messages)`` of a dead-lettered delivery task, or ``None`` if it is not one."""
-    headers: Mapping[str, Any] = message.headers or {}
-    if headers.get("task") != task_name:
-        return None
-    try:
-        body = message.decode()
-    except Exception:
-        return None
-    if not (isinstance(body, Sequence) and body and isinstance(body[0], Sequence)):
-        return None
-    args = body[0]
-    if len(args) != 2 or not isinstance(args[0], str) or not isinstance(args[1], list):
-        return None
-    return args[0], args[1]

@@ -1,34 +1,39 @@
-"""Queued delivery: destinations, retries, the SQLite outbox and the queue backend protocol.
+"""Queued delivery: destinations, their queue strategies, retries and the SQLite outbox.
 
-The Celery backend lives in :mod:`instrumentor.celery`.
+A :class:`Destination` is one delivery worker (a bounded queue the caller appends to, counters,
+flush and shutdown, fork and exit) composed with a queue strategy: :class:`MemoryStrategy` (the
+default) delivers from memory, :class:`OutboxStrategy` keeps what is queued in an SQLite file
+until it is delivered. :class:`QueueStrategy` is the interface between them. The Celery
+backend lives in :mod:`instrumentor.celery`.
 """
 
 from __future__ import annotations
 
 from instrumentor._settings import QueueBackend
-from instrumentor.delivery._destination import (
-    Destination,
-    DestinationStats,
-    FlushResult,
-    flush_all,
-    shutdown_all,
-)
+from instrumentor.delivery._destination import Destination
 from instrumentor.delivery._inline import InlineDestination
+from instrumentor.delivery._lifecycle import flush_all, shutdown_all
 from instrumentor.delivery._outbox import OutboxError, OutboxStatus
 from instrumentor.delivery._outbox_admin import drain, outbox_status, purge
-from instrumentor.delivery._outbox_destination import OutboxDestination
+from instrumentor.delivery._outbox_strategy import OutboxDestination, OutboxStrategy
 from instrumentor.delivery._retry import RetryPolicy
+from instrumentor.delivery._stats import DestinationStats, FlushResult
+from instrumentor.delivery._strategy import MemoryStrategy, QueueStrategy, Worker
 
 __all__ = [
     "Destination",
     "DestinationStats",
     "FlushResult",
     "InlineDestination",
+    "MemoryStrategy",
     "OutboxDestination",
     "OutboxError",
     "OutboxStatus",
+    "OutboxStrategy",
     "QueueBackend",
+    "QueueStrategy",
     "RetryPolicy",
+    "Worker",
     "aflush",
     "drain",
     "flush",
@@ -50,6 +55,8 @@ def flush(timeout: float = 5.0) -> FlushResult:
 
 async def aflush(timeout: float = 5.0) -> FlushResult:
     """:func:`flush` for asyncio: waits in a thread, so the event loop keeps running."""
+    # Lazy on purpose: asyncio is a large import that only asyncio applications need, and they
+    # have imported it already.
     import asyncio
 
     return await asyncio.to_thread(flush_all, timeout)

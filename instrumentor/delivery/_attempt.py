@@ -85,7 +85,8 @@ class Outcome:
             grouped["too_large"] = list(self.too_large)
         return grouped
 
-    def _merge(self, other: Outcome) -> None:
+    def merge(self, other: Outcome) -> None:
+        """Add ``other``'s messages to this outcome's (its error, if any, becomes the last)."""
         self.delivered += other.delivered
         self.retry += other.retry
         self.failed += other.failed
@@ -96,7 +97,8 @@ class Outcome:
         if other.exception is not None:
             self.error, self.exception = other.error, other.exception
 
-    def _all_retried(self, count: int) -> bool:
+    def all_retried(self, count: int) -> bool:
+        """Whether all ``count`` messages attempted are to be retried (nothing else happened)."""
         return len(self.retry) == count and not (self.delivered or self.failed or self.too_large)
 
 
@@ -118,7 +120,7 @@ def attempt(transport: Transport, messages: Sequence[Message], *, isolate: bool 
     if not messages:
         return outcome
     _once(transport, list(messages), outcome)
-    if isolate and len(messages) > 1 and outcome._all_retried(len(messages)):
+    if isolate and len(messages) > 1 and outcome.all_retried(len(messages)):
         retry_after = outcome.retry_after
         outcome.retry.clear()
         _isolate(transport, list(messages), outcome, sibling_accepted=False)
@@ -141,14 +143,14 @@ def _isolate(
     parts = [Outcome(), Outcome()]
     for half, part in zip(halves, parts, strict=True):
         _once(transport, half, part)
-    whole = [part._all_retried(len(half)) for half, part in zip(halves, parts, strict=True)]
+    whole = [part.all_retried(len(half)) for half, part in zip(halves, parts, strict=True)]
     for half, part, failed_whole in zip(halves, parts, whole, strict=True):
         if failed_whole and not all(whole):  # the other half was accepted (or refused)
             part.retry.clear()
-            outcome._merge(part)
+            outcome.merge(part)
             _isolate(transport, half, outcome, sibling_accepted=True)
         else:
-            outcome._merge(part)
+            outcome.merge(part)
 
 
 def _once(transport: Transport, messages: list[Message], outcome: Outcome) -> None:

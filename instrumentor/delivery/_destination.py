@@ -1,144 +1,51 @@
-"""A destination: a transport behind a bounded in-memory queue and one daemon worker thread.
+"""A destination: a transport behind a bounded queue, one worker thread and a queue strategy.
 
 The caller's side is a ``deque.append`` (and a counted drop when the queue is full): no lock,
-no I/O, never a wait. The worker wakes when a batch is full or after ``linger`` seconds, turns
-emissions into messages, delivers them with the retry policy, and counts what happened.
+no I/O, never a wait. The worker thread runs the queue strategy
+(:mod:`instrumentor.delivery._strategy`), which uses the public methods marked "for
+strategies" (the :class:`~instrumentor.delivery._strategy.Worker` interface).
 """
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import itertools
-import logging
-import multiprocessing.util
 import os
 import threading
 import time
 import weakref
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from instrumentor._diagnostics import Incident
 from instrumentor._otel import suppress_instrumentation
 from instrumentor._state import report as report_incident
-from instrumentor.delivery._attempt import attempt, is_too_large
+from instrumentor.delivery._attempt import is_too_large
 from instrumentor.delivery._retry import RetryPolicy
+from instrumentor.delivery._retrying import attempt_until_settled
+from instrumentor.delivery._stats import DestinationStats, FlushResult, new_counts, snapshot
+from instrumentor.delivery._strategy import MemoryStrategy, QueueStrategy
 from instrumentor.delivery._telemetry import DestinationMetrics
 from instrumentor.exceptions import ConfigurationError
 
 if TYPE_CHECKING:
-    from instrumentor._emitter import Emission
+    from instrumentor._emission import Emission
     from instrumentor._messages import Message
     from instrumentor._protocols import Transport
 
-__all__ = [
-    "Destination",
-    "DestinationStats",
-    "FlushResult",
-    "counters",
-    "flush_all",
-    "retire",
-    "set_exit_timeout",
-    "shutdown_all",
-]
+__all__ = ["Destination", "live_destinations"]
 
-_log = logging.getLogger("instrumentor")
 _names = itertools.count(1)
 _live: weakref.WeakSet[Destination] = weakref.WeakSet()
 
-
-class _Counts:
-    """One destination's counters; kept after the destination is gone, so totals never shrink."""
-
-    __slots__ = (
-        "delivered",
-        "dequeued",
-        "dropped",
-        "failed",
-        "in_flight",
-        "last_error",
-        "outbox_rows",
-        "persisted",
-        "retried",
-    )
-
-    def __init__(self) -> None:
-        self.dequeued = 0
-        self.persisted = 0
-        self.outbox_rows = 0
-        self.delivered = 0
-        self.retried = 0
-        self.failed = 0
-        self.in_flight = 0
-        self.dropped: Counter[str] = Counter()
-        self.last_error: str | None = None
+#: ``(delivered, failed)`` of a destination at some moment (see :meth:`Destination.settled`).
+Mark = tuple[int, int]
 
 
-_all_counts: list[_Counts] = []  # every destination's counters in this process
-
-
-@dataclass(frozen=True)
-class FlushResult:
-    """What a :meth:`Destination.flush` or ``shutdown`` achieved before returning.
-
-    Attributes:
-        delivered: Messages delivered while it waited.
-        failed: Messages given up while it waited.
-        pending: Events (emissions) and messages still queued or being retried when it returned,
-            including the messages waiting in an outbox.
-        in_outbox: Of ``pending``, the messages safely in an SQLite outbox: a crash does not
-            lose them, the next start delivers them. ``pending - in_outbox`` is what only
-            memory holds.
-    """
-
-    delivered: int = 0
-    failed: int = 0
-    pending: int = 0
-    in_outbox: int = 0
-
-    def __add__(self, other: FlushResult) -> FlushResult:
-        return FlushResult(
-            self.delivered + other.delivered,
-            self.failed + other.failed,
-            self.pending + other.pending,
-            self.in_outbox + other.in_outbox,
-        )
-
-
-@dataclass(frozen=True)
-class DestinationStats:
-    """A snapshot of one destination's counters.
-
-    Attributes:
-        name: The destination's name.
-        enqueued: Events accepted into the queue.
-        delivered: Messages the provider accepted.
-        retried: Message deliveries attempted again.
-        failed: Messages given up (refused for good, or retries exhausted).
-        dropped: Events (``queue_full``, ``shutdown``) or messages (``too_large``) dropped, by
-            reason.
-        queue_depth: Events waiting now.
-        in_flight: Messages being delivered or waiting for a retry now.
-        last_error: The last delivery error, without secrets.
-        persisted: Messages committed to the outbox (0 without one).
-        outbox_rows: Messages waiting in the outbox now, for this destination's channel (from
-            every process sharing the file).
-    """
-
-    name: str
-    enqueued: int
-    delivered: int
-    retried: int
-    failed: int
-    dropped: dict[str, int] = field(default_factory=dict)
-    queue_depth: int = 0
-    in_flight: int = 0
-    last_error: str | None = None
-    persisted: int = 0
-    outbox_rows: int = 0
+def live_destinations() -> list[Destination]:
+    """Every destination of this process that has not been collected."""
+    return list(_live)
 
 
 class Destination:
@@ -154,6 +61,15 @@ class Destination:
             each event wakes it).
         retry: The :class:`RetryPolicy` for failed batches.
         on_drop: Called with ``(emission or message, reason)`` for each drop; must be quick.
+        strategy: Where queued batches go and how they are delivered from there: a
+            :class:`~instrumentor.delivery.MemoryStrategy` (the default) or an
+            :class:`~instrumentor.delivery.OutboxStrategy`. One strategy serves one destination.
+
+    Attributes:
+        strategy: The queue strategy.
+        report: Called with ``(kind, message, error)`` to report an incident; by default it
+            goes to the installed configuration (counted, logged, ``on_error``) with this
+            destination's name as site. ``None`` reports nothing.
     """
 
     def __init__(
@@ -166,6 +82,7 @@ class Destination:
         linger: float = 0.2,
         retry: RetryPolicy | None = None,
         on_drop: Callable[[Any, str], None] | None = None,
+        strategy: QueueStrategy | None = None,
     ) -> None:
         if batch_size is None:
             batch_size = int(getattr(transport, "preferred_batch_size", 100))
@@ -180,18 +97,17 @@ class Destination:
         self._wake_at = 1 if linger == 0 else batch_size
         self.retry = retry or RetryPolicy()
         self.on_drop = on_drop
-        #: Called with ``(kind, message, error)`` to report an incident; by default it goes to
-        #: the installed configuration (counted, logged, ``on_error``) with this name as site.
-        self.report: Callable[[str, str, BaseException | None], None] | None = self._report_incident
+        self.report: Callable[[str, str, BaseException | None], None] | None = self._report
+        self.strategy: QueueStrategy = strategy if strategy is not None else MemoryStrategy()
         self._closed = False
         self._transport_closed = False
         self._reset_state()
         self._metrics = DestinationMetrics(self)
         _live.add(self)
-
-    # --- state, rebuilt in a forked child ----------------------------------------------------
+        self.strategy.attach(self)
 
     def _reset_state(self) -> None:
+        """The state a forked child rebuilds (a closed destination stays closed)."""
         self._queue: deque[Emission] = deque()
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -201,8 +117,12 @@ class Destination:
         self._pid = os.getpid()
         self._stopping = False
         self._deadline: float | None = None
-        self._counts = _Counts()
-        _all_counts.append(self._counts)
+        self._counts = new_counts()
+
+    def after_fork(self) -> None:
+        """In a forked child: a new queue, locks, counters, no thread; then the strategy's."""
+        self._reset_state()
+        self.strategy.after_fork()
 
     # --- the caller's side -------------------------------------------------------------------
 
@@ -210,18 +130,23 @@ class Destination:
         """Enqueue ``emission``; drop (and count) it when full or shut down. Never blocks."""
         queue = self._queue
         if len(queue) >= self.max_queue or self._closed:
-            self._drop(emission, "shutdown" if self._closed else "queue_full")
+            self.drop(emission, "shutdown" if self._closed else "queue_full")
             return
         queue.append(emission)
         if self._worker is None:
-            self._start()
+            self.start()
         if len(queue) >= self._wake_at and not self._wake.is_set():
             self._wake.set()
 
-    def _report_incident(self, kind: str, message: str, error: BaseException | None) -> None:
+    def _report(self, kind: str, message: str, error: BaseException | None) -> None:
         report_incident(Incident(kind, message, site=self.name, error=error))
 
-    def _drop(self, item: Any, reason: str, count: int = 1) -> None:
+    def drop(self, item: Any, reason: str, count: int = 1) -> None:
+        """Count ``count`` events or messages dropped for ``reason``; for strategies too.
+
+        The first drop of each reason is reported (``delivery_dropped``); each is handed to
+        ``on_drop``.
+        """
         with self._lock:
             self._counts.dropped[reason] += count
             first = self._counts.dropped[reason] == count
@@ -237,7 +162,8 @@ class Destination:
             with contextlib.suppress(Exception):  # a hook must not break the caller
                 self.on_drop(item, reason)
 
-    def _start(self) -> None:
+    def start(self) -> None:
+        """Start the worker thread if it is not running; for strategies (events start it too)."""
         with self._lock:
             if self._worker is not None or self._closed:
                 return
@@ -250,39 +176,84 @@ class Destination:
                 return
             self._worker = thread
 
-    # --- the worker ---------------------------------------------------------------------------
-
     def _run(self) -> None:
         with suppress_instrumentation():  # the provider calls are not application work
-            self._loop()
+            try:
+                self.strategy.run()
+            except BaseException as exc:
+                self.note_error(f"the delivery worker stopped: {type(exc).__name__}", exc)
+            finally:
+                with self._lock:
+                    if self._worker is threading.current_thread():
+                        self._worker = None  # the next event starts a new worker
+                    self._idle.notify_all()
 
-    def _loop(self) -> None:
-        try:
-            self._work()
-        except BaseException as exc:
-            self._note_error(f"the delivery worker stopped: {type(exc).__name__}", exc)
-        finally:
-            with self._lock:
-                if self._worker is threading.current_thread():
-                    self._worker = None  # the next event starts a new worker
-                self._idle.notify_all()
+    # --- for strategies: the queue and the worker's rhythm -----------------------------------
 
-    def _work(self) -> None:
-        """Deliver from the queue until shut down (the outbox destination overrides this)."""
-        while True:
-            self._wake.wait(self.linger if self.linger > 0 else None)
+    @property
+    def queue_depth(self) -> int:
+        """Events waiting in the queue now."""
+        return len(self._queue)
+
+    @property
+    def in_flight(self) -> int:
+        """Messages taken off the queue and not settled (nor persisted) yet."""
+        return max(self._counts.in_flight, 0)
+
+    @property
+    def outbox_rows(self) -> int:
+        """Messages the strategy last counted in its outbox for this destination's channel."""
+        return max(self._counts.outbox_rows, 0)
+
+    @property
+    def closed(self) -> bool:
+        """Whether shutdown has begun: new events are dropped (reason ``shutdown``)."""
+        return self._closed
+
+    @property
+    def stopping(self) -> bool:
+        """Whether shutdown has begun; the worker finishes by :attr:`deadline`."""
+        return self._stopping
+
+    @property
+    def deadline(self) -> float | None:
+        """The shutdown deadline (monotonic), once shutdown has begun."""
+        return self._deadline
+
+    @property
+    def active(self) -> bool:
+        """Whether this process has anything to shut down here: open, or its worker busy."""
+        if self._pid != os.getpid():
+            return False
+        worker = self._worker
+        return not self._closed or (worker is not None and worker.is_alive())
+
+    def past_deadline(self) -> bool:
+        """Whether shutdown has begun and its deadline has passed."""
+        return self._deadline is not None and time.monotonic() >= self._deadline
+
+    def wait_for_work(self, timeout: float | None) -> bool:
+        """Sleep until a batch fills, a flush or shutdown asks, or ``timeout``; whether woken."""
+        woken = self._wake.wait(timeout)
+        if woken:
             self._wake.clear()
-            while self._queue and not self._past_deadline():
-                batch = self._next_batch()
-                if batch:
-                    self._deliver_batch(batch)
-            with self._lock:
-                self._idle.notify_all()
-                if self._stopping and (not self._queue or self._past_deadline()):
-                    return
+        return woken
 
-    def _next_batch(self) -> list[Message]:
-        """Take whole events off the queue, up to ``batch_size`` messages, counted atomically."""
+    def notify_idle(self) -> None:
+        """Tell those waiting in :meth:`flush` to look at what is pending again."""
+        with self._lock:
+            self._idle.notify_all()
+
+    def should_stop(self) -> bool:
+        """Whether the worker's loop should end: shutting down, and the queue empty or time up."""
+        with self._lock:
+            return self._stopping and (not self._queue or self.past_deadline())
+
+    def next_batch(self) -> list[Message]:
+        """Take whole events off the queue, up to ``batch_size`` messages, counted atomically.
+
+        The messages are in flight from now on, until delivered, given up or persisted.
+        """
         messages: list[Message] = []
         invalid = 0
         queue = self._queue
@@ -303,65 +274,69 @@ class Destination:
         self._metrics.enqueued(taken)
         return messages
 
-    def _past_deadline(self) -> bool:
-        return self._deadline is not None and time.monotonic() >= self._deadline
+    def deliver_queued(self, deadline: float | None = None) -> None:
+        """Deliver from the queue on the calling thread, batch by batch, until it is empty.
 
-    def _deliver_batch(self, batch: Sequence[Message]) -> None:
+        Args:
+            deadline: Stop once this monotonic time has passed; by default the shutdown
+                deadline, if shutdown has begun.
+        """
+        with suppress_instrumentation():
+            while self._queue and not self._time_up(deadline):
+                batch = self.next_batch()
+                if batch:
+                    self.deliver(batch)
+
+    def _time_up(self, deadline: float | None) -> bool:
+        if deadline is None:
+            return self.past_deadline()
+        return time.monotonic() >= deadline
+
+    # --- for strategies: delivery and counting -------------------------------------------------
+
+    def deliver(self, batch: Sequence[Message]) -> None:
+        """Deliver in-flight messages with the retry policy, counting every outcome.
+
+        Returns once every message is delivered or given up, or once shutdown's time is up
+        (what is left then stays pending). Never raises, except a ``BaseException`` that ends
+        the worker, after settling the batch.
+        """
         pending = list(batch)
         try:
-            self._attempt_until_settled(pending)
+            attempt_until_settled(self, pending, self._interrupt)
         except Exception as exc:  # a bug in here or a transport: give the batch up, keep going
-            self._give_up(pending, f"internal error: {type(exc).__name__}", exc)
+            self.give_up(pending, f"internal error: {type(exc).__name__}", exc)
         except BaseException as exc:  # the worker is going down: settle the batch first
-            self._give_up(pending, f"interrupted: {type(exc).__name__}", exc)
+            self.give_up(pending, f"interrupted: {type(exc).__name__}", exc)
             raise
 
-    def _attempt_until_settled(self, pending: list[Message]) -> None:
-        attempts = 0
-        started = time.monotonic()
-        while pending:
-            attempts += 1
-            attempt_started = time.monotonic()
-            try:
-                outcome = attempt(self.transport, pending)
-            finally:
-                self._metrics.attempt(time.monotonic() - attempt_started)
-            if outcome.delivered:
-                self._count_delivered(len(outcome.delivered))
-            for reason, refused in outcome.refused().items():
-                self._give_up(refused, reason, outcome.exception)
-            pending[:] = outcome.retry
-            if not pending:
-                return
-            self._note_error(outcome.error or "delivery failed", outcome.exception)
-            delay = self.retry.delay(attempts, outcome.retry_after)
-            if self.retry.gives_up(attempts, time.monotonic() - started + delay):
-                self._give_up(list(pending), f"gave up after {attempts} attempts", None)
-                pending.clear()
-                return
-            if self._deadline is not None:
-                delay = min(delay, max(self._deadline - time.monotonic(), 0.0))
-            with self._lock:
-                self._counts.retried += len(pending)
-            self._metrics.retried(len(pending))
-            if self._interrupt.wait(delay) or self._past_deadline():
-                return  # shutting down with time up: what is left stays pending (reported)
-
-    def _count_delivered(self, count: int, *, in_flight: bool = True) -> None:
+    def count_delivered(self, count: int, *, in_flight: bool = True) -> None:
+        """Count ``count`` messages the provider accepted (``in_flight``: taken off the queue)."""
         with self._lock:
             self._counts.delivered += count
             if in_flight:
                 self._counts.in_flight -= count
         self._metrics.delivered(count)
 
-    def _give_up(
+    def count_retried(self, count: int) -> None:
+        """Count ``count`` messages about to be attempted again."""
+        with self._lock:
+            self._counts.retried += count
+        self._metrics.retried(count)
+
+    def give_up(
         self,
         messages: Sequence[Message],
         reason: str,
-        exc: BaseException | None,
+        error: BaseException | None,
         *,
         in_flight: bool = True,
     ) -> None:
+        """Give ``messages`` up for ``reason``: counted, reported, handed to ``on_drop``.
+
+        A reason meaning "too large to send alone" counts as ``dropped.too_large``, any other
+        as ``failed`` (a ``delivery_failed`` incident).
+        """
         if not messages:
             return
         too_large = is_too_large(reason)
@@ -380,25 +355,57 @@ class Destination:
             self.report(
                 "delivery_failed",
                 f"destination {self.name} gave up {len(messages)} message(s): {reason}",
-                exc,
+                error,
             )
         if self.on_drop is not None:
             for message in messages:
                 with contextlib.suppress(Exception):
                     self.on_drop(message, reason)
 
-    def _note_error(self, text: str, exc: BaseException | None) -> None:
+    def note_error(self, text: str, error: BaseException | None) -> None:
+        """Record ``text`` as the last error and report a ``delivery_retrying`` incident."""
         self._counts.last_error = text
         if self.report is not None:
             with contextlib.suppress(Exception):
-                self.report("delivery_retrying", f"destination {self.name}: {text}; retrying", exc)
+                self.report(
+                    "delivery_retrying", f"destination {self.name}: {text}; retrying", error
+                )
+
+    def incident(
+        self, kind: str, text: str, error: BaseException | None = None, *, record: bool = False
+    ) -> None:
+        """Report a ``kind`` incident about this destination; ``record``: also the last error."""
+        if record:
+            self._counts.last_error = text
+        if self.report is not None:
+            self.report(kind, f"destination {self.name}: {text}", error)
+
+    def record_attempt(self, seconds: float) -> None:
+        """Record the duration of one delivery attempt (the ``delivery.duration`` metric)."""
+        self._metrics.attempt(seconds)
+
+    def record_outbox(self, rows: int, *, in_hand: int = 0, persisted: int = 0) -> None:
+        """Record ``persisted`` of ``in_hand`` in-flight messages and the ``rows`` now stored.
+
+        One step, so that :meth:`flush` never sees a batch in neither place.
+        """
+        with self._lock:
+            self._counts.in_flight -= in_hand
+            self._counts.persisted += persisted
+            self._counts.outbox_rows = rows
 
     # --- flush and shutdown -------------------------------------------------------------------
 
     def _pending(self) -> int:
-        return len(self._queue) + max(self._counts.in_flight, 0)
+        return len(self._queue) + max(self._counts.in_flight, 0) + self.strategy.pending()
 
-    def _result_since(self, delivered: int, failed: int) -> FlushResult:
+    def settled(self) -> Mark:
+        """Messages delivered and failed so far: a mark for :meth:`result_since`."""
+        return self._counts.delivered, self._counts.failed
+
+    def result_since(self, mark: Mark) -> FlushResult:
+        """What was delivered and failed since ``mark`` (from :meth:`settled`), what is pending."""
+        delivered, failed = mark
         counts = self._counts
         return FlushResult(
             counts.delivered - delivered,
@@ -414,10 +421,9 @@ class Destination:
             What was delivered and failed meanwhile, and what is still pending.
         """
         deadline = time.monotonic() + max(timeout, 0.0)
-        counts = self._counts
-        before = (counts.delivered, counts.failed)
+        before = self.settled()
         if self._queue and self._worker is None:
-            self._start()
+            self.start()
         self._wake.set()
         with self._lock:
             while self._pending() and self._worker is not None and self._worker.is_alive():
@@ -426,7 +432,7 @@ class Destination:
                     break
                 self._idle.wait(min(remaining, 0.05))
                 self._wake.set()
-        return self._result_since(*before)
+        return self.result_since(before)
 
     def shutdown(self, timeout: float = 5.0) -> FlushResult:
         """Flush within ``timeout``, stop the worker and close the transport. Idempotent.
@@ -435,10 +441,10 @@ class Destination:
         dropped (reason ``shutdown``).
         """
         deadline = time.monotonic() + max(timeout, 0.0)
-        before = (self._counts.delivered, self._counts.failed)
+        before = self.settled()
         self.begin_shutdown(deadline)
         self.finish_shutdown(deadline)
-        return self._result_since(*before)
+        return self.result_since(before)
 
     def begin_shutdown(self, deadline: float) -> None:
         """Stop accepting events and tell the worker to finish by ``deadline`` (monotonic)."""
@@ -448,178 +454,45 @@ class Destination:
             self._deadline = deadline if self._deadline is None else min(self._deadline, deadline)
         self._wake.set()
 
-    def _drain_inline(self, deadline: float) -> None:
-        """Deliver on this thread until the queue is empty or ``deadline`` (no worker exists)."""
-        with suppress_instrumentation():
-            while self._queue and time.monotonic() < deadline:
-                batch = self._next_batch()
-                if batch:
-                    self._deliver_batch(batch)
-
     def _threads(self) -> list[threading.Thread]:
         """The threads that must end before the transport is closed."""
-        return [self._worker] if self._worker is not None else []
+        worker = [self._worker] if self._worker is not None else []
+        return [*worker, *self.strategy.threads()]
 
     def finish_shutdown(self, deadline: float) -> None:
-        """Wait for the worker until ``deadline`` (monotonic), then close the transport."""
-        if self._worker is None and self._queue and self._pid == os.getpid():
-            self._drain_inline(deadline)  # events that arrived when no thread could start
-        if self._pid == os.getpid():
-            for thread in self._threads():
+        """Wait for the threads until ``deadline`` (monotonic), then close the transport.
+
+        Events that arrived when no thread could start are dealt with here first
+        (:meth:`QueueStrategy.drain_inline`); the strategy is closed once its threads ended.
+        """
+        here = self._pid == os.getpid()
+        if here:
+            if self._worker is None and self._queue:
+                self.strategy.drain_inline(deadline)
+            threads = self._threads()
+            for thread in threads:
                 if thread.is_alive():
                     thread.join(max(deadline - time.monotonic(), 0.0))
-            if any(thread.is_alive() for thread in self._threads()):
-                if self._past_deadline():
+            if any(thread.is_alive() for thread in threads):
+                if self.past_deadline():
                     # Time is up: stop retrying. The worker may be inside a request; closing the
                     # transport under it could wait for that request, so the (daemon) worker is
                     # left to end with the process, and the transport with it.
                     self._interrupt.set()
                 return
         with self._lock:
-            if self._transport_closed:
-                return
+            closing = not self._transport_closed
             self._transport_closed = True
-        with contextlib.suppress(Exception):  # closing must not raise at exit
-            self.transport.close()
-
-    # --- introspection ------------------------------------------------------------------------
+        if closing:
+            with contextlib.suppress(Exception):  # closing must not raise at exit
+                self.transport.close()
+        if here:
+            self.strategy.close()
 
     def stats(self) -> DestinationStats:
         """A snapshot of this destination's counters."""
         with self._lock:
-            counts = self._counts
-            return DestinationStats(
-                name=self.name,
-                enqueued=counts.dequeued + len(self._queue),
-                delivered=counts.delivered,
-                retried=counts.retried,
-                failed=counts.failed,
-                dropped=dict(counts.dropped),
-                queue_depth=len(self._queue),
-                in_flight=max(counts.in_flight, 0),
-                last_error=counts.last_error,
-                persisted=counts.persisted,
-                outbox_rows=max(counts.outbox_rows, 0),
-            )
+            return snapshot(self.name, self._counts, len(self._queue))
 
     def __repr__(self) -> str:
         return f"Destination({self.name!r}, {self.transport!r})"
-
-
-def counters() -> dict[str, int]:
-    """Delivery counters summed over every destination this process has had."""
-    total: Counter[str] = Counter()
-    for counts in list(_all_counts):
-        total["enqueued"] += counts.dequeued
-        total["delivered"] += counts.delivered
-        total["retried"] += counts.retried
-        total["failed"] += counts.failed
-        total["in_flight"] += max(counts.in_flight, 0)
-        total["persisted"] += counts.persisted
-        total["outbox_rows"] += max(counts.outbox_rows, 0)
-        for reason, number in counts.dropped.items():
-            total[f"dropped.{reason}"] += number
-    depth = sum(len(d._queue) for d in list(_live))
-    total["enqueued"] += depth
-    total["queue_depth"] = depth
-    return {key: value for key, value in total.items() if value}
-
-
-# --- process-wide: exit flush and fork ------------------------------------------------------
-
-_exit_timeout = 2.0
-
-
-def set_exit_timeout(seconds: float) -> None:
-    """Seconds the flush at interpreter exit may take in total (``0`` disables it)."""
-    global _exit_timeout
-    _exit_timeout = float(seconds)
-
-
-def _flush_at_exit() -> None:
-    if _exit_timeout > 0:
-        shutdown_all(_exit_timeout)
-
-
-def retire(destinations: Sequence[Destination], timeout: float) -> None:
-    """Shut ``destinations`` down together within ``timeout`` seconds, off the caller's thread.
-
-    For destinations a new configuration replaced: what they still hold is delivered, then
-    their transports are closed. At interpreter shutdown (no new threads) it runs inline with
-    at most half a second.
-    """
-    if not destinations:
-        return
-    targets = list(destinations)
-
-    def shutdown_together(seconds: float) -> None:
-        deadline = time.monotonic() + seconds
-        for destination in targets:
-            destination.begin_shutdown(deadline)
-        for destination in targets:
-            destination.finish_shutdown(deadline)
-
-    thread = threading.Thread(
-        target=shutdown_together, args=(timeout,), name="instrumentor-retire", daemon=True
-    )
-    try:
-        thread.start()
-    except RuntimeError:  # interpreter shutdown (3.12+): no threads; a short inline flush
-        shutdown_together(min(timeout, 0.5))
-
-
-def shutdown_all(timeout: float) -> FlushResult:
-    """Shut every destination of this process down in parallel within ``timeout`` in total.
-
-    Includes destinations already closed whose worker is still delivering (e.g. ones a new
-    configuration replaced a moment ago).
-    """
-    deadline = time.monotonic() + max(timeout, 0.0)
-    pid = os.getpid()
-    targets = [
-        d
-        for d in list(_live)
-        if d._pid == pid and (not d._closed or (d._worker is not None and d._worker.is_alive()))
-    ]
-    before = [(d._counts.delivered, d._counts.failed) for d in targets]
-    for destination in targets:
-        destination.begin_shutdown(deadline)
-    for destination in targets:
-        destination.finish_shutdown(deadline)
-    result = FlushResult()
-    for destination, (delivered, failed) in zip(targets, before, strict=True):
-        result = result + destination._result_since(delivered, failed)
-    return result
-
-
-def flush_all(timeout: float) -> FlushResult:
-    """Flush every open destination within ``timeout`` seconds in total."""
-    deadline = time.monotonic() + max(timeout, 0.0)
-    result = FlushResult()
-    for destination in [d for d in list(_live) if not d._closed]:
-        result = result + destination.flush(max(deadline - time.monotonic(), 0.0))
-    return result
-
-
-def _after_fork_in_child() -> None:
-    _all_counts.clear()  # the parent's history is the parent's
-    for destination in list(_live):
-        destination._reset_state()  # a closed destination stays closed
-
-
-def _in_multiprocessing_child(_: object) -> None:
-    # multiprocessing children end with os._exit, which skips atexit: flush from its finalizers.
-    import multiprocessing.util
-
-    multiprocessing.util.Finalize(None, _flush_at_exit, exitpriority=100)
-
-
-class _Anchor:
-    """A long-lived object for multiprocessing.util.register_after_fork (it keeps a weakref)."""
-
-
-_anchor = _Anchor()
-atexit.register(_flush_at_exit)
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-multiprocessing.util.register_after_fork(_anchor, _in_multiprocessing_child)

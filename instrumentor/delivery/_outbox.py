@@ -1,114 +1,68 @@
 """The SQLite outbox: a durable queue of messages, shared safely by several processes.
 
-One table holds one row per message: its id, its
-:func:`~instrumentor._messages.message_to_data` JSON,
-the channel (destination) it belongs to, the lease bookkeeping (``lease_owner``,
-``lease_until``, ``attempts``, ``next_attempt_at``) and the poison bookkeeping (``strikes``:
-failures blamed on the message itself; ``dead``: why it was set aside). Writers append batches
-in one transaction each (WAL mode), possibly already leased to themselves; deliverers *claim*
-due rows with ``BEGIN IMMEDIATE`` and ``UPDATE … RETURNING``, which leases them, renew the
-lease while an attempt runs, and delete the rows once the provider accepted them. A process
-that dies mid-batch leaves leased rows that are claimable again once the lease expires, or at
-once when the owner is provably dead (:mod:`~instrumentor.delivery._outbox_owner`). Everything
-here runs on worker threads or in the CLI; nothing is ever called from the caller's thread.
+Writers append batches in one transaction each (WAL mode), possibly already leased to
+themselves; deliverers *claim* due rows with ``BEGIN IMMEDIATE`` and ``UPDATE … RETURNING``,
+which leases them, renew the lease while an attempt runs, and delete the rows once the provider
+accepted them. A process that dies mid-batch leaves leased rows that are claimable again once
+the lease expires, or at once when the owner is provably dead
+(:mod:`~instrumentor.delivery._outbox_owner`). Everything here runs on worker threads or in the
+CLI; nothing is ever called from the caller's thread.
 
-What the ``instrumentor outbox`` command calls is in :mod:`instrumentor.delivery._outbox_admin`.
+The pieces: the file's schema and errors (:mod:`~instrumentor.delivery._outbox_schema`), one
+connection (:mod:`~instrumentor.delivery._outbox_connection`), one channel's queue operations
+(:class:`OutboxStore`, here) and whole-file queries
+(:mod:`~instrumentor.delivery._outbox_queries`). What the ``instrumentor outbox`` command calls
+is in :mod:`instrumentor.delivery._outbox_admin`.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sqlite3
-import threading
 import time
-import urllib.parse
-import weakref
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal, TypeVar
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from instrumentor._messages import Message, message_from_data, message_to_data
+from instrumentor.delivery._outbox_connection import OutboxConnection
 from instrumentor.delivery._outbox_owner import new_owner, owner_is_dead
-from instrumentor.exceptions import InstrumentorError
+from instrumentor.delivery._outbox_queries import (
+    UNSERVED_AFTER,
+    OutboxStatus,
+    file_status,
+    purge_rows,
+    unserved_channels,
+    vacuum_file,
+)
+from instrumentor.delivery._outbox_schema import (
+    OutboxError,
+    Synchronous,
+    add_rows,
+    check_path,
+    chunks,
+    set_meta,
+    touch,
+)
 
+# OutboxError, OutboxStatus, Synchronous, UNSERVED_AFTER and check_path are re-exported: the
+# CLI and the doctor import them from here.
 __all__ = [
+    "UNSERVED_AFTER",
     "OutboxError",
     "OutboxRow",
     "OutboxStatus",
     "OutboxStore",
     "Synchronous",
-    "UNSERVED_AFTER",
     "check_path",
 ]
 
-#: How hard a commit is made durable: ``"normal"`` survives a process crash (``kill -9``),
-#: ``"full"`` also an OS crash or power loss, at the price of an fsync per commit.
-Synchronous = Literal["normal", "full"]
-
-_SCHEMA_VERSION = 2
-_LOCK_RETRIES = 3
-_CHUNK = 500  # ids per statement (far below SQLite's variable limit)
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS outbox (
-    id INTEGER PRIMARY KEY,
-    channel TEXT NOT NULL,
-    message_id TEXT NOT NULL,
-    body TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at REAL NOT NULL DEFAULT 0,
-    lease_owner TEXT,
-    lease_until REAL,
-    strikes INTEGER NOT NULL DEFAULT 0,
-    dead TEXT
-);
-CREATE INDEX IF NOT EXISTS outbox_by_channel ON outbox (channel, id);
-CREATE INDEX IF NOT EXISTS outbox_leased ON outbox (lease_owner) WHERE lease_owner IS NOT NULL;
-CREATE TABLE IF NOT EXISTS outbox_meta (key TEXT PRIMARY KEY, value);
-"""
-_MIGRATE_1 = (
-    "ALTER TABLE outbox ADD COLUMN strikes INTEGER NOT NULL DEFAULT 0",
-    "ALTER TABLE outbox ADD COLUMN dead TEXT",
-)
 _CLAIMABLE = (
     "channel = ? AND dead IS NULL AND next_attempt_at <= ? "
     "AND (lease_until IS NULL OR lease_until < ?)"
 )
-_JOURNAL_LIMIT = 64 * 1024 * 1024  # bytes the -wal file is truncated to after a checkpoint
-_VACUUM_PAGES = 1000  # free pages returned to the file system per incremental vacuum
-#: Seconds after which a channel with rows that no process served is reported as unserved.
-UNSERVED_AFTER = 600.0
-_T = TypeVar("_T")
-_inherited: list[sqlite3.Connection] = []  # a forked child's copies: never used, never closed
-
-
-def _close_if_owner(conn: sqlite3.Connection, pid: int) -> None:
-    """Close a connection a store dropped without ``close()``, in the process that opened it."""
-    if os.getpid() == pid:
-        with suppress(sqlite3.Error):
-            conn.close()
-
-
-_stores: weakref.WeakSet[OutboxStore] = weakref.WeakSet()
-#: One lock per file for this process's write transactions: two connections of one process
-#: then queue in Python instead of in SQLite's busy handler, which sleeps milliseconds a time.
-_file_locks: dict[str, threading.Lock] = {}
-_file_locks_lock = threading.Lock()
-_held: list[threading.Lock] = []  # the stores' locks taken for a fork
-
-
-class OutboxError(InstrumentorError):
-    """The outbox file cannot be used; the message says why and what to do."""
-
-    def is_locked(self) -> bool:
-        """Whether another process held the file's lock too long (worth trying again later)."""
-        cause = self.__cause__
-        return isinstance(cause, sqlite3.OperationalError) and any(
-            word in str(cause).lower() for word in ("locked", "busy")
-        )
 
 
 @dataclass(frozen=True)
@@ -128,102 +82,6 @@ class OutboxRow:
     attempts: int
     created_at: float
     strikes: int = 0
-
-
-@dataclass(frozen=True)
-class OutboxStatus:
-    """What an outbox file holds (for ``instrumentor outbox status``).
-
-    Attributes:
-        path: The file.
-        pending: Messages waiting, leased ones included (dead ones not).
-        leased: Messages claimed by a process now (being delivered).
-        oldest_age: Seconds since the oldest waiting message was stored, or ``None``.
-        channels: Messages waiting per channel (destination).
-        last_error: The last delivery error recorded, or ``None``.
-        last_error_at: When it was recorded (Unix time), or ``None``.
-        dead: Messages set aside as dead (poison), per channel; kept until purged.
-        unserved: Of ``channels``, those no process has served for ``UNSERVED_AFTER`` seconds
-            (a transport removed, its key or endpoint changed): their rows wait for a
-            ``drain(..., channel=...)`` or a ``purge``.
-    """
-
-    path: str
-    pending: int
-    leased: int
-    oldest_age: float | None
-    channels: dict[str, int] = field(default_factory=dict)
-    last_error: str | None = None
-    last_error_at: float | None = None
-    dead: dict[str, int] = field(default_factory=dict)
-    unserved: dict[str, int] = field(default_factory=dict)
-
-
-def _explain(path: str, exc: BaseException) -> str:
-    """What went wrong with ``path``, and what to do about it."""
-    text = str(exc)
-    lowered = text.lower()
-    if "not a database" in lowered or "malformed" in lowered:
-        return (
-            f"the outbox {path} is not a usable SQLite database ({text}): move it aside "
-            f"together with {path}-wal and {path}-shm (instrumentor then starts a new, empty "
-            "one) or point ANALYTICS_OUTBOX elsewhere"
-        )
-    if "readonly" in lowered or "read-only" in lowered:
-        return (
-            f"the outbox {path} is read-only ({text}): make the file and its directory writable "
-            "by this process's user, or point ANALYTICS_OUTBOX elsewhere"
-        )
-    if "full" in lowered or "no space" in lowered:
-        return f"the disk holding the outbox {path} is full ({text}): free space on it"
-    if "locked" in lowered or "busy" in lowered:
-        return f"the outbox {path} stayed locked by another process ({text}); retrying"
-    return (
-        f"cannot use the outbox {path} ({type(exc).__name__}: {text}): check that its "
-        "directory exists and is writable, or point ANALYTICS_OUTBOX elsewhere"
-    )
-
-
-def check_path(path: str) -> None:
-    """Cheap checks (a few ``stat`` calls, no SQLite, the file never opened) of ``path``.
-
-    Raises:
-        OutboxError: Saying what is wrong and what to do.
-    """
-    target = Path(path)
-    parent = target.parent
-    if not parent.exists():
-        raise OutboxError(
-            f"the outbox directory {parent} does not exist: create it (mkdir -p {parent}) "
-            "or point ANALYTICS_OUTBOX at a file in an existing directory"
-        )
-    if not parent.is_dir():
-        raise OutboxError(
-            f"the outbox {path} cannot be created: {parent} is not a directory; "
-            "point ANALYTICS_OUTBOX at a file in a directory"
-        )
-    if target.is_dir():
-        raise OutboxError(f"the outbox {path} is a directory: give a file name inside it")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutboxError(
-            f"the outbox directory {parent} is not writable by this process (SQLite creates "
-            "its -wal and -shm files there): make it writable or point ANALYTICS_OUTBOX elsewhere"
-        )
-    if target.exists() and not os.access(target, os.R_OK | os.W_OK):
-        raise OutboxError(
-            f"the outbox {path} is read-only for this process: make it writable "
-            "or point ANALYTICS_OUTBOX elsewhere"
-        )
-    # The file itself is not opened here: closing a descriptor on it would drop the POSIX
-    # locks this process's SQLite connections hold on it. SQLite reports a file that is not
-    # a database, and _explain says what to do.
-
-
-def _missing(path: str) -> OutboxError:
-    return OutboxError(
-        f"there is no outbox at {path}: check the path (the value of ANALYTICS_OUTBOX); "
-        "nothing was created"
-    )
 
 
 class OutboxStore:
@@ -267,25 +125,27 @@ class OutboxStore:
         if max_rows < 1 or lease <= 0 or busy_timeout < 0:
             raise OutboxError("max_rows must be >= 1, lease > 0 and busy_timeout >= 0")
         self.path = os.fspath(path)
-        self._file_key = os.path.abspath(self.path)
         self.channel = channel
         self.max_rows = max_rows
-        self.synchronous = synchronous
+        self.synchronous: Synchronous = synchronous
         self.lease = lease
         self.busy_timeout = busy_timeout
-        self.create = create and not readonly
-        self.readonly = readonly
-        self._conn: sqlite3.Connection | None = None
-        # Closes the connection if the store is dropped unclosed (Python 3.13 warns otherwise).
-        self._finalizer: weakref.finalize[Any, Any] | None = None
-        self._lock = threading.Lock()
-        self._pid = os.getpid()
         self.owner = owner or new_owner()
-        #: ``(st_dev, st_ino)`` of the file the connection is open on, or ``None``.
-        self.identity: tuple[int, int] | None = None
-        _stores.add(self)
+        self._db = OutboxConnection(
+            self.path,
+            synchronous=synchronous,
+            busy_timeout=busy_timeout,
+            create=create,
+            readonly=readonly,
+            on_open=functools.partial(_on_open, channel=channel, owner=self.owner),
+        )
 
     # --- connection --------------------------------------------------------------------------
+
+    @property
+    def identity(self) -> tuple[int, int] | None:
+        """``(st_dev, st_ino)`` of the file the connection is open on, or ``None``."""
+        return self._db.identity
 
     def open(self, busy_timeout: float | None = None) -> None:
         """Open (creating the file and tables if allowed) and release dead owners' leases.
@@ -299,158 +159,30 @@ class OutboxStore:
                 :meth:`OutboxError.is_locked` tells a lock held by another process (worth
                 trying again) from a lasting problem.
         """
-        with self._lock:
-            self._connection(busy_timeout)
-
-    def _connection(self, busy_timeout: float | None = None) -> sqlite3.Connection:
-        if self._pid != os.getpid():
-            self.after_fork()
-        if self._conn is not None:
-            return self._conn
-        if not self.create and not os.path.exists(self.path):
-            raise _missing(self.path)
-        if not self.readonly:
-            check_path(self.path)
-        wait = self.busy_timeout if busy_timeout is None else busy_timeout
-        try:
-            if self.readonly:
-                uri = f"file:{urllib.parse.quote(os.path.abspath(self.path))}?mode=ro"
-                conn = sqlite3.connect(
-                    uri, uri=True, timeout=wait, isolation_level=None, check_same_thread=False
-                )
-            else:
-                conn = sqlite3.connect(
-                    self.path, timeout=wait, isolation_level=None, check_same_thread=False
-                )
-        except sqlite3.Error as exc:
-            raise OutboxError(_explain(self.path, exc)) from exc
-        try:
-            self._prepare(conn)
-            stat = os.stat(self.path)
-        except OutboxError:
-            conn.close()
-            raise
-        except (sqlite3.Error, OSError) as exc:
-            conn.close()
-            raise OutboxError(_explain(self.path, exc)) from exc
-        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
-        self.identity = (stat.st_dev, stat.st_ino)
-        self._conn = conn
-        self._finalizer = weakref.finalize(self, _close_if_owner, conn, os.getpid())
-        self._finalizer.atexit = False  # the exit flush still needs it
-        return conn
-
-    def _prepare(self, conn: sqlite3.Connection) -> None:
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > _SCHEMA_VERSION:
-            raise OutboxError(
-                f"the outbox {self.path} was written by a newer instrumentor (schema "
-                f"{version}): upgrade, or drain it with that version first"
-            )
-        if self.readonly:
-            if version < _SCHEMA_VERSION:
-                raise OutboxError(
-                    f"the outbox {self.path} has an older schema ({version}): open it with "
-                    "this version's destination (or drain) once, which upgrades it"
-                )
-            return
-        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")  # only takes effect on a new file
-        conn.execute("PRAGMA journal_mode=WAL").fetchone()
-        conn.execute(f"PRAGMA journal_size_limit = {_JOURNAL_LIMIT}").fetchone()
-        conn.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
-        with _transaction(conn):
-            if version == 1:
-                for statement in _MIGRATE_1:
-                    conn.execute(statement)
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
-            # A write at open proves the file is writable (read-only, full disk).
-            _set_meta(conn, f"seen:{self.channel}", time.time())
-            self._release_dead_leases(conn)
-
-    def _release_dead_leases(self, conn: sqlite3.Connection) -> None:
-        """Free the leases of owners that are provably gone (see outbox_owner)."""
-        owners = [
-            r[0]
-            for r in conn.execute(
-                "SELECT DISTINCT lease_owner FROM outbox WHERE lease_owner IS NOT NULL"
-            )
-        ]
-        for owner in owners:
-            if owner != self.owner and owner_is_dead(owner):
-                conn.execute(
-                    "UPDATE outbox SET lease_owner = NULL, lease_until = NULL "
-                    "WHERE lease_owner = ?",
-                    (owner,),
-                )
+        self._db.open(busy_timeout)
 
     def replaced(self) -> bool:
         """Whether the file was deleted or replaced since the connection opened (a ``stat``)."""
-        identity = self.identity
-        if self._conn is None or identity is None:
-            return False
-        try:
-            stat = os.stat(self.path)
-        except OSError:
-            return True
-        return (stat.st_dev, stat.st_ino) != identity
+        return self._db.replaced()
 
     def after_fork(self) -> None:
         """Forget the parent's connection (never used nor closed here)."""
-        if self._conn is not None:
-            _inherited.append(self._conn)  # closing it could disturb the parent's locks
-        if self._finalizer is not None:
-            self._finalizer.detach()
-            self._finalizer = None
-        self._conn = None
-        self.identity = None
-        self._lock = threading.Lock()
-        self._pid = os.getpid()
+        self._db.after_fork()
 
     def close(self) -> None:
         """Close the connection (this process's own only). Reopens on next use."""
-        with self._lock:
-            if self._conn is not None and self._pid == os.getpid():
-                self._conn.close()
-            if self._finalizer is not None:
-                self._finalizer.detach()
-                self._finalizer = None
-            self._conn = None
-            self.identity = None
+        self._db.close()
 
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """A connection inside ``BEGIN IMMEDIATE``, errors turned into :class:`OutboxError`."""
-        with _file_locks_lock:
-            file_lock = _file_locks.setdefault(self._file_key, threading.Lock())
-        with self._lock, file_lock:
-            try:
-                conn = self._connection()
-                with _transaction(conn):
-                    yield conn
-            except sqlite3.Error as exc:
-                raise OutboxError(_explain(self.path, exc)) from exc
+    def execute(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        """Run one statement on this store's connection, under its lock; return its rows.
 
-    def _retrying(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
-        """Run ``work`` in a write transaction, again if the file stayed locked."""
-        for attempt_number in range(_LOCK_RETRIES):
-            try:
-                with self._write() as conn:
-                    return work(conn)
-            except OutboxError as exc:
-                if not exc.is_locked() or attempt_number == _LOCK_RETRIES - 1:
-                    raise
-                time.sleep(0.05 * 2**attempt_number)
-        raise AssertionError("unreachable")  # pragma: no cover
+        For diagnostics and maintenance (e.g. a ``PRAGMA``); the queue is changed through the
+        methods below.
 
-    def _read(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
-        with self._lock:
-            try:
-                return self._connection().execute(sql, params).fetchall()
-            except sqlite3.Error as exc:
-                raise OutboxError(_explain(self.path, exc)) from exc
+        Raises:
+            OutboxError: If SQLite failed.
+        """
+        return self._db.read(sql, params)
 
     # --- the queue ---------------------------------------------------------------------------
 
@@ -503,7 +235,7 @@ class OutboxStore:
                 "lease_owner, lease_until) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [(self.channel, mid, body, now, attempts, owner, until) for mid, body in stored],
             )
-            _add_rows(conn, f"rows:{self.channel}", len(stored))
+            add_rows(conn, f"rows:{self.channel}", len(stored))
             if not leased or not stored:
                 return [0] * len(stored)
             last = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
@@ -517,7 +249,7 @@ class OutboxStore:
             )
             return [by_id[mid] for mid, _ in stored]
 
-        ids = self._retrying(work)
+        ids = self._db.write(work)
         rows = [
             OutboxRow(row_id, message, attempts, now)
             for row_id, message in zip(ids, messages, strict=False)
@@ -526,7 +258,9 @@ class OutboxStore:
 
     def pending(self) -> int:
         """Messages of this channel in the file (leased ones included), from a counter."""
-        rows = self._read("SELECT value FROM outbox_meta WHERE key = ?", (f"rows:{self.channel}",))
+        rows = self._db.read(
+            "SELECT value FROM outbox_meta WHERE key = ?", (f"rows:{self.channel}",)
+        )
         return int(rows[0][0]) if rows and rows[0][0] else 0
 
     def claim(self, limit: int) -> list[OutboxRow]:
@@ -543,7 +277,7 @@ class OutboxStore:
 
         return [
             OutboxRow(row_id, _decode(body), attempts, created, strikes)
-            for row_id, body, attempts, created, strikes in sorted(self._retrying(work))
+            for row_id, body, attempts, created, strikes in sorted(self._db.write(work))
         ]
 
     def renew(self) -> int:
@@ -551,12 +285,12 @@ class OutboxStore:
         until = time.time() + self.lease
 
         def work(conn: sqlite3.Connection) -> int:
-            _set_meta(conn, f"seen:{self.channel}", time.time())
+            touch(conn, self.channel)
             return conn.execute(
                 "UPDATE outbox SET lease_until = ? WHERE lease_owner = ?", (until, self.owner)
             ).rowcount
 
-        return self._retrying(work)
+        return self._db.write(work)
 
     def settle(
         self,
@@ -583,166 +317,102 @@ class OutboxStore:
         """
 
         def work(conn: sqlite3.Connection) -> bool:
-            if identity is not None and identity != self.identity:
+            if identity is not None and identity != self._db.identity:
                 return False  # the rows were read from a file that has been replaced
-            deleted: dict[str, int] = {}
-            for chunk in _chunks(done):
-                marks = ",".join("?" * len(chunk))
-                for (channel,) in conn.execute(
-                    f"DELETE FROM outbox WHERE id IN ({marks}) AND dead IS NULL RETURNING channel",
-                    chunk,
-                ).fetchall():
-                    deleted[channel] = deleted.get(channel, 0) + 1
-            for channel, count in deleted.items():
-                _add_rows(conn, f"rows:{channel}", -count)
+            _delete(conn, done)
             conn.executemany(
                 "UPDATE outbox SET lease_owner = NULL, lease_until = NULL, next_attempt_at = ?, "
                 "strikes = strikes + ? WHERE id = ? AND lease_owner = ?",
                 [(when, strikes, row_id, self.owner) for row_id, when, strikes in retry],
             )
-            buried: dict[str, int] = {}
-            for row_id, reason in dead:
-                for (channel,) in conn.execute(
-                    "UPDATE outbox SET dead = ?, lease_owner = NULL, lease_until = NULL "
-                    "WHERE id = ? AND dead IS NULL RETURNING channel",
-                    (reason, row_id),
-                ).fetchall():
-                    buried[channel] = buried.get(channel, 0) + 1
-            for channel, count in buried.items():
-                _add_rows(conn, f"rows:{channel}", -count)
-                _add_rows(conn, f"dead:{channel}", count)
+            _bury(conn, dead)
             if error is not None:
-                _set_meta(conn, "last_error", error)
-                _set_meta(conn, "last_error_at", time.time())
+                set_meta(conn, "last_error", error)
+                set_meta(conn, "last_error_at", time.time())
             return True
 
         if done or retry or dead or error is not None:
-            return self._retrying(work)
+            return self._db.write(work)
         return True
 
     def due_before(self, when: float) -> bool:
         """Whether a row of this channel becomes claimable by ``when`` (Unix time)."""
-        rows = self._read(
+        rows = self._db.read(
             "SELECT 1 FROM outbox WHERE channel = ? AND dead IS NULL "
             "AND max(next_attempt_at, coalesce(lease_until, 0)) <= ? LIMIT 1",
             (self.channel, when),
         )
         return bool(rows)
 
+    # --- the whole file ------------------------------------------------------------------------
+
     def status(self) -> OutboxStatus:
         """What the whole file holds, counted exactly (every channel)."""
-        now = time.time()
-        channels: dict[str, int] = {}
-        dead: dict[str, int] = {}
-        for channel, is_dead, count in self._read(
-            "SELECT channel, dead IS NOT NULL, count(*) FROM outbox GROUP BY 1, 2"
-        ):
-            (dead if is_dead else channels)[str(channel)] = int(count)
-        ((leased, oldest),) = self._read(
-            "SELECT count(lease_until > ? OR NULL), min(created_at) FROM outbox WHERE dead IS NULL",
-            (now,),
-        )
-        meta: dict[str, Any] = dict(
-            self._read(
-                "SELECT key, value FROM outbox_meta "
-                "WHERE key LIKE 'last_error%' OR key LIKE 'seen:%'"
-            )
-        )
-        error_at = meta.get("last_error_at")
-        unserved = {
-            channel: count
-            for channel, count in channels.items()
-            if now - float(meta.get(f"seen:{channel}") or 0.0) > UNSERVED_AFTER
-        }
-        return OutboxStatus(
-            path=self.path,
-            pending=sum(channels.values()),
-            leased=int(leased),
-            oldest_age=None if oldest is None else max(now - float(oldest), 0.0),
-            channels=channels,
-            last_error=None if meta.get("last_error") is None else str(meta["last_error"]),
-            last_error_at=None if error_at is None else float(error_at),
-            dead=dead,
-            unserved=unserved,
-        )
+        return file_status(self._db)
 
     def unserved(self, served: set[str], after: float) -> dict[str, int]:
         """Rows per channel outside ``served`` that no process served for ``after`` seconds."""
-        now = time.time()
-        seen: dict[str, float] = {
-            str(key)[5:]: float(value or 0.0)
-            for key, value in self._read(
-                "SELECT key, value FROM outbox_meta WHERE key LIKE 'seen:%'"
-            )
-        }
-        return {
-            str(key)[5:]: int(value)
-            for key, value in self._read(
-                "SELECT key, value FROM outbox_meta WHERE key LIKE 'rows:%' AND value > 0"
-            )
-            if str(key)[5:] not in served and now - seen.get(str(key)[5:], 0.0) > after
-        }
+        return unserved_channels(self._db, served, after)
 
     def purge(self, *, dead_only: bool = False) -> int:
         """Delete every row of every channel (or only the dead ones); return how many."""
-        where = " WHERE dead IS NOT NULL" if dead_only else ""
-        keys = "'dead:%'" if dead_only else "'rows:%' OR key LIKE 'dead:%'"
-
-        def work(conn: sqlite3.Connection) -> int:
-            count = int(conn.execute(f"SELECT count(*) FROM outbox{where}").fetchone()[0])
-            conn.execute(f"DELETE FROM outbox{where}")
-            conn.execute(f"DELETE FROM outbox_meta WHERE key LIKE {keys}")
-            return count
-
-        return self._retrying(work)
+        return purge_rows(self._db, dead_only=dead_only)
 
     def vacuum(self) -> int:
-        """Give free pages back to the file system (files created with ``auto_vacuum``).
-
-        Returns:
-            The free pages there were.
-        """
-        with self._lock:
-            try:
-                conn = self._connection()
-                free = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
-                if free:
-                    conn.execute(f"PRAGMA incremental_vacuum({_VACUUM_PAGES})").fetchall()
-                return free
-            except sqlite3.Error as exc:
-                raise OutboxError(_explain(self.path, exc)) from exc
+        """Give free pages back to the file system; return the free pages there were."""
+        return vacuum_file(self._db)
 
     def __repr__(self) -> str:
         return f"OutboxStore({self.path!r}, channel={self.channel!r})"
 
 
-@contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
+def _on_open(conn: sqlite3.Connection, *, channel: str, owner: str) -> None:
+    """At each open: mark the channel served, and free the leases of owners provably gone.
+
+    The write proves the file is writable; see outbox_owner for "provably gone".
+    """
+    touch(conn, channel)
+    holders = [
+        r[0]
+        for r in conn.execute(
+            "SELECT DISTINCT lease_owner FROM outbox WHERE lease_owner IS NOT NULL"
+        )
+    ]
+    for holder in holders:
+        if holder != owner and owner_is_dead(holder):
+            conn.execute(
+                "UPDATE outbox SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ?",
+                (holder,),
+            )
 
 
-def _set_meta(conn: sqlite3.Connection, key: str, value: object) -> None:
-    conn.execute("INSERT OR REPLACE INTO outbox_meta (key, value) VALUES (?, ?)", (key, value))
+def _delete(conn: sqlite3.Connection, done: Sequence[int]) -> None:
+    """Delete the settled rows ``done`` (not dead ones) and count them off their channels."""
+    deleted: dict[str, int] = {}
+    for chunk in chunks(done):
+        marks = ",".join("?" * len(chunk))
+        for (channel,) in conn.execute(
+            f"DELETE FROM outbox WHERE id IN ({marks}) AND dead IS NULL RETURNING channel",
+            chunk,
+        ).fetchall():
+            deleted[channel] = deleted.get(channel, 0) + 1
+    for channel, count in deleted.items():
+        add_rows(conn, f"rows:{channel}", -count)
 
 
-def _add_rows(conn: sqlite3.Connection, key: str, count: int) -> None:
-    conn.execute(
-        "INSERT INTO outbox_meta (key, value) VALUES (?, ?) "
-        "ON CONFLICT (key) DO UPDATE SET value = max(value + excluded.value, 0)",
-        (key, count),
-    )
-
-
-def _chunks(ids: Sequence[int]) -> Iterator[Sequence[int]]:
-    for start in range(0, len(ids), _CHUNK):
-        yield ids[start : start + _CHUNK]
+def _bury(conn: sqlite3.Connection, dead: Sequence[tuple[int, str]]) -> None:
+    """Set the rows of ``dead`` aside with their reason, moving them to the dead counters."""
+    buried: dict[str, int] = {}
+    for row_id, reason in dead:
+        for (channel,) in conn.execute(
+            "UPDATE outbox SET dead = ?, lease_owner = NULL, lease_until = NULL "
+            "WHERE id = ? AND dead IS NULL RETURNING channel",
+            (reason, row_id),
+        ).fetchall():
+            buried[channel] = buried.get(channel, 0) + 1
+    for channel, count in buried.items():
+        add_rows(conn, f"rows:{channel}", -count)
+        add_rows(conn, f"dead:{channel}", count)
 
 
 def _decode(body: str) -> Message | None:
@@ -750,33 +420,3 @@ def _decode(body: str) -> Message | None:
         return message_from_data(json.loads(body))
     except ValueError:  # json.JSONDecodeError is a ValueError
         return None
-
-
-def _before_fork() -> None:
-    """Take every store's lock, so that no thread is inside SQLite when the process forks.
-
-    A child forked while another thread held SQLite's own mutexes would hang at its first
-    SQLite call. Every SQLite call here runs under its store's lock; a lock still busy after
-    a while (another process's lock being waited for) is skipped rather than holding up the
-    fork.
-    """
-    for store in list(_stores):
-        lock = store._lock
-        if lock.acquire(timeout=store.busy_timeout + 1.0):
-            _held.append(lock)
-
-
-def _after_fork() -> None:
-    while _held:
-        _held.pop().release()
-
-
-def _after_fork_in_child() -> None:
-    _after_fork()
-    _file_locks.clear()  # a lock a parent's thread held would stay held here
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(
-        before=_before_fork, after_in_parent=_after_fork, after_in_child=_after_fork_in_child
-    )

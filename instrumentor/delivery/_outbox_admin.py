@@ -11,11 +11,11 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from instrumentor.delivery._destination import FlushResult
 from instrumentor.delivery._outbox import OutboxStatus, OutboxStore
-from instrumentor.delivery._outbox_attempt import attempt_rows
-from instrumentor.delivery._outbox_destination import channel_for
+from instrumentor.delivery._outbox_attempt import RowsOutcome, attempt_rows
+from instrumentor.delivery._outbox_strategy import channel_for
 from instrumentor.delivery._retry import RetryPolicy
+from instrumentor.delivery._stats import FlushResult
 
 if TYPE_CHECKING:
     from instrumentor._protocols import Transport
@@ -85,40 +85,61 @@ def drain(
         OutboxError: If there is no file there or it cannot be used.
     """
     deadline = time.monotonic() + max(timeout, 0.0)
-    policy = retry or RetryPolicy()
     store = OutboxStore(path, channel=channel or channel_for(transport), create=False)
-    delivered = failed = 0
-    provider_up = True
     try:
-        total = store.pending()
+        run = _Drain(store, transport, retry or RetryPolicy(), progress)
+        run.until(deadline, batch_size)
+        left = store.pending()
+    finally:
+        store.close()
+    return FlushResult(run.delivered, run.failed, left, left)
+
+
+class _Drain:
+    """One drain's progress: what was delivered and failed, and whether the provider is up."""
+
+    def __init__(
+        self,
+        store: OutboxStore,
+        transport: Transport,
+        policy: RetryPolicy,
+        progress: Callable[[int, int], None] | None,
+    ) -> None:
+        self.store, self.transport, self.policy, self.progress = store, transport, policy, progress
+        self.delivered = self.failed = 0
+        self.provider_up = True
+        self.total = store.pending()
+
+    def until(self, deadline: float, batch_size: int) -> None:
+        """Claim, deliver and settle batches until none is due before ``deadline``."""
         while time.monotonic() < deadline:
-            rows = store.claim(batch_size)
+            rows = self.store.claim(batch_size)
             if not rows:
-                if not store.due_before(time.time() + _remaining(deadline)):
+                if not self.store.due_before(time.time() + _remaining(deadline)):
                     break
                 time.sleep(min(0.05, _remaining(deadline)))
                 continue
             result = attempt_rows(
-                transport,
+                self.transport,
                 rows,
-                policy=policy,
-                dead_after=policy.max_attempts,
-                provider_up=provider_up,
+                policy=self.policy,
+                dead_after=self.policy.max_attempts,
+                provider_up=self.provider_up,
             )
-            result.settle(store, store.identity)
-            outcome = result.outcome
-            delivered += len(outcome.delivered)
-            failed += len(result.done) - len(outcome.delivered) + len(result.dead)
-            if outcome.delivered or outcome.failed:
-                provider_up = True
-            elif result.provider_down:
-                provider_up = False
-            if progress is not None:
-                progress(delivered + failed, total)
-        left = store.pending()
-    finally:
-        store.close()
-    return FlushResult(delivered, failed, left, left)
+            result.settle(self.store, self.store.identity)
+            self.count(result)
+
+    def count(self, result: RowsOutcome) -> None:
+        """Count one settled attempt, and report progress."""
+        outcome = result.outcome
+        self.delivered += len(outcome.delivered)
+        self.failed += len(result.done) - len(outcome.delivered) + len(result.dead)
+        if outcome.delivered or outcome.failed:
+            self.provider_up = True
+        elif result.provider_down:
+            self.provider_up = False
+        if self.progress is not None:
+            self.progress(self.delivered + self.failed, self.total)
 
 
 def _remaining(deadline: float) -> float:

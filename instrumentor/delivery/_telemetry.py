@@ -9,9 +9,9 @@ instrument                          unit      what
 =================================== ========= ===============================================
 ``instrumentor.events.enqueued``    {event}   events taken off the queue for delivery
 ``instrumentor.events.dropped``     {event}   events or messages dropped (attribute ``reason``)
-``instrumentor._messages.delivered`` {message} messages the provider accepted
-``instrumentor._messages.retried``   {message} message deliveries attempted again
-``instrumentor._messages.failed``    {message} messages given up
+``instrumentor.messages.delivered`` {message} messages the provider accepted
+``instrumentor.messages.retried``   {message} message deliveries attempted again
+``instrumentor.messages.failed``    {message} messages given up
 ``instrumentor.delivery.duration``  s         time of one delivery attempt
 ``instrumentor.queue.depth``        {event}   events waiting (observable gauge)
 =================================== ========= ===============================================
@@ -23,14 +23,22 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from opentelemetry import metrics
 
-if TYPE_CHECKING:
-    from instrumentor.delivery._destination import Destination
+__all__ = ["DestinationMetrics", "Observed"]
 
-__all__ = ["DestinationMetrics"]
+
+class Observed(Protocol):
+    """What the metrics read of a destination: its name and, for the gauge, its queue depth."""
+
+    name: str
+
+    @property
+    def queue_depth(self) -> int:
+        """Events waiting in the queue now."""
+
 
 _meter = metrics.get_meter("instrumentor")
 _enqueued = _meter.create_counter(
@@ -40,24 +48,24 @@ _dropped = _meter.create_counter(
     "instrumentor.events.dropped", unit="{event}", description="Events or messages dropped"
 )
 _delivered = _meter.create_counter(
-    "instrumentor._messages.delivered", unit="{message}", description="Messages accepted"
+    "instrumentor.messages.delivered", unit="{message}", description="Messages accepted"
 )
 _retried = _meter.create_counter(
-    "instrumentor._messages.retried", unit="{message}", description="Messages retried"
+    "instrumentor.messages.retried", unit="{message}", description="Messages retried"
 )
 _failed = _meter.create_counter(
-    "instrumentor._messages.failed", unit="{message}", description="Messages given up"
+    "instrumentor.messages.failed", unit="{message}", description="Messages given up"
 )
 _duration = _meter.create_histogram(
     "instrumentor.delivery.duration", unit="s", description="Duration of a delivery attempt"
 )
-_observed: weakref.WeakSet[Destination] = weakref.WeakSet()
+_observed: weakref.WeakSet[Observed] = weakref.WeakSet()
 
 
 def _queue_depths(options: metrics.CallbackOptions) -> Iterable[metrics.Observation]:
     for destination in list(_observed):
         yield metrics.Observation(
-            len(destination._queue), {"instrumentor.destination": destination.name}
+            destination.queue_depth, {"instrumentor.destination": destination.name}
         )
 
 
@@ -74,7 +82,7 @@ class DestinationMetrics:
 
     __slots__ = ("_attributes",)
 
-    def __init__(self, destination: Destination) -> None:
+    def __init__(self, destination: Observed) -> None:
         self._attributes = {"instrumentor.destination": destination.name}
         _observed.add(destination)
 

@@ -26,6 +26,7 @@ pytestmark = pytest.mark.services
 def test_events_tracked_while_the_broker_is_down_wait_in_the_queue(
     throwaway_redis: RedisServer, tmp_path: Path
 ) -> None:
+    """Events tracked while the broker is down are queued, never dropped, and arrive once."""
     throwaway_redis.start()
     with FaultServer(status=202) as server:
         stack = Stack(throwaway_redis.url, server, tmp_path)
@@ -55,8 +56,10 @@ def test_events_tracked_while_the_broker_is_down_wait_in_the_queue(
             assert stats["enqueued"] - before["enqueued"] == 1000, stats
             assert stats.get("delivered", 0) == before.get("delivered", 0), stats
             assert stats["queue_depth"] + stats.get("in_flight", 0) >= 999, stats
-            assert not any(key.startswith("dropped") for key in stats), stats
-            assert stats.get("failed", 0) == 0
+            # Counters are process-wide (earlier tests in this process count too): compare.
+            dropped = {k: v - before.get(k, 0) for k, v in stats.items() if k.startswith("dropped")}
+            assert not any(dropped.values()), stats
+            assert stats.get("failed", 0) == before.get("failed", 0), stats
 
             throwaway_redis.start()  # same port; the worker and the publisher reconnect
             sent = [m.message_id for m in memory.messages]

@@ -118,6 +118,7 @@ def test_a_worker_never_consumes_the_dead_letter_queue(redis_stack: Stack) -> No
 
 
 def test_a_dead_letter_run_by_a_worker_is_parked_again_not_delivered(redis_stack: Stack) -> None:
+    """A dead letter a worker runs is parked again (dead_letter_consumed), never delivered."""
     stack = redis_stack
     stack.server.set_status(400)
     worker = stack.start_worker()

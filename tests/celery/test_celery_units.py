@@ -39,6 +39,7 @@ def routes() -> list[str]:
 
 
 def test_importing_instrumentor_does_not_import_celery() -> None:
+    """import instrumentor (even configured) never imports celery or kombu."""
     result = run_python(
         code="""
         import sys, instrumentor
@@ -76,6 +77,7 @@ def test_each_transport_that_does_io_is_its_own_route_even_of_the_same_class() -
 
 
 def test_explicit_routes_and_a_queue_that_would_publish_nothing() -> None:
+    """Explicit routes are published; nothing to publish is refused; debug publishes none."""
     memory = MemoryTransport()
     configure(
         transports=[memory],
@@ -90,6 +92,7 @@ def test_explicit_routes_and_a_queue_that_would_publish_nothing() -> None:
 
 
 def test_a_worker_resolves_routes_against_its_own_transports() -> None:
+    """A worker maps default, class names and #2 to its own configured transports."""
     first, second = AccoilTransport("sk_a"), AccoilTransport("sk_b")
     configure(transports=[MemoryTransport(), first, second])
     assert transport_for("default") is first
@@ -99,6 +102,7 @@ def test_a_worker_resolves_routes_against_its_own_transports() -> None:
 
 
 def test_eager_apps_are_refused_at_configure_time() -> None:
+    """An app with task_always_eager is refused by configure()."""
     app = dead_redis()
     app.conf.task_always_eager = True
     with pytest.raises(ConfigurationError, match="task_always_eager"):
@@ -106,6 +110,7 @@ def test_eager_apps_are_refused_at_configure_time() -> None:
 
 
 def test_a_retry_longer_than_the_redis_visibility_timeout_is_refused() -> None:
+    """On Redis, a longest retry delay not below visibility_timeout is refused."""
     app = dead_redis()
     app.conf.broker_transport_options = {"visibility_timeout": 120}
     with pytest.raises(ConfigurationError, match="visibility_timeout"):
@@ -127,11 +132,13 @@ def test_a_retry_longer_than_the_redis_visibility_timeout_is_refused() -> None:
     ],
 )
 def test_bad_options_raise_configuration_errors(options: dict[str, Any]) -> None:
+    """Invalid CeleryQueue options raise ConfigurationError."""
     with pytest.raises(ConfigurationError):
         CeleryQueue(app_on("memory://"), propagate_context=False, **options)
 
 
 def test_an_outbox_and_a_queue_together_are_refused(tmp_path: Any) -> None:
+    """outbox and queue are alternatives: both together are refused, nothing installed."""
     queue = CeleryQueue(app_on("memory://"), propagate_context=False)
     with pytest.raises(ConfigurationError, match="outbox and queue are alternatives"):
         instrumentor.configure(api_key="k", queue=queue, outbox=tmp_path / "outbox.db")
@@ -139,6 +146,7 @@ def test_an_outbox_and_a_queue_together_are_refused(tmp_path: Any) -> None:
 
 
 def test_a_queue_that_is_not_a_backend_is_refused() -> None:
+    """A queue that is not a backend, or a CeleryQueue without an app, is refused."""
     with pytest.raises(ConfigurationError, match="queue backend such as CeleryQueue"):
         configure(queue="redis://")  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match="needs a Celery app"):
@@ -184,6 +192,7 @@ def test_broker_errors_that_quote_the_urls_lose_every_password() -> None:
 
 
 def test_context_header_round_trip() -> None:
+    """A context with traits survives the header round trip unchanged; an empty one sends none."""
     context = AnalyticsContext(
         user_id="u_1",
         user_traits={"plan": "pro"},
@@ -197,6 +206,7 @@ def test_context_header_round_trip() -> None:
 
 
 def test_context_headers_carry_ids_only_unless_traits_are_asked_for() -> None:
+    """By default headers carry user and group ids only, never traits or names."""
     context = AnalyticsContext(
         user_id="u_1",
         user_traits={"email": "ada@example.com"},
@@ -239,5 +249,6 @@ def test_a_task_run_eagerly_keeps_the_callers_context() -> None:
     ],
 )
 def test_malformed_context_headers_raise_value_error(header: Any) -> None:
+    """Every malformed header is a ValueError."""
     with pytest.raises(ValueError):
         context_from_header(header)

@@ -11,7 +11,7 @@ import pytest
 
 from instrumentor._messages import IdentifyMessage, Message
 from instrumentor.delivery._outbox import OutboxStore
-from instrumentor.delivery._outbox_destination import channel_for
+from instrumentor.delivery._outbox_strategy import channel_for
 from instrumentor.transports._accoil import AccoilTransport
 from tests.fault_server import FaultServer
 from tests.support import run_cli
@@ -47,6 +47,7 @@ def outbox(*args: str, cwd: Path, endpoint: str) -> tuple[int, str, str]:
 
 
 def test_status_drain_and_status_again(tmp_path: Path) -> None:
+    """status counts the waiting messages, drain delivers them all, then status shows none."""
     path = tmp_path / "analytics.db"
     with FaultServer(status=202) as server:
         ids = fill(path, server.url)
@@ -67,6 +68,7 @@ def test_status_drain_and_status_again(tmp_path: Path) -> None:
 
 
 def test_status_reads_the_path_from_the_environment_and_writes_nothing(tmp_path: Path) -> None:
+    """status finds the file from ANALYTICS_OUTBOX and leaves its data untouched."""
     path = tmp_path / "analytics.db"
     fill(path, "https://in.accoil.com")
     before = path.read_bytes()
@@ -77,6 +79,7 @@ def test_status_reads_the_path_from_the_environment_and_writes_nothing(tmp_path:
 
 
 def test_drain_with_the_provider_down_keeps_everything(tmp_path: Path) -> None:
+    """Draining to an unreachable provider exits 1, keeps every message and records the error."""
     path = tmp_path / "analytics.db"
     endpoint = f"http://127.0.0.1:{dead_port()}"
     fill(path, endpoint)
@@ -89,6 +92,7 @@ def test_drain_with_the_provider_down_keeps_everything(tmp_path: Path) -> None:
 
 
 def test_drain_needs_a_transport(tmp_path: Path) -> None:
+    """drain without an API key exits 2 and says how to name a transport."""
     path = tmp_path / "analytics.db"
     fill(path, "https://in.accoil.com")
     result = run_cli("outbox", "drain", str(path), cwd=tmp_path)
@@ -97,6 +101,7 @@ def test_drain_needs_a_transport(tmp_path: Path) -> None:
 
 
 def test_purge_asks_then_deletes(tmp_path: Path) -> None:
+    """purge without --yes refuses, saying what it would delete; with --yes it deletes."""
     path = tmp_path / "analytics.db"
     fill(path, "https://in.accoil.com")
     refused = run_cli("outbox", "purge", str(path), cwd=tmp_path)
@@ -111,6 +116,7 @@ def test_purge_asks_then_deletes(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("command", ["status", "drain", "purge"])
 def test_a_missing_file_is_never_created(tmp_path: Path, command: str) -> None:
+    """status, drain and purge on a missing path exit 2 without creating the file."""
     path = tmp_path / "typo.db"
     result = run_cli(
         "outbox",
@@ -130,6 +136,7 @@ def test_a_missing_file_is_never_created(tmp_path: Path, command: str) -> None:
 
 
 def test_no_path_at_all(tmp_path: Path) -> None:
+    """Without a path or ANALYTICS_OUTBOX the command exits 2 asking for the outbox file."""
     result = run_cli("outbox", "status", cwd=tmp_path)
     assert result.returncode == 2
     assert "name the outbox file" in result.stderr

@@ -1,4 +1,8 @@
-"""Destination: a real queue and worker thread, driven through a scripted transport."""
+"""Destination: a real queue and worker thread, driven through a scripted transport.
+
+The worker's behaviour with the default (memory) strategy. Its composition with other
+strategies is in ``test_strategies.py``, the outbox strategy in ``test_outbox*.py``.
+"""
 
 from __future__ import annotations
 
@@ -12,43 +16,21 @@ import pytest
 import instrumentor
 from instrumentor import bind_context, configure, stats, track
 from instrumentor._messages import Message
-from instrumentor.delivery import Destination, RetryPolicy
+from instrumentor.delivery import (
+    Destination,
+    RetryPolicy,
+)
+from instrumentor.delivery._attempt import attempt
 from instrumentor.exceptions import (
     PartialDeliveryError,
     PayloadTooLargeError,
     PermanentDeliveryError,
     RetryableDeliveryError,
 )
+from tests.delivery.support import ScriptedTransport, messages
 from tests.plan import Events
 
 FAST = RetryPolicy(max_attempts=5, base_delay=0.01, max_delay=0.02)
-
-
-class ScriptedTransport:
-    """Records every attempt; each attempt may be answered by a scripted action."""
-
-    def __init__(self, *actions: Callable[[Sequence[Message]], None]) -> None:
-        self.actions = list(actions)
-        self.attempts: list[list[Message]] = []
-        self.delivered: list[Message] = []
-        self.closed = False
-        self.lock = threading.Lock()
-
-    def deliver(self, batch: Sequence[Message]) -> None:
-        with self.lock:
-            self.attempts.append(list(batch))
-            action = self.actions.pop(0) if self.actions else None
-        if action is not None:
-            action(batch)
-        with self.lock:
-            self.delivered.extend(batch)
-
-    def close(self) -> None:
-        self.closed = True
-
-    def delivered_ids(self) -> list[str]:
-        with self.lock:
-            return [m.message_id for m in self.delivered]
 
 
 def raise_(exc: Exception) -> Callable[[Sequence[Message]], None]:
@@ -116,6 +98,36 @@ class TestDelivery:
         track(Events.PLAN_UPGRADED)
         assert threading.active_count() == before + 1
         destination.flush(2)
+
+    def test_zero_linger_sends_at_once_without_spinning(self) -> None:
+        """linger=0: each event wakes the worker; an idle worker sleeps (no busy loop)."""
+        import resource
+
+        transport = ScriptedTransport()
+        destination = Destination(transport, linger=0, retry=FAST)
+        configure(transports=[destination], bundle_ttl=0)
+        track(Events.PLAN_UPGRADED)
+        assert wait_until(lambda: len(transport.delivered) == 3, 2.0)
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_utime
+        time.sleep(0.5)  # the worker is idle now
+        used = resource.getrusage(resource.RUSAGE_SELF).ru_utime - before
+        assert used < 0.25  # a spinning worker would burn the whole half second
+
+    def test_the_worker_survives_a_base_exception(self) -> None:
+        """A transport raising BaseException loses its batch, not the destination."""
+
+        class Interrupt(BaseException):
+            pass
+
+        transport = ScriptedTransport(raise_(Interrupt()))  # type: ignore[arg-type]
+        destination = use(transport)
+        track(Events.PLAN_UPGRADED)
+        assert wait_until(lambda: len(transport.attempts) == 1)
+        thread = f"instrumentor-{destination.name}"
+        assert wait_until(lambda: all(t.name != thread for t in threading.enumerate()))
+        track(Events.PLAN_UPGRADED)
+        assert destination.flush(5).pending == 0
+        assert [m.type for m in transport.delivered][-1] == "track"
 
 
 class TestBackpressure:
@@ -245,6 +257,33 @@ class TestRetries:
         assert destination.stats().failed == 3
         assert "KeyError" in (destination.stats().last_error or "")
 
+    def test_no_retry_starts_after_max_elapsed(self) -> None:
+        """A retry whose wait would end past max_elapsed is not scheduled."""
+        transport = ScriptedTransport(
+            *[raise_(RetryableDeliveryError("down", retry_after=1.0))] * 5
+        )
+        destination = use(transport, retry=RetryPolicy(max_attempts=10, max_elapsed=0.5))
+        track(Events.PLAN_UPGRADED)
+        destination.flush(3)
+        assert len(transport.attempts) == 1
+        assert destination.stats().failed == 3
+
+    def test_an_unknown_id_in_a_partial_delivery_error_retries_rather_than_guesses(self) -> None:
+        """Ids a partial failure names that the batch does not hold: retried, never guessed."""
+        batch = messages(3)
+
+        class Confused:
+            def deliver(self, _: Sequence[Message]) -> None:
+                raise PartialDeliveryError("?", retry=messages(1), failed=[(batch[0], "400")])
+
+            def close(self) -> None:
+                pass
+
+        outcome = attempt(Confused(), batch)
+        assert [m for m, _ in outcome.failed] == batch[:1]
+        assert outcome.retry == batch[1:]
+        assert outcome.delivered == []
+
 
 class TestDeadlines:
     def test_flush_returns_within_its_timeout_and_reports_pending(self) -> None:
@@ -314,23 +353,34 @@ class TestDeadlines:
         assert asyncio.run(main()) >= 1
         assert len(transport.delivered) == 3
 
+    def test_concurrent_shutdowns_share_the_earliest_deadline(self) -> None:
+        """A short shutdown beside a long one: both return early; nothing is sent after."""
+        release = threading.Event()
+        transport = ScriptedTransport(*[raise_(RetryableDeliveryError("down"))] * 1000)
+        destination = use(transport, retry=RetryPolicy(max_attempts=1000, base_delay=0.05))
+        for _ in range(3):
+            track(Events.PLAN_UPGRADED)
+        assert wait_until(lambda: len(transport.attempts) >= 1)
+        results: list[float] = []
 
-def test_zero_linger_sends_at_once_without_spinning() -> None:
-    """linger=0: each event wakes the worker; an idle worker sleeps (no busy loop)."""
-    import resource
+        def stop(timeout: float) -> None:
+            started = time.monotonic()
+            destination.shutdown(timeout)
+            results.append(time.monotonic() - started)
 
-    transport = ScriptedTransport()
-    destination = Destination(transport, linger=0, retry=FAST)
-    configure(transports=[destination], bundle_ttl=0)
-    track(Events.PLAN_UPGRADED)
-    assert wait_until(lambda: len(transport.delivered) == 3, 2.0)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_utime
-    time.sleep(0.5)  # the worker is idle now
-    used = resource.getrusage(resource.RUSAGE_SELF).ru_utime - before
-    assert used < 0.25  # a spinning worker would burn the whole half second
+        threads = [threading.Thread(target=stop, args=(t,)) for t in (5.0, 0.3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        release.set()
+        assert max(results) < 2.0
+        attempts = len(transport.attempts)
+        time.sleep(0.3)
+        assert len(transport.attempts) == attempts  # the worker stopped; nothing after
 
 
-class TestReviewRegressions:
+class TestReconfiguration:
     def test_configured_restores_a_working_destination(self) -> None:
         """Leaving a configured() block puts back the previous destination, still delivering."""
         outer = ScriptedTransport()
@@ -376,47 +426,8 @@ class TestReviewRegressions:
         destination.flush(10)
         assert destination.stats().enqueued == tracked
 
-    def test_concurrent_shutdowns_share_the_earliest_deadline(self) -> None:
-        """A short shutdown beside a long one: both return early; nothing is sent after."""
-        release = threading.Event()
-        transport = ScriptedTransport(*[raise_(RetryableDeliveryError("down"))] * 1000)
-        destination = use(transport, retry=RetryPolicy(max_attempts=1000, base_delay=0.05))
-        for _ in range(3):
-            track(Events.PLAN_UPGRADED)
-        assert wait_until(lambda: len(transport.attempts) >= 1)
-        results: list[float] = []
 
-        def stop(timeout: float) -> None:
-            started = time.monotonic()
-            destination.shutdown(timeout)
-            results.append(time.monotonic() - started)
-
-        threads = [threading.Thread(target=stop, args=(t,)) for t in (5.0, 0.3)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        release.set()
-        assert max(results) < 2.0
-        attempts = len(transport.attempts)
-        time.sleep(0.3)
-        assert len(transport.attempts) == attempts  # the worker stopped; nothing after
-
-    def test_the_worker_survives_a_base_exception(self) -> None:
-        """A transport raising BaseException loses its batch, not the destination."""
-
-        class Interrupt(BaseException):
-            pass
-
-        transport = ScriptedTransport(raise_(Interrupt()))  # type: ignore[arg-type]
-        destination = use(transport)
-        track(Events.PLAN_UPGRADED)
-        assert wait_until(lambda: len(transport.attempts) == 1)
-        assert wait_until(lambda: destination._worker is None)
-        track(Events.PLAN_UPGRADED)
-        assert destination.flush(5).pending == 0
-        assert [m.type for m in transport.delivered][-1] == "track"
-
+class TestStats:
     def test_stats_never_go_backwards(self) -> None:
         """Counters of a replaced and collected destination stay in the totals."""
         import gc
@@ -432,14 +443,3 @@ class TestReviewRegressions:
         instrumentor.flush(1)
         gc.collect()
         assert stats()["delivered"] >= before
-
-    def test_no_retry_starts_after_max_elapsed(self) -> None:
-        """A retry whose wait would end past max_elapsed is not scheduled."""
-        transport = ScriptedTransport(
-            *[raise_(RetryableDeliveryError("down", retry_after=1.0))] * 5
-        )
-        destination = use(transport, retry=RetryPolicy(max_attempts=10, max_elapsed=0.5))
-        track(Events.PLAN_UPGRADED)
-        destination.flush(3)
-        assert len(transport.attempts) == 1
-        assert destination.stats().failed == 3

@@ -1,22 +1,34 @@
-"""The outbox destination end to end: real SQLite files, the loopback fault server, outages."""
+"""The outbox strategy end to end: delivery, bounds, configuration and channels.
+
+Real SQLite files and the loopback fault server. Failures (outages, poison, locks, replaced
+files, full disks, leases) are in ``test_outbox_failures.py``.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import instrumentor
+import instrumentor.transports
 from instrumentor import ConfigurationError, bound_context, configure, track
 from instrumentor._messages import Message
 from instrumentor._wiring import Settings
-from instrumentor.delivery import OutboxDestination, RetryPolicy, outbox_status
+from instrumentor.delivery import (
+    Destination,
+    OutboxDestination,
+    OutboxStrategy,
+    RetryPolicy,
+    drain,
+    outbox_status,
+)
 from instrumentor.delivery._outbox import OutboxStore
 from instrumentor.transports import MemoryTransport, SegmentTransport
+from tests.delivery.support import Recording, messages, stored, wait_until
 from tests.fault_server import FaultServer
 from tests.plan import Events
 from tests.support import connect_sqlite
@@ -41,16 +53,6 @@ def send(count: int, *receivers: object) -> list[str]:
     return [m.message_id for m in memory.messages]
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
-    """Poll ``condition`` until it holds or ``timeout`` passes; whether it held."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
-
-
 def rows_in(path: str) -> int:
     with connect_sqlite(path) as conn:
         count: int = conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
@@ -60,6 +62,7 @@ def rows_in(path: str) -> int:
 def test_everything_is_delivered_once_and_the_outbox_empties(
     server: FaultServer, path: str
 ) -> None:
+    """Every message arrives once, is counted persisted and delivered, and the file empties."""
     destination = outbox(server, path)
     sent = send(30, destination)
     result = instrumentor.flush(10)
@@ -91,6 +94,7 @@ def test_rows_stay_in_the_outbox_until_the_provider_accepts_them(
 
 
 def test_a_refused_batch_is_deleted_and_counted_failed(server: FaultServer, path: str) -> None:
+    """A 4xx deletes the batch's rows and counts them failed (a delivery_failed incident)."""
     server.set_status(400)
     destination = outbox(server, path)
     sent = send(5, destination)
@@ -102,6 +106,7 @@ def test_a_refused_batch_is_deleted_and_counted_failed(server: FaultServer, path
 
 
 def test_a_message_too_large_alone_is_deleted_and_dropped(server: FaultServer, path: str) -> None:
+    """A message too large even alone is deleted and counted dropped.too_large; the rest arrive."""
     server.reject_larger_than(1500)  # a batch of several is split; a single one is too large
     destination = outbox(server, path)
     memory = MemoryTransport()
@@ -123,7 +128,7 @@ def test_a_new_destination_delivers_what_an_earlier_process_left(
     """Rows already in the file are delivered at start, before any event is tracked."""
     left = send(4, MemoryTransport())
     destination = outbox(server, path, open_now=False)
-    store = OutboxStore(path, channel=destination.channel)
+    store = OutboxStore(path, channel=destination.strategy.channel)
     messages: list[Message] = list(instrumentor._wiring.runtime().receivers[0].transport.messages)
     assert store.persist(messages) == (len(left), [])
     store.close()
@@ -133,6 +138,7 @@ def test_a_new_destination_delivers_what_an_earlier_process_left(
 
 
 def test_the_outbox_is_bounded_and_counts_what_it_refuses(server: FaultServer, path: str) -> None:
+    """Beyond max_rows new messages are refused and counted (dropped.outbox_full, one incident)."""
     server.set_status(503)
     destination = outbox(server, path, max_rows=5)
     sent = send(4, destination)  # identify + 3 groups + 4 tracks = more than 5 messages
@@ -143,40 +149,33 @@ def test_the_outbox_is_bounded_and_counts_what_it_refuses(server: FaultServer, p
     assert instrumentor.stats()["delivery_dropped"] == 1  # the first drop is an incident
 
 
-def test_a_disk_that_fills_up_later_falls_back_to_memory(
-    server: FaultServer, path: str, caplog: pytest.LogCaptureFixture
-) -> None:
-    """Writes that fail are delivered from memory, reported, and retried with the next batch."""
-    destination = outbox(server, path)
-    store = destination._writer
-    assert store._conn is not None
-    with store._lock:  # the committer uses this connection too
-        pages = store._conn.execute("PRAGMA page_count").fetchone()[0]
-        store._conn.execute(f"PRAGMA max_page_count = {pages}")  # database or disk is full
-    with caplog.at_level(logging.WARNING, logger="instrumentor"):
-        sent = send(20, destination)
-        assert instrumentor.flush(10).pending == 0
-    assert sorted(server.message_ids()) == sorted(sent)
-    assert instrumentor.stats()["outbox_error"] >= 1
-    assert "free space" in caplog.text
-    assert destination.stats().persisted == 0
-    with store._lock:  # the committer uses this connection too
-        store._conn.execute("PRAGMA max_page_count = 1073741823")
-    more = send(2, destination)
-    assert instrumentor.flush(10).pending == 0
-    assert destination.stats().persisted == len(more)
+def test_flush_waits_at_least_until_everything_is_persisted(server: FaultServer, path: str) -> None:
+    """With a long linger and a hung provider, flush still commits the queue to the file."""
+    server.pause()
+    try:
+        destination = outbox(server, path, linger=30)
+        sent = send(10, destination)
+        started = time.monotonic()
+        result = destination.flush(1.0)
+        assert time.monotonic() - started < 10
+        assert result.pending == result.in_outbox == len(sent)
+        assert rows_in(path) == len(sent)
+    finally:
+        server.resume()
 
 
 class TestConfiguration:
     def test_configure_outbox_puts_default_destinations_behind_it(
         self, server: FaultServer, path: str
     ) -> None:
+        """configure(outbox=...) puts the default transport behind the outbox strategy."""
         server.set_status(202)
         configure(api_key="sk_test", endpoint=server.url, outbox=path)
         (destination,) = instrumentor._wiring.destinations()
-        assert isinstance(destination, OutboxDestination)
-        assert destination.channel.startswith(f"AccoilTransport(v2)@{server.url}#")
-        assert "sk_test" not in destination.channel
+        outbox = destination.strategy
+        assert isinstance(outbox, OutboxStrategy)
+        assert outbox.channel.startswith(f"AccoilTransport(v2)@{server.url}#")
+        assert "sk_test" not in outbox.channel
         with bound_context(user_id="u_1", account_id="acc_1"):
             track(Events.PLAN_UPGRADED)
         assert instrumentor.flush(10).pending == 0
@@ -186,6 +185,7 @@ class TestConfiguration:
     def test_the_environment_turns_it_on(
         self, server: FaultServer, path: str, monkeypatch: pytest.MonkeyPatch
     ) -> None:
+        """ANALYTICS_OUTBOX (and its options) turn the outbox on at the first event."""
         settings = Settings.from_env(
             {
                 "ANALYTICS_OUTBOX": path,
@@ -206,7 +206,7 @@ class TestConfiguration:
             track(Events.PLAN_UPGRADED)  # the first event reads the environment
         assert instrumentor.flush(10).pending == 0
         (destination,) = instrumentor._wiring.destinations()
-        assert isinstance(destination, OutboxDestination)
+        assert isinstance(destination.strategy, OutboxStrategy)
         assert destination.stats().persisted == 3
         assert len(server.message_ids()) == 3
 
@@ -214,12 +214,14 @@ class TestConfiguration:
         "value", [("outbox_synchronous", "sometimes"), ("outbox_max_rows", 0), ("outbox", "")]
     )
     def test_invalid_values_are_refused(self, value: tuple[str, Any]) -> None:
+        """Invalid outbox settings are configuration errors naming the setting."""
         with pytest.raises(ConfigurationError, match=value[0]):
             configure(**{value[0]: value[1]})
 
     def test_an_unusable_path_is_reported_and_memory_is_used(
         self, server: FaultServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
     ) -> None:
+        """An unusable path is one outbox_unavailable incident (no key logged); memory delivers."""
         (tmp_path / "file").write_text("not a directory")
         incidents: list[instrumentor.Incident] = []
         with caplog.at_level(logging.WARNING, logger="instrumentor"):
@@ -238,6 +240,7 @@ class TestConfiguration:
         assert instrumentor.flush(10).delivered == 3  # delivered from memory
 
     def test_strict_mode_raises_instead(self, tmp_path: Path) -> None:
+        """With strict=True an unusable outbox raises and nothing is installed."""
         with pytest.raises(ConfigurationError, match="does not exist"):
             configure(api_key="sk_test", outbox=str(tmp_path / "missing" / "a.db"), strict=True)
         assert instrumentor.current_settings().outbox is None  # nothing was installed
@@ -245,6 +248,7 @@ class TestConfiguration:
     def test_a_corrupt_file_found_at_the_first_event_is_reported(
         self, path: str, monkeypatch: pytest.MonkeyPatch
     ) -> None:
+        """A corrupt file met lazily (from the environment) is reported, never raised."""
         Path(path).write_bytes(b"garbage" * 100)
         monkeypatch.setenv("ANALYTICS_API_KEY", "sk_env")
         monkeypatch.setenv("ANALYTICS_ENDPOINT", "http://127.0.0.1:9")
@@ -253,17 +257,83 @@ class TestConfiguration:
             track(Events.PLAN_UPGRADED)  # must not raise; the worker opens the file
         assert wait_until(lambda: instrumentor.stats().get("outbox_unavailable") == 1)
 
+    def test_the_default_lease_follows_the_transport_timeout(self, path: str) -> None:
+        """The lease is three transport timeouts, at least 30 s, settled when attached."""
+        transport = SegmentTransport("k", endpoint="http://127.0.0.1:9", timeout=25)
+        assert OutboxDestination(transport, path=path, open_now=False).strategy.lease == 75
+        strategy = OutboxStrategy(path, open_now=False)
+        Destination(MemoryTransport(), strategy=strategy)
+        assert strategy.lease == 30
 
-def test_flush_waits_at_least_until_everything_is_persisted(server: FaultServer, path: str) -> None:
-    """With a long linger and a hung provider, flush still commits the queue to the file."""
-    server.pause()
-    try:
-        destination = outbox(server, path, linger=30)
-        sent = send(10, destination)
-        started = time.monotonic()
-        result = destination.flush(1.0)
-        assert time.monotonic() - started < 10
-        assert result.pending == result.in_outbox == len(sent)
-        assert rows_in(path) == len(sent)
-    finally:
-        server.resume()
+    def test_an_outbox_destination_is_a_destination_with_the_outbox_strategy(
+        self, path: str
+    ) -> None:
+        """OutboxDestination(transport, path=...) composes Destination and OutboxStrategy."""
+        transport = MemoryTransport()
+        destination = OutboxDestination(transport, path=path, channel="c", max_queue=7)
+        strategy = destination.strategy
+        assert isinstance(strategy, OutboxStrategy)
+        assert (strategy.path, strategy.channel, strategy.problem) == (path, "c", None)
+        assert (destination.transport, destination.max_queue) == (transport, 7)
+        destination.shutdown(1)
+
+    def test_an_outbox_strategy_serves_one_destination(self, path: str) -> None:
+        """One OutboxStrategy attached to a second destination is a configuration error."""
+        strategy = OutboxStrategy(path, open_now=False)
+        Destination(MemoryTransport(), strategy=strategy)
+        with pytest.raises(ConfigurationError, match="serves one destination"):
+            Destination(MemoryTransport(), strategy=strategy)
+
+
+class TestChannels:
+    def test_the_key_never_reaches_the_file_and_a_new_key_gets_its_own_channel(
+        self, server: FaultServer, path: str
+    ) -> None:
+        """Rows never hold the key; a new key writes a new channel and old rows wait for drain."""
+        server.set_status(503)
+        configure(api_key="sk_live_SECRET_12345", endpoint=server.url, outbox=path)
+        with bound_context(user_id="u", account_id="acc_1"):
+            track(Events.PLAN_UPGRADED)
+        assert instrumentor.flush(0.5).in_outbox == 3
+        instrumentor.shutdown(
+            1
+        )  # reading the file below must not disturb a live connection's locks
+        (old,) = outbox_status(path).channels
+        raw = b"".join(Path(path + s).read_bytes() for s in ("", "-wal") if Path(path + s).exists())
+        assert b"SECRET_12345" not in raw
+        server.set_status(202)
+        configure(api_key="sk_live_OTHER_67890", endpoint=server.url, outbox=path)
+        with bound_context(user_id="u", account_id="acc_1"):
+            track(Events.PLAN_UPGRADED)
+        assert instrumentor.flush(10).pending == 0
+        assert outbox_status(path).channels == {old: 3}  # not sent with the new key
+        with connect_sqlite(path) as conn:
+            waiting = {row[0] for row in conn.execute("SELECT message_id FROM outbox")}
+        assert waiting.isdisjoint(server.message_ids())
+        old_key = instrumentor.transports.AccoilTransport(
+            "sk_live_SECRET_12345", endpoint=server.url
+        )
+        try:
+            result = drain(path, old_key, timeout=10)
+        finally:
+            old_key.close()
+        assert (result.delivered, result.pending) == (3, 0)
+        for request in server.received():
+            if waiting & set(request.message_ids):
+                assert "SECRET_12345" in request.headers["authorization"]
+
+    def test_rows_of_a_channel_nobody_serves_are_reported(self, path: str) -> None:
+        """Rows of a channel nobody served recently are reported once (outbox_unserved)."""
+        stored(path, "RemovedTransport", messages(4))
+        with connect_sqlite(path) as conn:  # last served long ago
+            conn.execute("UPDATE outbox_meta SET value = 0 WHERE key = 'seen:RemovedTransport'")
+        assert outbox_status(path).unserved == {"RemovedTransport": 4}
+        incidents: list[instrumentor.Incident] = []
+        destination = OutboxDestination(Recording(), path=path, linger=0.01)
+        configure(transports=[destination], on_error=incidents.append)
+        with bound_context(user_id="u", account_id="acc_1"):
+            track(Events.PLAN_UPGRADED)  # starts the worker, which looks at the file
+        assert wait_until(lambda: any(i.kind == "outbox_unserved" for i in incidents))
+        (incident,) = [i for i in incidents if i.kind == "outbox_unserved"]
+        assert "'RemovedTransport': 4" in incident.message
+        destination.shutdown(1)

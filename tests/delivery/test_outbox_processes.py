@@ -1,4 +1,4 @@
-"""The outbox across processes: kill -9 mid-way and restart, gunicorn workers sharing one file."""
+"""The outbox across processes: kill -9 and restart, a normal exit, gunicorn workers on one file."""
 
 from __future__ import annotations
 
@@ -109,6 +109,55 @@ def test_kill_9_loses_nothing_that_reached_the_outbox(server: FaultServer, tmp_p
     assert all(t >= killed_at - LINGER - SLACK for t in late), "lost more than the last linger"
     duplicates = len(before & set(after)) + sum(n - 1 for n in Counter(after).values())
     assert duplicates <= BATCH, f"{duplicates} duplicates: more than one batch"
+
+
+EXIT_DURING_A_SLOW_DELIVERY = """
+    import os, sys
+    import instrumentor
+    from instrumentor.delivery import OutboxDestination
+    from instrumentor.transports import MemoryTransport, SegmentTransport
+    from instrumentor import bound_context, track
+    from tests.plan import Events
+    from tests.fault_server import FaultServer
+    transport = SegmentTransport("k", endpoint=os.environ["SINK_URL"], timeout=30)
+    destination = OutboxDestination(transport, path=os.environ["OUTBOX"], linger=0.01)
+    memory = MemoryTransport()
+    instrumentor.configure(transports=[memory, destination], exit_timeout=1)
+    with bound_context(user_id="u", account_id="acc_1"):
+        track(Events.PLAN_UPGRADED)  # its batch is now in a request the server holds
+        import time
+        deadline = time.monotonic() + 20
+        while not os.path.exists(os.environ["STARTED"]) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        for n in range(20):
+            track(Events.PLAN_UPGRADED, properties={"n": n})
+    print(" ".join(m.message_id for m in memory.messages), flush=True)
+"""
+
+
+def test_a_normal_exit_during_a_slow_delivery_commits_the_queue(
+    server: FaultServer, path: str, tmp_path: Path
+) -> None:
+    """The queue reaches the file while the deliverer sits in one long request."""
+    server.hang_next(1)
+    started = tmp_path / "started"
+    child = subprocess.Popen(
+        [sys.executable, "-c", EXIT_DURING_A_SLOW_DELIVERY.replace("\n    ", "\n")],
+        cwd=ROOT,
+        env={**os.environ, "SINK_URL": server.url, "OUTBOX": path, "STARTED": str(started)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert server.wait_for_requests(1, 20), "the first delivery never started"
+    started.touch()
+    out, err = child.communicate(timeout=60)
+    assert child.returncode == 0, err
+    tracked = out.split()
+    with connect_sqlite(path) as conn:
+        in_file = {row[0] for row in conn.execute("SELECT message_id FROM outbox")}
+    assert len(tracked) == 3 + 20
+    assert set(tracked) <= in_file | set(server.message_ids()), "queued events were lost"
 
 
 def run_gunicorn(server: FaultServer, path: str, *options: str) -> tuple[list[int], str]:

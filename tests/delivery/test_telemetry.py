@@ -61,12 +61,12 @@ def test_metrics_after_a_run_with_a_fault() -> None:
     values = json.loads(result.stdout.strip().splitlines()[-1])
     # 4 events: identify + group + track for the first, then track only (bundled once).
     assert values["instrumentor.events.enqueued"] == [4, "flaky"]
-    assert values["instrumentor._messages.delivered"] == [6, "flaky"]
-    assert values["instrumentor._messages.retried"][1] == "flaky"
-    assert values["instrumentor._messages.retried"][0] >= 2
+    assert values["instrumentor.messages.delivered"] == [6, "flaky"]
+    assert values["instrumentor.messages.retried"][1] == "flaky"
+    assert values["instrumentor.messages.retried"][0] >= 2
     assert values["instrumentor.delivery.duration"][0] >= 2  # attempts recorded
     assert values["instrumentor.queue.depth"] == [0, "flaky"]
-    assert "instrumentor._messages.failed" not in values
+    assert "instrumentor.messages.failed" not in values
 
 
 def test_no_sdk_means_no_cost_and_no_error() -> None:
