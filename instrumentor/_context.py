@@ -195,30 +195,17 @@ def _merged(
     project_name: str | None,
     groups: Mapping[str, str | int | Group] | None,
 ) -> AnalyticsContext:
+    """``base`` with :func:`bind_context`'s keywords merged in; raises on input it cannot use.
+
+    ``groups=`` is applied first, then the account, workspace and project shortcuts, then the
+    user; a context whose groups did not change shares ``base``'s.
+    """
     new_groups = dict(base.groups)
-    if groups is not None and not isinstance(groups, Mapping):
-        raise _InvalidContextError(
-            f"groups must map levels to ids, got {type(groups).__qualname__}"
-        )
-    for level, value in (groups or {}).items():
-        if value is not None and (isinstance(value, Group) or _as_id(value) is not None):
-            new_groups[str(level)] = _as_group(value, None, None)
-    for level, gid, name, traits in (
-        ("account", account_id, account_name, account_traits),
-        ("workspace", workspace_id, workspace_name, None),
-        ("project", project_id, project_name, None),
-    ):
-        text_id = None if isinstance(gid, Group) else _as_id(gid)
-        if isinstance(gid, Group) or text_id is not None:
-            existing = new_groups.get(level)
-            if existing is not None and text_id is not None and existing.id == text_id:
-                # Re-binding the same id keeps its name and traits unless new ones are given.
-                new_groups[level] = _as_group(existing, name, traits)
-            else:
-                chosen: str | Group = gid if isinstance(gid, Group) else str(text_id)
-                new_groups[level] = _as_group(chosen, name, traits)
-        elif (name is not None or traits is not None) and level in new_groups:
-            new_groups[level] = _as_group(new_groups[level], name, traits)
+    if groups is not None:
+        _bind_levels(new_groups, groups)
+    _bind_shortcut(new_groups, "account", account_id, account_name, account_traits)
+    _bind_shortcut(new_groups, "workspace", workspace_id, workspace_name, None)
+    _bind_shortcut(new_groups, "project", project_id, project_name, None)
     new_user = _as_id(user_id)
     user = new_user if new_user is not None else base.user_id
     traits = _freeze(user_traits) if user_traits is not None else base.user_traits
@@ -229,6 +216,44 @@ def _merged(
         user_traits=traits,
         groups=MappingProxyType(new_groups) if new_groups else _EMPTY,
     )
+
+
+def _bind_levels(bound: dict[str, Group], groups: Mapping[str, str | int | Group]) -> None:
+    """Bind the levels ``groups=`` names into ``bound``; ``None`` and empty ids bind nothing."""
+    if not isinstance(groups, Mapping):
+        raise _InvalidContextError(
+            f"groups must map levels to ids, got {type(groups).__qualname__}"
+        )
+    for level, value in (groups or {}).items():
+        if value is not None and (isinstance(value, Group) or _as_id(value) is not None):
+            bound[str(level)] = _as_group(value, None, None)
+
+
+def _bind_shortcut(
+    bound: dict[str, Group],
+    level: str,
+    group_id: str | int | Group | None,
+    name: str | None,
+    traits: Mapping[str, Any] | None,
+) -> None:
+    """Bind ``level`` from its keywords (``account_id``, ``account_name``...) into ``bound``.
+
+    A new id replaces the group bound there; the same id again keeps its name and traits unless
+    new ones are given; no id gives a bound group a new name or traits.
+    """
+    if isinstance(group_id, Group):
+        bound[level] = _as_group(group_id, name, traits)
+        return
+    text_id = _as_id(group_id)
+    if text_id is None:
+        if (name is not None or traits is not None) and level in bound:
+            bound[level] = _as_group(bound[level], name, traits)
+        return
+    existing = bound.get(level)
+    if existing is not None and existing.id == text_id:
+        bound[level] = _as_group(existing, name, traits)
+    else:
+        bound[level] = _as_group(str(text_id), name, traits)
 
 
 def _sharing_groups(

@@ -16,6 +16,8 @@ import pytest
 from instrumentor._emitter import Emission
 from instrumentor._registry import all_events
 from instrumentor._signals import event_emitted
+from instrumentor.cli._common import CLIError, find_pyproject, tool_config
+from instrumentor.cli._source import load_plan
 
 __all__ = ["PlanCoverage"]
 
@@ -37,9 +39,6 @@ class PlanCoverage:
 
     def _load_plan(self) -> None:
         specs = self.config.getoption("instrumentor_plan")
-        from instrumentor.cli._common import CLIError, find_pyproject, tool_config
-        from instrumentor.cli._source import load_plan
-
         try:
             if specs or tool_config(find_pyproject(self.config.rootpath)).get("plan"):
                 events = load_plan(specs, start=self.config.rootpath).events

@@ -162,6 +162,28 @@ def tracks(
             generator or not callable, or ``group_id`` names no parameter.
         UnknownGroupLevelError: At decoration, if ``group_level`` disagrees with the plan.
     """
+    _check_arguments(event, group_level, properties)
+
+    def decorate(func: _F) -> _F:
+        raw: Any = func.__func__ if isinstance(func, (classmethod, staticmethod)) else func
+        where = _site(raw)
+        _check_target(func, raw, where)
+        get_group = _group_getter(group_id, raw, where)
+        wrapper = _make_wrapper(
+            event, where, raw, get_group, properties, isinstance(func, staticmethod)
+        )
+        _spare_self_lookup(raw)
+        target: Any = func
+        tracked: Any = TrackedFunction(target, wrapper)
+        return cast(_F, tracked)
+
+    return decorate
+
+
+def _check_arguments(
+    event: EventRegistry, group_level: str | None, properties: PropertiesSpec
+) -> None:
+    """Refuse, at decoration, an ``event``, ``group_level`` or ``properties`` that cannot work."""
     if not isinstance(event, EventRegistry):
         raise TrackingUsageError(
             f"@tracks takes a member of an EventRegistry (e.g. Events.REPORT_CREATED), got "
@@ -177,39 +199,44 @@ def tracks(
             f"@tracks properties= takes a mapping or a callable, got {properties!r}"
         )
 
-    def decorate(func: _F) -> _F:
-        raw: Any = func.__func__ if isinstance(func, (classmethod, staticmethod)) else func
-        where = _site(raw)
-        if inspect.isgeneratorfunction(raw) or inspect.isasyncgenfunction(raw):
-            raise TrackingUsageError(
-                f"@tracks cannot decorate the generator function {where}: it has no single moment "
-                "of success. Track from the code that consumes it, or call track() inside"
-            )
-        if not callable(raw):
-            raise TrackingUsageError(f"@tracks needs a function, got {func!r}")
-        if group_id is None or callable(group_id):
-            get_group = group_id
-        elif isinstance(group_id, str):
-            get_group = _path_getter(group_id, raw, where)
-        else:
-            raise TrackingUsageError(
-                f"@tracks on {where}: group_id= takes a parameter name, a dotted path or a "
-                f"callable, got {group_id!r}"
-            )
-        wrapper = _make_wrapper(
-            event, where, raw, get_group, properties, isinstance(func, staticmethod)
-        )
-        if type(raw) is types.FunctionType and "__self__" not in raw.__dict__:
-            # wrapt's C wrapper looks up wrapped.__self__ on every call of a plain function to
-            # find a bound instance; the failing lookup (an AttributeError built and cleared)
-            # costs more than our whole emission. None is exactly what wrapt passes when the
-            # attribute is missing, so this changes no behaviour, only the cost (~0.4 us).
-            raw.__self__ = None  # type: ignore[attr-defined]
-        target: Any = func
-        tracked: Any = TrackedFunction(target, wrapper)
-        return cast(_F, tracked)
 
-    return decorate
+def _check_target(func: Any, raw: Any, where: str) -> None:
+    """Refuse a generator function (no single moment of success) or something not callable."""
+    if inspect.isgeneratorfunction(raw) or inspect.isasyncgenfunction(raw):
+        raise TrackingUsageError(
+            f"@tracks cannot decorate the generator function {where}: it has no single moment "
+            "of success. Track from the code that consumes it, or call track() inside"
+        )
+    if not callable(raw):
+        raise TrackingUsageError(f"@tracks needs a function, got {func!r}")
+
+
+def _group_getter(group_id: GroupIdArg, raw: Any, where: str) -> Callable[[Call], Any] | None:
+    """What reads the group id from a call: the callable given, a path getter, or ``None``."""
+    if group_id is None or callable(group_id):
+        return group_id
+    if isinstance(group_id, str):
+        return _path_getter(group_id, raw, where)
+    raise TrackingUsageError(
+        f"@tracks on {where}: group_id= takes a parameter name, a dotted path or a "
+        f"callable, got {group_id!r}"
+    )
+
+
+def _spare_self_lookup(raw: Any) -> None:
+    """Give a plain function ``__self__ = None``, which spares wrapt a failing lookup per call.
+
+    wrapt's C wrapper looks up wrapped.__self__ on every call of a plain function to find a
+    bound instance; the failing lookup (an AttributeError built and cleared) costs more than
+    our whole emission. None is exactly what wrapt passes when the attribute is missing, so
+    this changes no behaviour, only the cost (~0.4 us).
+    """
+    if type(raw) is types.FunctionType and "__self__" not in raw.__dict__:
+        raw.__self__ = None  # type: ignore[attr-defined]
+
+
+# --- the wrapper: built once per decorated function, its body runs on every call -------------
+# Each builder below returns one closure; the per-call path is the closure's body alone.
 
 
 def _make_wrapper(
@@ -223,6 +250,40 @@ def _make_wrapper(
     """Build the wrapt wrapper; the common case (nothing read from the call) is the shortest."""
     needs_call = get_group is not None or callable(properties)
     constant_props = dict(properties) if isinstance(properties, Mapping) else None
+    if needs_call:
+        details = _details_reader(
+            event, site, raw, get_group, properties, constant_props, is_static
+        )
+        emit = _emitter_with_details(event, site, details)
+    else:
+        emit = _emitter(event, site, constant_props)
+    await_then_emit = _awaiter(emit)
+    if _is_async(raw):
+        return _async_wrapper(await_then_emit)
+    if needs_call:
+        return _sync_wrapper(emit, await_then_emit)
+    return _fast_wrapper(event, site, constant_props, await_then_emit)
+
+
+#: What emits a call's event: ``(instance, args, kwargs, result) -> None``.
+_Emit = Callable[[Any, tuple[Any, ...], dict[str, Any], Any], None]
+#: What reads a call's group id and properties: ``(instance, args, kwargs, result)``.
+_Details = Callable[
+    [Any, tuple[Any, ...], dict[str, Any], Any],
+    tuple[Union[str, None], Union[Mapping[str, Any], None]],
+]
+
+
+def _details_reader(
+    event: EventRegistry,
+    site: str,
+    raw: Any,
+    get_group: Callable[[Call], Any] | None,
+    properties: PropertiesSpec,
+    constant_props: dict[str, Any] | None,
+    is_static: bool,
+) -> _Details:
+    """Build what reads a call's group id and properties (the signature is bound on first use)."""
     signature: list[inspect.Signature] = []  # computed on first need, then cached
 
     def call_details(
@@ -245,17 +306,40 @@ def _make_wrapper(
             props = constant_props
         return (_as_id(gid) if gid is not None else None), props
 
+    return call_details
+
+
+def _emitter_with_details(event: EventRegistry, site: str, details: _Details) -> _Emit:
+    """Build the emission of a call whose group id or properties are read from the call."""
+
     def emit(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any) -> None:
         try:
-            if needs_call:
-                gid, props = call_details(instance, args, kwargs, result)
-                emit_track(event, gid, props, site)
-            else:
-                emit_track(event, None, constant_props, site)
+            gid, props = details(instance, args, kwargs, result)
+            emit_track(event, gid, props, site)
         except STRICT_ERRORS:
             raise
         except Exception as exc:
             internal_error(exc, event, site)
+
+    return emit
+
+
+def _emitter(event: EventRegistry, site: str, constant_props: dict[str, Any] | None) -> _Emit:
+    """Build the emission of a call that reads nothing from it (constant properties, if any)."""
+
+    def emit(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any) -> None:
+        try:
+            emit_track(event, None, constant_props, site)
+        except STRICT_ERRORS:
+            raise
+        except Exception as exc:
+            internal_error(exc, event, site)
+
+    return emit
+
+
+def _awaiter(emit: _Emit) -> Callable[..., Any]:
+    """Build the coroutine that awaits the function's awaitable, then emits."""
 
     async def await_then_emit(
         awaitable: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -264,28 +348,43 @@ def _make_wrapper(
         emit(instance, args, kwargs, result)
         return result
 
-    if _is_async(raw):
+    return await_then_emit
 
-        def async_wrapper(
-            wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-        ) -> Any:
-            return await_then_emit(wrapped(*args, **kwargs), instance, args, kwargs)
 
-        return async_wrapper
+def _async_wrapper(await_then_emit: Callable[..., Any]) -> Callable[..., Any]:
+    """Build the wrapper of a coroutine function: the event follows the await."""
 
-    if needs_call:
+    def async_wrapper(
+        wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        return await_then_emit(wrapped(*args, **kwargs), instance, args, kwargs)
 
-        def sync_wrapper(
-            wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-        ) -> Any:
-            result = wrapped(*args, **kwargs)
-            if type(result) is _COROUTINE:
-                # A function hiding its async nature: emit after the await, not before the body.
-                return await_then_emit(result, instance, args, kwargs)
-            emit(instance, args, kwargs, result)
-            return result
+    return async_wrapper
 
-        return sync_wrapper
+
+def _sync_wrapper(emit: _Emit, await_then_emit: Callable[..., Any]) -> Callable[..., Any]:
+    """Build the wrapper of a sync function whose group id or properties come from the call."""
+
+    def sync_wrapper(
+        wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        result = wrapped(*args, **kwargs)
+        if type(result) is _COROUTINE:
+            # A function hiding its async nature: emit after the await, not before the body.
+            return await_then_emit(result, instance, args, kwargs)
+        emit(instance, args, kwargs, result)
+        return result
+
+    return sync_wrapper
+
+
+def _fast_wrapper(
+    event: EventRegistry,
+    site: str,
+    constant_props: dict[str, Any] | None,
+    await_then_emit: Callable[..., Any],
+) -> Callable[..., Any]:
+    """Build the wrapper of the common case, reading nothing from the call: emission inlined."""
 
     def fast_wrapper(
         wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]

@@ -15,7 +15,7 @@ import math
 import os
 import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Union
 
@@ -244,60 +244,147 @@ def _child(value: Any, depth: int, seen: frozenset[int]) -> Any:
         return _fallback(value)
 
 
-def _convert(value: Any, _depth: int, _seen: frozenset[int]) -> Any:
-    if value is None or isinstance(value, (bool, int, str)):
-        if isinstance(value, int) and not isinstance(value, bool) and type(value) is not int:
-            return int(value)
-        if isinstance(value, str) and type(value) is not str:
-            return str.__str__(value)
+def _convert(value: Any, depth: int, seen: frozenset[int]) -> Any:
+    """``value`` as JSON data (see :func:`to_json_compatible`); may raise, the caller catches.
+
+    Plain scalars return at once; other values go to the converter of their exact type, else of
+    the first base class that :data:`_BY_BASE` lists (subclasses: an Enum, a custom Mapping).
+    """
+    kind = type(value)
+    if kind in _PLAIN:
         return value
-    if isinstance(value, float):
-        return float(value) if math.isfinite(value) else None
-    if _depth >= _MAX_DEPTH:
+    if kind is float:
+        return value if math.isfinite(value) else None
+    if isinstance(value, (int, str, float)):  # subclasses, IntEnum and str Enums included
+        return _plain_scalar(value)
+    if depth >= _MAX_DEPTH:
         return "<too deep>"
-    if isinstance(value, _dt.datetime):
-        return _iso(value if value.tzinfo else value.replace(tzinfo=_UTC))
-    if isinstance(value, (_dt.date, _dt.time)):
-        return value.isoformat()
-    if isinstance(value, (uuid.UUID, decimal.Decimal)):
-        if isinstance(value, decimal.Decimal) and not value.is_finite():
-            return None
-        return str(value)
-    if isinstance(value, enum.Enum):
-        return _convert(value.value, _depth + 1, _seen)
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        raw = bytes(value)
-        try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError:
-            return raw.hex()
-    ident = id(value)
-    if ident in _seen:
+    convert = _BY_TYPE.get(kind) or _converter_for(value)
+    return convert(value, depth, seen)
+
+
+def _plain_scalar(value: int | str | float) -> Any:
+    """An int, str or float subclass as the plain type (non-finite floats as ``None``)."""
+    if isinstance(value, int):
+        return value if isinstance(value, bool) else int(value)  # bool: a mock posing as one
+    if isinstance(value, str):
+        return str.__str__(value)
+    return float(value) if math.isfinite(value) else None
+
+
+def _datetime(value: _dt.datetime, depth: int, seen: frozenset[int]) -> str:
+    """ISO 8601 to the millisecond; a naive datetime is taken as UTC."""
+    return _iso(value if value.tzinfo else value.replace(tzinfo=_UTC))
+
+
+def _isoformat(value: _dt.date | _dt.time, depth: int, seen: frozenset[int]) -> str:
+    """A date or a time in ISO 8601."""
+    return value.isoformat()
+
+
+def _uuid_or_decimal(value: uuid.UUID | decimal.Decimal, depth: int, seen: frozenset[int]) -> Any:
+    """A UUID or a Decimal as its string; a NaN or infinite Decimal as ``None``."""
+    if isinstance(value, decimal.Decimal) and not value.is_finite():
+        return None
+    return str(value)
+
+
+def _enum(value: enum.Enum, depth: int, seen: frozenset[int]) -> Any:
+    """An Enum member as its value, converted."""
+    return _convert(value.value, depth + 1, seen)
+
+
+def _bytes(value: bytes | bytearray | memoryview, depth: int, seen: frozenset[int]) -> str:
+    """Bytes as UTF-8 text, or as hex when they are not UTF-8."""
+    raw = bytes(value)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.hex()
+
+
+def _mapping(value: Mapping[Any, Any], depth: int, seen: frozenset[int]) -> Any:
+    """A mapping as a dict with string keys; a cycle back to it as ``"<cycle>"``."""
+    if id(value) in seen:
         return "<cycle>"
-    seen = _seen | {ident}
-    if isinstance(value, Mapping):
-        out: dict[str, Any] = {}
-        try:
-            items = list(value.items())
-        except Exception:
-            return _fallback(value)
-        for key, item in items:
-            k = key if isinstance(key, str) else str(_convert(key, _depth + 1, seen))
-            out[k] = _child(item, _depth + 1, seen)
-        return out
-    if isinstance(value, (list, tuple, set, frozenset)):
-        try:
-            items_list = sorted(value, key=repr) if isinstance(value, (set, frozenset)) else value
-        except Exception:
-            items_list = list(value)
-        return [_child(item, _depth + 1, seen) for item in items_list]
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        try:
-            fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
-        except Exception:
-            return _fallback(value)
-        return _convert(fields, _depth + 1, seen)
+    seen = seen | {id(value)}
+    try:
+        items = list(value.items())
+    except Exception:
+        return _fallback(value)
+    out: dict[str, Any] = {}
+    for key, item in items:
+        k = key if isinstance(key, str) else str(_convert(key, depth + 1, seen))
+        out[k] = _child(item, depth + 1, seen)
+    return out
+
+
+def _sequence(value: Any, depth: int, seen: frozenset[int]) -> Any:
+    """A list, tuple or set as a list (a set sorted by ``repr``); a cycle as ``"<cycle>"``."""
+    if id(value) in seen:
+        return "<cycle>"
+    seen = seen | {id(value)}
+    try:
+        items = sorted(value, key=repr) if isinstance(value, (set, frozenset)) else value
+    except Exception:
+        items = list(value)
+    return [_child(item, depth + 1, seen) for item in items]
+
+
+def _dataclass(value: Any, depth: int, seen: frozenset[int]) -> Any:
+    """A dataclass instance as the dict of its fields; a cycle as ``"<cycle>"``."""
+    if id(value) in seen:
+        return "<cycle>"
+    seen = seen | {id(value)}
+    try:
+        fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    except Exception:
+        return _fallback(value)
+    return _convert(fields, depth + 1, seen)
+
+
+def _other(value: object, depth: int, seen: frozenset[int]) -> str:
+    """Anything else: its ``str()``, with a warning once per type."""
     return _fallback(value)
+
+
+_Converter = Callable[[Any, int, frozenset[int]], Any]
+#: Converters by base class, in the order they are tried (a datetime is a date, too).
+_BY_BASE: tuple[tuple[type | tuple[type, ...], _Converter], ...] = (
+    (_dt.datetime, _datetime),
+    ((_dt.date, _dt.time), _isoformat),
+    ((uuid.UUID, decimal.Decimal), _uuid_or_decimal),
+    (enum.Enum, _enum),
+    ((bytes, bytearray, memoryview), _bytes),
+    (Mapping, _mapping),
+    ((list, tuple, set, frozenset), _sequence),
+)
+#: The same converters by exact type, for the common types: one dict lookup.
+_BY_TYPE: dict[type, _Converter] = {
+    _dt.datetime: _datetime,
+    _dt.date: _isoformat,
+    _dt.time: _isoformat,
+    uuid.UUID: _uuid_or_decimal,
+    decimal.Decimal: _uuid_or_decimal,
+    bytes: _bytes,
+    bytearray: _bytes,
+    memoryview: _bytes,
+    dict: _mapping,
+    list: _sequence,
+    tuple: _sequence,
+    set: _sequence,
+    frozenset: _sequence,
+}
+
+
+def _converter_for(value: object) -> _Converter:
+    """The converter of a value whose exact type :data:`_BY_TYPE` does not list."""
+    for kinds, convert in _BY_BASE:
+        if isinstance(value, kinds):
+            return convert
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _dataclass
+    return _other
 
 
 # --- a lossless JSON form, for queues that carry messages between processes -------------------

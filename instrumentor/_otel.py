@@ -42,6 +42,8 @@ _SUPPRESSION_KEYS = tuple(
 
 def sdk_installed() -> bool:
     """Whether an OpenTelemetry tracer provider has been set (a global read: the hot path)."""
+    # A deliberate read of the API's private global: this gate runs on every track, and the
+    # public get_tracer_provider() reads the environment on every call while none is set.
     return otel_trace._TRACER_PROVIDER is not None
 
 
@@ -65,7 +67,7 @@ def span_event(
     try:
         if span.is_recording():
             span.add_event(
-                event._value_.name, _event_attributes(event, group_id, user_id, with_user)
+                event.routing.name, _event_attributes(event, group_id, user_id, with_user)
             )
     except Exception:  # the SDK's problem must not cost the product event
         pass
@@ -75,11 +77,11 @@ def span_event(
 def _event_attributes(
     event: EventRegistry, group_id: str | None, user_id: str, with_user: bool
 ) -> dict[str, str]:
-    spec = event._value_
+    routing = event.routing
     attributes = {
-        "instrumentor.event": spec.name,
-        "instrumentor.category": spec.category,
-        "instrumentor.group_level": event.routing.level,
+        "instrumentor.event": routing.name,
+        "instrumentor.category": routing.spec.category,
+        "instrumentor.group_level": routing.level,
     }
     if group_id is not None:
         attributes["instrumentor.group_id"] = group_id

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, ClassVar, NamedTuple, Union
 
+from instrumentor._hierarchy import DEFAULT_HIERARCHY, GroupHierarchy
 from instrumentor._naming import NAMING_RULES, check_event_name, normalise_event_name
 from instrumentor.exceptions import (
     DuplicateEventError,
@@ -66,67 +67,6 @@ CATEGORY_ORDER: tuple[str, ...] = (
 )
 #: The eight event categories of the tracking plan.
 CATEGORIES: frozenset[str] = frozenset(CATEGORY_ORDER)
-
-
-@dataclass(frozen=True)
-class GroupHierarchy:
-    """The group levels of a B2B product, from the top (the account) down.
-
-    Args:
-        levels: Level names, most general first, e.g. ``("account", "workspace", "project")``.
-
-    Raises:
-        PlanError: If there are no levels, a level repeats, or a level is not a lowercase
-            identifier.
-    """
-
-    levels: tuple[str, ...]
-
-    def __init__(self, *levels: str) -> None:
-        if not levels:
-            raise PlanError("a group hierarchy needs at least one level, e.g. 'account'")
-        for level in levels:
-            if not isinstance(level, str) or not level.isidentifier() or level != level.lower():
-                raise PlanError(
-                    f"group level {level!r} must be a lowercase identifier such as 'workspace'"
-                )
-        if len(set(levels)) != len(levels):
-            raise PlanError(f"group hierarchy {levels!r} repeats a level")
-        object.__setattr__(self, "levels", tuple(levels))
-
-    @property
-    def top(self) -> str:
-        """The most general level (the account in the default hierarchy)."""
-        return self.levels[0]
-
-    def parent(self, level: str) -> str | None:
-        """The level directly above ``level``, or ``None`` for the top level."""
-        index = self.index(level)
-        return self.levels[index - 1] if index else None
-
-    def index(self, level: str) -> int:
-        """The depth of ``level``: 0 for the top.
-
-        Raises:
-            UnknownGroupLevelError: If ``level`` is not part of this hierarchy.
-        """
-        try:
-            return self.levels.index(level)
-        except ValueError:
-            raise UnknownGroupLevelError(
-                f"unknown group level {level!r}; this hierarchy declares {' > '.join(self.levels)}"
-            ) from None
-
-    def path_to(self, level: str) -> tuple[str, ...]:
-        """The levels from the top down to and including ``level``."""
-        return self.levels[: self.index(level) + 1]
-
-    def __repr__(self) -> str:
-        return f"GroupHierarchy({', '.join(map(repr, self.levels))})"
-
-
-#: account > workspace > project, the hierarchy used unless a registry declares its own.
-DEFAULT_HIERARCHY = GroupHierarchy("account", "workspace", "project")
 
 
 @dataclass(frozen=True)
@@ -217,10 +157,15 @@ def event(
 
 
 class _Catalog:
-    """Every event of every registry in the process, keyed by its normalised name."""
+    """Every event of every registry in the process, keyed by its normalised name.
+
+    ``origins`` holds, under the same key as ``by_key``, the (module, class qualname,
+    attribute) that defined the event: only that place may define the name again (a reload).
+    """
 
     def __init__(self) -> None:
         self.by_key: dict[str, EventRegistry] = {}
+        self.origins: dict[str, tuple[str, str, str]] = {}
         self.by_name: dict[str, EventRegistry] = {}
         self.registries: list[type[EventRegistry]] = []
         self.lock = threading.Lock()
@@ -318,6 +263,87 @@ def set_tracker(tracker: Callable[..., None]) -> None:
     _tracker = tracker
 
 
+def _resolve_hierarchy(
+    declared: GroupHierarchy | tuple[str, ...] | None, bases: tuple[type, ...]
+) -> GroupHierarchy:
+    """A registry's hierarchy: the one it declares, else a base registry's, else the default."""
+    if isinstance(declared, GroupHierarchy):
+        return declared
+    if declared is not None:
+        return GroupHierarchy(*declared)
+    for base in bases:
+        inherited = getattr(base, "hierarchy", None)
+        if isinstance(inherited, GroupHierarchy):
+            return inherited
+    return DEFAULT_HIERARCHY
+
+
+def _collect_specs(
+    cls_name: str, classdict: Any, hierarchy: GroupHierarchy
+) -> dict[str, EventSpec]:
+    """The validated event specs of a registry's body; any other public value is a mistake."""
+    specs: dict[str, EventSpec] = {}
+    for attr in list(classdict.keys()):
+        value = classdict[attr]
+        if isinstance(value, EventSpec):
+            specs[attr] = _validate_spec(cls_name, attr, value, hierarchy)
+        elif not (
+            attr.startswith("_")
+            or attr == "hierarchy"
+            or callable(value)
+            or hasattr(value, "__get__")
+        ):
+            raise PlanError(
+                f"{cls_name}.{attr}: every member of a registry is defined with "
+                f"event(...), got {value!r}"
+            )
+    return specs
+
+
+def _check_within(specs: Mapping[str, EventSpec]) -> None:
+    """Refuse two events of one registry whose names are the same once normalised."""
+    seen: dict[str, EventSpec] = {}
+    for spec in specs.values():
+        key = normalise_event_name(spec.name)
+        if key in seen:
+            kind = "duplicate" if seen[key].name == spec.name else "near-duplicate"
+            raise _duplicate(kind, spec.name, seen[key].defined_at, spec.defined_at)
+        seen[key] = spec
+
+
+def _check_across(specs: Mapping[str, EventSpec], module: str, qualname: str) -> None:
+    """Refuse a name an event of the catalog already has, unless redefined in its place.
+
+    Only the same module, class and attribute may define a name again (a reload of the
+    module); a spec object reused elsewhere, or a factory minting classes at one line, is a
+    duplicate. The caller holds the catalog's lock.
+    """
+    for attr, spec in specs.items():
+        key = normalise_event_name(spec.name)
+        other = _catalog.by_key.get(key)
+        if other is None:
+            continue
+        if (
+            "<locals>" not in qualname
+            and _catalog.origins[key] == (module, qualname, attr)
+            and other.spec.defined_at == spec.defined_at
+        ):
+            continue
+        kind = "duplicate" if other.event_name == spec.name else "near-duplicate"
+        first = f"{type(other).__qualname__}.{other.name} ({other.spec.defined_at})"
+        raise _duplicate(kind, spec.name, first, spec.defined_at)
+
+
+def _record(cls: Any, module: str, qualname: str, hierarchy: GroupHierarchy) -> None:
+    """Enter a new registry's members in the catalog, with their routing; the lock is held."""
+    for member in cls:
+        key = normalise_event_name(member.event_name)
+        _catalog.by_key[key] = member
+        _catalog.origins[key] = (module, qualname, member.name)
+        _catalog.by_name[member.event_name] = member
+        member.routing = _routing(member.spec, hierarchy)
+
+
 class _RegistryMeta(enum.EnumMeta):
     """Validates a registry before it exists and records it in the process-wide catalog."""
 
@@ -330,76 +356,19 @@ class _RegistryMeta(enum.EnumMeta):
         hierarchy: GroupHierarchy | tuple[str, ...] | None = None,
         **kwargs: Any,
     ) -> _RegistryMeta:
-        inherited: GroupHierarchy = next(
-            (
-                h
-                for h in (getattr(b, "hierarchy", None) for b in bases)
-                if isinstance(h, GroupHierarchy)
-            ),
-            DEFAULT_HIERARCHY,
-        )
-        resolved = (
-            hierarchy
-            if isinstance(hierarchy, GroupHierarchy)
-            else GroupHierarchy(*hierarchy)
-            if hierarchy is not None
-            else inherited
-        )
-        specs: dict[str, EventSpec] = {}
-        for attr in list(classdict.keys()):
-            value = classdict[attr]
-            if isinstance(value, EventSpec):
-                specs[attr] = _validate_spec(cls_name, attr, value, resolved)
-            elif not (
-                attr.startswith("_")
-                or attr == "hierarchy"
-                or callable(value)
-                or hasattr(value, "__get__")
-            ):
-                raise PlanError(
-                    f"{cls_name}.{attr}: every member of a registry is defined with "
-                    f"event(...), got {value!r}"
-                )
-        seen: dict[str, EventSpec] = {}
-        for spec in specs.values():
-            key = normalise_event_name(spec.name)
-            if key in seen:
-                kind = "duplicate" if seen[key].name == spec.name else "near-duplicate"
-                raise _duplicate(kind, spec.name, seen[key].defined_at, spec.defined_at)
-            seen[key] = spec
+        resolved = _resolve_hierarchy(hierarchy, bases)
+        specs = _collect_specs(cls_name, classdict, resolved)
+        _check_within(specs)
         module = classdict.get("__module__", "?")
         qualname = classdict.get("__qualname__", cls_name)
         with _catalog.lock:
-            for attr, spec in specs.items():
-                key = normalise_event_name(spec.name)
-                other = _catalog.by_key.get(key)
-                # Only the same module, class and attribute may define a name again (a reload
-                # of the module); a spec object reused elsewhere, or a factory minting classes
-                # at one line, is a duplicate.
-                same_place = (
-                    other is not None
-                    and "<locals>" not in qualname
-                    and other._origin == (module, qualname, attr)
-                    and other._value_.defined_at == spec.defined_at
-                )
-                if other is not None and not same_place:
-                    kind = "duplicate" if other._value_.name == spec.name else "near-duplicate"
-                    raise _duplicate(
-                        kind,
-                        spec.name,
-                        f"{type(other).__qualname__}.{other._name_} ({other._value_.defined_at})",
-                        spec.defined_at,
-                    )
+            _check_across(specs, module, qualname)
             for attr, spec in specs.items():
                 # Enum's private dict refuses re-assignment; replace through dict.__setitem__.
                 dict.__setitem__(classdict, attr, spec)
             cls = super().__new__(mcls, cls_name, bases, classdict, **kwargs)
             type.__setattr__(cls, "hierarchy", resolved)
-            for member in cls:  # type: ignore[var-annotated]
-                member._origin = (module, qualname, member._name_)
-                _catalog.by_key[normalise_event_name(member._value_.name)] = member
-                _catalog.by_name[member._value_.name] = member
-                member.routing = _routing(member._value_, resolved)
+            _record(cls, module, qualname, resolved)
             if specs:
                 _catalog.registries.append(cls)  # type: ignore[arg-type]
         return cls
@@ -419,7 +388,6 @@ class EventRegistry(enum.Enum, metaclass=_RegistryMeta):
     hierarchy: ClassVar[GroupHierarchy]
     #: What the emitter reads on every call, precomputed at definition (see :class:`EventRouting`).
     routing: EventRouting
-    _origin: tuple[str, str, str]
 
     @property
     def spec(self) -> EventSpec:
@@ -515,8 +483,9 @@ def forget_registry(registry: type[EventRegistry]) -> None:
         if registry in _catalog.registries:
             _catalog.registries.remove(registry)
         for member in registry:
-            key = normalise_event_name(member._value_.name)
+            key = normalise_event_name(member.event_name)
             if _catalog.by_key.get(key) is member:
                 del _catalog.by_key[key]
-            if _catalog.by_name.get(member._value_.name) is member:
-                del _catalog.by_name[member._value_.name]
+                del _catalog.origins[key]
+            if _catalog.by_name.get(member.event_name) is member:
+                del _catalog.by_name[member.event_name]

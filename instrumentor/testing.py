@@ -227,12 +227,12 @@ def capture_events(*, strict: bool = True, **settings: Any) -> Iterator[Captured
 
     Raises:
         TypeError: If ``transports`` is given: the capture is the transport. Connect an extra
-            receiver to :data:`~instrumentor._signals.event_emitted` instead.
+            receiver to :data:`instrumentor.signals.event_emitted` instead.
     """
     if "transports" in settings:
         raise TypeError(
             "capture_events() replaces the transports with its own memory transport; connect "
-            "an extra receiver to instrumentor.event_emitted to observe emissions as well"
+            "an extra receiver to instrumentor.signals.event_emitted to observe emissions as well"
         )
     transport = MemoryTransport()
     captured = CapturedEvents(transport)

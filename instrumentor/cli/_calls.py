@@ -47,7 +47,9 @@ SIGNATURES: Mapping[tuple[str, str], tuple[int, tuple[str, ...]]] = {
 FALLBACK_METHODS = frozenset({"track", "capture"})
 FALLBACK_KEYWORDS = ("event", "event_name", "event_type")
 #: The callables that define an event in a plan (``from instrumentor import event``).
-DEFINERS = frozenset({"instrumentor.event", "instrumentor._registry.event"})
+DEFINERS = frozenset(
+    {"instrumentor.event", "instrumentor.plan.event", "instrumentor._registry.event"}
+)
 
 # Object_Action in Title_Case ("Report_Created", "API_Key_Rotated") or Title Case words
 # ("Order Completed", Segment's style): two or more capitalised words, some lower case.

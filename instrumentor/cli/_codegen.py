@@ -117,50 +117,61 @@ def render_typescript(document: Mapping[str, Any]) -> str:
         "",
         "/** Every frontend event, by name. */",
         "export const FrontendEvents = {",
+        *_ts_members(events, names),
+        "} as const;",
+        "",
+        "/** The frontend event names, in plan order. */",
+        "export const FRONTEND_EVENTS: readonly FrontendEvent[] = [" + ", ".join(names) + "];",
+        *_TS_FUNCTIONS,
     ]
+    return "\n".join(out) + "\n"
+
+
+def _ts_members(events: list[Mapping[str, Any]], names: list[str]) -> list[str]:
+    """The members of ``FrontendEvents``, each under its description (and deprecation)."""
+    lines = []
     for event, name in zip(events, names, strict=True):
         doc = _ts_comment(event["description"] or "")
         if event.get("deprecated") is not None:
             doc = f"{doc} @deprecated {_ts_comment(event['deprecated'])}".strip()
         if doc:
-            out.append(f"  /** {doc} */")
-        out.append(f"  {name}: {name},")
-    out += [
-        "} as const;",
-        "",
-        "/** The frontend event names, in plan order. */",
-        "export const FRONTEND_EVENTS: readonly FrontendEvent[] = [" + ", ".join(names) + "];",
-        "",
-        "/** Whether `name` is a frontend event of the plan (for names from untyped code). */",
-        "export function isFrontendEvent(name: string): name is FrontendEvent {",
-        "  return (FRONTEND_EVENTS as readonly string[]).indexOf(name) !== -1;",
-        "}",
-        "",
-        "/** What sends an event: the browser client's `track`, or your own function. */",
-        "export type TrackFunction = (event: FrontendEvent) => void;",
-        "",
-        "interface BrowserClient {",
-        "  track(event: string): void;",
-        "}",
-        "",
-        "/**",
-        " * Track a frontend event: through `send` when given, else through the browser client",
-        " * (`window.instrumentor`), which POSTs it to the backend. Never throws: analytics must",
-        " * not break the page.",
-        " */",
-        "export function track(event: FrontendEvent, send?: TrackFunction): void {",
-        "  try {",
-        "    if (send !== undefined) {",
-        "      send(event);",
-        "      return;",
-        "    }",
-        "    const client = (globalThis as { instrumentor?: BrowserClient }).instrumentor;",
-        "    if (client !== undefined) {",
-        "      client.track(event);",
-        "    }",
-        "  } catch {",
-        "    // analytics never breaks the page",
-        "  }",
-        "}",
-    ]
-    return "\n".join(out) + "\n"
+            lines.append(f"  /** {doc} */")
+        lines.append(f"  {name}: {name},")
+    return lines
+
+
+#: What follows the event names in the TypeScript export: the same for every plan.
+_TS_FUNCTIONS = (
+    "",
+    "/** Whether `name` is a frontend event of the plan (for names from untyped code). */",
+    "export function isFrontendEvent(name: string): name is FrontendEvent {",
+    "  return (FRONTEND_EVENTS as readonly string[]).indexOf(name) !== -1;",
+    "}",
+    "",
+    "/** What sends an event: the browser client's `track`, or your own function. */",
+    "export type TrackFunction = (event: FrontendEvent) => void;",
+    "",
+    "interface BrowserClient {",
+    "  track(event: string): void;",
+    "}",
+    "",
+    "/**",
+    " * Track a frontend event: through `send` when given, else through the browser client",
+    " * (`window.instrumentor`), which POSTs it to the backend. Never throws: analytics must",
+    " * not break the page.",
+    " */",
+    "export function track(event: FrontendEvent, send?: TrackFunction): void {",
+    "  try {",
+    "    if (send !== undefined) {",
+    "      send(event);",
+    "      return;",
+    "    }",
+    "    const client = (globalThis as { instrumentor?: BrowserClient }).instrumentor;",
+    "    if (client !== undefined) {",
+    "      client.track(event);",
+    "    }",
+    "  } catch {",
+    "    // analytics never breaks the page",
+    "  }",
+    "}",
+)

@@ -20,8 +20,11 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from instrumentor._messages import IdentifyMessage
 from instrumentor._settings import Settings
 from instrumentor.cli._common import EXIT_FINDINGS, EXIT_OK
+from instrumentor.delivery._outbox import OutboxError, check_path
+from instrumentor.delivery._outbox_admin import outbox_status
 from instrumentor.exceptions import ConfigurationError, DeliveryError
 
 __all__ = ["Check", "diagnose", "register"]
@@ -133,9 +136,6 @@ def _check_endpoint(settings: Settings) -> Check:
 
 
 def _check_outbox(path_text: str) -> Check:
-    from instrumentor.delivery._outbox import OutboxError, check_path
-    from instrumentor.delivery._outbox_admin import outbox_status
-
     path = str(Path(path_text).expanduser())
     try:
         check_path(path)
@@ -198,7 +198,7 @@ def diagnose(environ: dict[str, str] | None = None) -> tuple[list[Check], Settin
 
 
 def _send_test(settings: Settings, timeout: float, user_id: str) -> Check:
-    from instrumentor._messages import IdentifyMessage
+    # Lazy on purpose: httpx (~75 ms) loads only for --send-test, not for every command.
     from instrumentor.transports._accoil import AccoilTransport
 
     if settings.api_key is None:

@@ -17,7 +17,12 @@ import time
 from dataclasses import asdict
 from typing import Any
 
+from instrumentor._settings import Settings
+from instrumentor._wiring import default_transports
 from instrumentor.cli._common import EXIT_FINDINGS, EXIT_OK, CLIError
+from instrumentor.delivery._outbox import OutboxError
+from instrumentor.delivery._outbox_admin import drain, outbox_status, purge
+from instrumentor.exceptions import ConfigurationError
 
 __all__ = ["register"]
 
@@ -41,9 +46,6 @@ def _age(seconds: float | None) -> str:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from instrumentor.delivery._outbox import OutboxError
-    from instrumentor.delivery._outbox_admin import outbox_status
-
     try:
         status = outbox_status(_path(args))
     except OutboxError as exc:
@@ -107,12 +109,6 @@ class _Progress:
 
 
 def _drain(args: argparse.Namespace) -> int:
-    from instrumentor._settings import Settings
-    from instrumentor._wiring import default_transports
-    from instrumentor.delivery._outbox import OutboxError
-    from instrumentor.delivery._outbox_admin import drain
-    from instrumentor.exceptions import ConfigurationError
-
     path = _path(args)
     try:
         transports = [
@@ -144,9 +140,6 @@ def _drain(args: argparse.Namespace) -> int:
 
 
 def _purge(args: argparse.Namespace) -> int:
-    from instrumentor.delivery._outbox import OutboxError
-    from instrumentor.delivery._outbox_admin import outbox_status, purge
-
     path = _path(args)
     what = "dead message(s)" if args.dead else "message(s), waiting and dead,"
     try:
@@ -181,19 +174,21 @@ def register(commands: Any) -> None:
     status.add_argument("--format", choices=["text", "json"], default="text")
     status.set_defaults(handler=_status)
 
-    drain = sub.add_parser("drain", help="deliver one channel now, with progress")
-    with_path(drain)
-    drain.add_argument(
+    drain_command = sub.add_parser("drain", help="deliver one channel now, with progress")
+    with_path(drain_command)
+    drain_command.add_argument(
         "--channel",
         help="the channel to drain (see status); default: the configured transport's own",
     )
-    drain.add_argument(
+    drain_command.add_argument(
         "--timeout", type=float, default=60.0, help="seconds to try for at most (default 60)"
     )
-    drain.set_defaults(handler=_drain)
+    drain_command.set_defaults(handler=_drain)
 
-    purge = sub.add_parser("purge", help="delete messages for good (asks first)")
-    with_path(purge)
-    purge.add_argument("--dead", action="store_true", help="only the dead (poison) messages")
-    purge.add_argument("--yes", action="store_true", help="do not ask (scripts)")
-    purge.set_defaults(handler=_purge)
+    purge_command = sub.add_parser("purge", help="delete messages for good (asks first)")
+    with_path(purge_command)
+    purge_command.add_argument(
+        "--dead", action="store_true", help="only the dead (poison) messages"
+    )
+    purge_command.add_argument("--yes", action="store_true", help="do not ask (scripts)")
+    purge_command.set_defaults(handler=_purge)

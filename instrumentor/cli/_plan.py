@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from instrumentor._naming import NAMING_RULES, check_event_name
+from instrumentor._registry import EventSpec
+from instrumentor.cli import _export, _lock
 from instrumentor.cli._common import (
     EXIT_FINDINGS,
     EXIT_OK,
@@ -28,8 +30,6 @@ __all__ = ["check_plan", "register"]
 
 def register(commands: Any) -> None:
     """Add ``plan`` and its subcommands to the top-level parser."""
-    from instrumentor.cli import _export
-
     plan = commands.add_parser("plan", help="show, export, check, lock and diff the plan")
     sub = plan.add_subparsers(title="plan commands", metavar="COMMAND", required=True)
 
@@ -54,8 +54,6 @@ def register(commands: Any) -> None:
         "--today", type=_dt.date.fromisoformat, help=argparse.SUPPRESS
     )  # tests pin the date of sunset checks
     check.set_defaults(handler=_check, prints_findings=True)
-
-    from instrumentor.cli import _lock
 
     _lock.register(sub)
 
@@ -88,8 +86,6 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _export_command(args: argparse.Namespace) -> int:
-    from instrumentor.cli import _export
-
     text = _export.render(plan_document(_load(args)), args.format)
     if args.output is None:
         sys.stdout.write(text)
@@ -133,74 +129,85 @@ def check_plan(
                 )
             )
         if spec.deprecated is not None:
-            if spec.sunset is not None and spec.sunset < today:
-                findings.append(
-                    Finding(
-                        "deprecation-expired",
-                        f"{label} is deprecated and its sunset {spec.sunset.isoformat()} "
-                        "has passed",
-                        hint="remove the event and its call sites, or move the sunset date",
-                        path=path,
-                        line=line,
-                    )
+            findings += _deprecation_findings(label, spec, names, today, path, line)
+        findings += _waiver_findings(label, spec, path, line)
+    return findings
+
+
+def _deprecation_findings(
+    label: str, spec: EventSpec, names: set[str], today: _dt.date, path: str, line: int
+) -> list[Finding]:
+    """What is wrong with a deprecated event: sunset passed, open-ended, unknown replacement."""
+    findings: list[Finding] = []
+    if spec.sunset is not None and spec.sunset < today:
+        findings.append(
+            Finding(
+                "deprecation-expired",
+                f"{label} is deprecated and its sunset {spec.sunset.isoformat()} has passed",
+                hint="remove the event and its call sites, or move the sunset date",
+                path=path,
+                line=line,
+            )
+        )
+    if spec.sunset is None and spec.replaced_by is None:
+        findings.append(
+            Finding(
+                "deprecation-open-ended",
+                f"{label} is deprecated without a sunset date or a replacement",
+                hint="add sunset='YYYY-MM-DD' or replaced_by='New_Event'",
+                severity="warning",
+                path=path,
+                line=line,
+            )
+        )
+    if spec.replaced_by is not None and spec.replaced_by not in names:
+        findings.append(
+            Finding(
+                "unknown-replacement",
+                f"{label} is replaced by {spec.replaced_by!r}, which the plan does not define",
+                hint="define the replacement event, or fix the name",
+                path=path,
+                line=line,
+            )
+        )
+    return findings
+
+
+def _waiver_findings(label: str, spec: EventSpec, path: str, line: int) -> list[Finding]:
+    """One finding per waiver: without a reason (error), in use or stale (warnings)."""
+    broken = {v.rule for v in check_event_name(spec.name)}
+    findings: list[Finding] = []
+    for rule, reason in spec.waivers.items():
+        if not str(reason).strip():  # the registry refuses these; a plan built otherwise may not
+            findings.append(
+                Finding(
+                    "waiver-without-reason",
+                    f"{label} waives {rule!r} without a reason",
+                    path=path,
+                    line=line,
                 )
-            if spec.sunset is None and spec.replaced_by is None:
-                findings.append(
-                    Finding(
-                        "deprecation-open-ended",
-                        f"{label} is deprecated without a sunset date or a replacement",
-                        hint="add sunset='YYYY-MM-DD' or replaced_by='New_Event'",
-                        severity="warning",
-                        path=path,
-                        line=line,
-                    )
+            )
+        elif rule in broken:
+            findings.append(
+                Finding(
+                    "naming-waived",
+                    f"{label} breaks {rule!r} ({NAMING_RULES.get(rule, rule)}), waived: {reason}",
+                    severity="warning",
+                    path=path,
+                    line=line,
                 )
-            if spec.replaced_by is not None and spec.replaced_by not in names:
-                findings.append(
-                    Finding(
-                        "unknown-replacement",
-                        f"{label} is replaced by {spec.replaced_by!r}, "
-                        "which the plan does not define",
-                        hint="define the replacement event, or fix the name",
-                        path=path,
-                        line=line,
-                    )
+            )
+        else:
+            findings.append(
+                Finding(
+                    "stale-waiver",
+                    f"{label} waives {rule!r}, but its name no longer breaks that rule",
+                    hint="remove the waiver, so the rule guards the name again",
+                    severity="warning",
+                    path=path,
+                    line=line,
                 )
-        waived = {v.rule for v in check_event_name(spec.name)}
-        for rule, reason in spec.waivers.items():
-            if not str(
-                reason
-            ).strip():  # the registry refuses these; a plan built otherwise may not
-                findings.append(
-                    Finding(
-                        "waiver-without-reason",
-                        f"{label} waives {rule!r} without a reason",
-                        path=path,
-                        line=line,
-                    )
-                )
-            elif rule in waived:
-                findings.append(
-                    Finding(
-                        "naming-waived",
-                        f"{label} breaks {rule!r} ({NAMING_RULES.get(rule, rule)}), "
-                        f"waived: {reason}",
-                        severity="warning",
-                        path=path,
-                        line=line,
-                    )
-                )
-            else:
-                findings.append(
-                    Finding(
-                        "stale-waiver",
-                        f"{label} waives {rule!r}, but its name no longer breaks that rule",
-                        hint="remove the waiver, so the rule guards the name again",
-                        severity="warning",
-                        path=path,
-                        line=line,
-                    )
-                )
+            )
     return findings
 
 

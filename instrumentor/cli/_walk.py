@@ -198,6 +198,8 @@ class ModuleWalk:
         if module in ("instrumentor", "instrumentor._registry"):
             for name in ("event", "track", "tracks"):
                 self.aliases[name] = f"instrumentor.{name}"
+        if module == "instrumentor.plan":
+            self.aliases["event"] = "instrumentor.event"
         for info in self.plan.registries:
             if module in (info.module, info.module.rpartition(".")[0]):
                 self.aliases[info.qualname] = info.key

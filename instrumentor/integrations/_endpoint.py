@@ -34,7 +34,9 @@ import json
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any, Literal, Union, cast
 
+from instrumentor._context import reset_context
 from instrumentor._diagnostics import Incident, count_quietly
+from instrumentor._emitter import track
 from instrumentor._registry import EventRegistry, find_event
 from instrumentor._state import report as report_incident
 from instrumentor.integrations._http import (
@@ -46,6 +48,7 @@ from instrumentor.integrations._http import (
 )
 from instrumentor.integrations._identity import Identity, bind_identity
 from instrumentor.integrations._ratelimit import TokenBucketLimiter, retry_after
+from instrumentor.integrations._script import script_reply
 
 __all__ = ["GroupAuthorizer", "OriginCheck", "Route", "TrackEndpoint"]
 
@@ -193,8 +196,6 @@ class TrackEndpoint:
 
     def script(self, incoming: Incoming) -> Reply:
         """Answer ``GET {prefix}/instrumentor.js`` (``HEAD`` too; 304, 405). Never raises."""
-        from instrumentor.integrations._script import script_reply
-
         try:
             reply = script_reply(incoming.method, incoming.if_none_match)
         except Exception as exc:  # broken packaging: the file is not installed
@@ -384,7 +385,7 @@ class TrackEndpoint:
                 f"event {_preview(name)} is not in the tracking plan",
                 name=name,
             )
-        if not event._value_.frontend:
+        if not event.frontend:
             return self._reject(
                 422,
                 "event_not_allowed",
@@ -418,9 +419,6 @@ class TrackEndpoint:
             return _Refused(f"authorize_group raised {exc!r}", exc)
 
     def _finish(self, identity: Identity, parsed: _Parsed) -> Reply:
-        from instrumentor._context import reset_context
-        from instrumentor._emitter import track
-
         token = bind_identity(identity)
         if token is None:  # checked by the resolver's helpers; reported by bind_identity
             return self._reject(401, "unauthenticated", "the identity could not be bound")
@@ -462,7 +460,7 @@ class TrackEndpoint:
             "group_not_allowed",
             f"this identity may not send events for {parsed.event.routing.level} "
             f"{_preview(parsed.group_id or '')}; group ids come from the server's session",
-            name=parsed.event._value_.name,
+            name=parsed.event.event_name,
             log=why,
         )
 

@@ -71,17 +71,7 @@ class Identity:
 
     def bind(self) -> ContextToken:
         """Bind this identity with :func:`~instrumentor.bind_context`; reset with the token."""
-        return bind_context(**self._fields())
-
-    def _fields(self) -> dict[str, Any]:
-        return {
-            "user_id": self.user_id,
-            "user_traits": self.user_traits or None,
-            "account_id": self.account_id,
-            "workspace_id": self.workspace_id,
-            "project_id": self.project_id,
-            "groups": self.groups or None,
-        }
+        return bind_context(**_bind_keywords(self))
 
     @property
     def key(self) -> str | None:
@@ -99,6 +89,18 @@ class Identity:
             f"Identity(user_id={self.user_id!r}, account_id={_id(self.account_id)!r}, "
             f"workspace_id={_id(self.workspace_id)!r}, project_id={_id(self.project_id)!r})"
         )
+
+
+def _bind_keywords(identity: Identity) -> dict[str, Any]:
+    """The :func:`~instrumentor.bind_context` keywords that bind ``identity``."""
+    return {
+        "user_id": identity.user_id,
+        "user_traits": identity.user_traits or None,
+        "account_id": identity.account_id,
+        "workspace_id": identity.workspace_id,
+        "project_id": identity.project_id,
+        "groups": identity.groups or None,
+    }
 
 
 def _id(value: str | int | Group | None) -> str | int | None:
@@ -166,7 +168,7 @@ def bind_identity(identity: Identity | None) -> ContextToken | None:
     try:
         # Not bind_context: in strict mode it raises into the request, otherwise it keeps the
         # context unchanged and says nothing to the caller; either way, report and go on.
-        return _replace_or_raise(**identity._fields())
+        return _replace_or_raise(**_bind_keywords(identity))
     except Exception as exc:
         _report(
             f"{identity!r} cannot be bound ({exc}); the request goes on untracked",

@@ -376,7 +376,9 @@ def _response(reply: Reply) -> HttpResponse:
     response = framework_response(reply, lambda body, status: HttpResponse(body, status=status))
     # Django logs every 4xx as a WARNING on django.request unless the response says it was
     # logged: the endpoint's refusals are counted and logged, sampled, by instrumentor already.
-    # A private attribute of Django's (django.utils.log.log_response); tested.
+    # Django has no public switch: log_response() (django.utils.log) reads this flag, the one
+    # it sets itself. A write, not a read; the alternative, a filter on django.request, would
+    # change the process's logging for everyone. Pinned by test_django.py.
     response._has_been_logged = True  # type: ignore[attr-defined]
     return response
 

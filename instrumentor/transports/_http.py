@@ -24,6 +24,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
 
 import httpx
 
@@ -61,8 +62,6 @@ def encode_json(data: object) -> bytes:
 
 def library_version() -> str:
     """Instrumentor's version, for User-Agent headers and Segment's ``context.library``."""
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         return version("instrumentor")
     except PackageNotFoundError:  # running from a checkout without installing
@@ -179,6 +178,33 @@ class ClientHolder:
         if client is not None:
             client.close()
 
+    # -- fork safety: registered with os.register_at_fork below, for every holder --------------
+
+    def hold_for_fork(self, timeout: float) -> bool:
+        """Before ``fork()``: wait until no client is being built, and keep it so.
+
+        A client being built holds OpenSSL's locks (loading certificates): a child forked then
+        would hang building its own.
+
+        Returns:
+            Whether the holder is held (then :meth:`release_after_fork` must follow); ``False``
+            after ``timeout`` seconds.
+        """
+        return self._lock.acquire(timeout=timeout)
+
+    def release_after_fork(self) -> None:
+        """After ``fork()``, in the parent or the child: release what :meth:`hold_for_fork` held."""
+        self._lock.release()
+
+    def forget_after_fork(self) -> None:
+        """In a forked child: drop the parent's client, pool and lock without closing them.
+
+        They are not the child's: the parent still uses the sockets. The next :meth:`get`
+        builds the child's own client.
+        """
+        self._lock = threading.Lock()
+        self._client = None
+
 
 _holders: weakref.WeakSet[ClientHolder] = weakref.WeakSet()
 
@@ -186,29 +212,25 @@ _holders: weakref.WeakSet[ClientHolder] = weakref.WeakSet()
 # ``encodings.idna`` is imported above, not lazily by the first getaddrinfo() on a worker
 # thread: a process forked while that import runs would inherit its module lock held, and hang
 # at its own first connection (gunicorn --preload forks while the master's worker delivers).
-_forking: list[threading.Lock] = []
+_forking: list[ClientHolder] = []
 
 
 def _before_fork() -> None:
-    # A client being built holds OpenSSL's locks (loading certificates): a child forked then
-    # would hang building its own. Wait (briefly) until no client is being built.
+    # Wait (briefly) until no client is being built (see ClientHolder.hold_for_fork).
     for holder in list(_holders):
-        if holder._lock.acquire(timeout=5.0):
-            _forking.append(holder._lock)
+        if holder.hold_for_fork(timeout=5.0):
+            _forking.append(holder)
 
 
 def _release_after_fork() -> None:
     while _forking:
-        _forking.pop().release()
+        _forking.pop().release_after_fork()
 
 
 def _reset_after_fork() -> None:
     _release_after_fork()
     for holder in list(_holders):
-        # The parent's client, pool and lock are not ours: drop them without closing the
-        # sockets the parent still uses.
-        holder._lock = threading.Lock()
-        holder._client = None
+        holder.forget_after_fork()
 
 
 if hasattr(os, "register_at_fork"):
