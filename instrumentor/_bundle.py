@@ -3,18 +3,20 @@
 Each track is preceded by an identify of its user and a group call for each level from the top
 of the hierarchy down to the event's level, unless an identical call was made in this process
 within ``bundle_ttl`` seconds. :class:`BundleState` owns that memory (a bounded record of keys
-and their expiry) and a per-context verdict cache, so that the contexts themselves stay
-immutable: while a context's last verdict is fresh, deciding costs one dictionary look-up.
+and their expiry) and the last verdict of each execution context (:data:`last_verdict`), so that
+the contexts themselves stay immutable: while a context's last verdict is fresh, deciding costs
+one context-variable read.
 """
 
 from __future__ import annotations
 
+import contextvars
 import itertools
 import threading
 from typing import Any
 
 from instrumentor._context import AnalyticsContext, Group
-from instrumentor._registry import EventRouting, GroupHierarchy
+from instrumentor._registry import EventRegistry, GroupHierarchy
 
 __all__ = [
     "NO_BUNDLE",
@@ -23,6 +25,7 @@ __all__ = [
     "fingerprint",
     "group_key",
     "identify_key",
+    "last_verdict",
     "parent_id",
 ]
 
@@ -31,7 +34,6 @@ Bundle = tuple[bool, tuple[str, ...]]
 #: Nothing due: the track goes out alone.
 NO_BUNDLE: Bundle = (False, ())
 _MAX_SEEN = 50_000
-_MAX_VERDICTS = 4_096
 _unique = itertools.count(1)
 
 
@@ -71,6 +73,16 @@ def group_key(
     return ("group", level, group.id, parent, user_id, fingerprint(group.name, group.traits))
 
 
+#: The last verdict in this execution context (thread or task):
+#: ``(context, owner, hierarchy path key, expiry, traits fingerprint)``. While it names the
+#: current context and runtime, its expiry is ahead and its path is the event's, no identify or
+#: group call is due: the emitter's hot path reads it (one ``ContextVar.get``); only
+#: :meth:`BundleState.due` sets it. The context itself stays immutable.
+last_verdict: contextvars.ContextVar[tuple[AnalyticsContext, object, str, float, Any] | None] = (
+    contextvars.ContextVar("instrumentor_bundle_verdict", default=None)
+)
+
+
 class BundleState:
     """The de-duplication memory of one installed configuration.
 
@@ -79,17 +91,17 @@ class BundleState:
             track carries its identify and group calls).
     """
 
-    __slots__ = ("_lock", "_seen", "_verdicts", "ttl")
+    __slots__ = ("_lock", "_seen", "owner", "ttl")
 
-    def __init__(self, ttl: float) -> None:
+    def __init__(self, ttl: float, owner: object = None) -> None:
         self.ttl = ttl
+        #: What :data:`last_verdict` entries of this state name (the runtime it belongs to).
+        self.owner = owner
         #: key -> expiry (``time.time()``, the clock the emission reads anyway).
         self._seen: dict[Any, float] = {}
-        #: id(context) -> (context, fingerprint, path key, expiry): the last verdict per context.
-        self._verdicts: dict[int, tuple[AnalyticsContext, Any, str | None, float]] = {}
         self._lock = threading.Lock()
 
-    def __len__(self) -> int:
+    def remembered(self) -> int:
         """How many sent calls (and bundles) are remembered now."""
         return len(self._seen)
 
@@ -98,17 +110,17 @@ class BundleState:
     def due(
         self,
         ctx: AnalyticsContext,
-        routing: EventRouting,
-        hierarchy: GroupHierarchy,
+        event: EventRegistry,
         user_id: str,
         group_id: str | None,
         now: float,
         explicit: bool,
     ) -> Bundle:
-        """The identify and group calls due with a track of ``routing`` at ``now``."""
-        verdict = self._verdicts.get(id(ctx))
-        if verdict is not None and verdict[0] is not ctx:
-            verdict = None  # an id reused by a newer context
+        """The identify and group calls due with a track of ``event`` at ``now``."""
+        routing = event.routing
+        verdict = last_verdict.get()
+        if verdict is not None and (verdict[0] is not ctx or verdict[1] is not self.owner):
+            verdict = None  # another context's, or another configuration's
         if (
             not explicit
             and verdict is not None
@@ -116,7 +128,7 @@ class BundleState:
             and verdict[2] == routing.path_key
         ):
             return NO_BUNDLE
-        traits_fp = verdict[1] if verdict is not None else None
+        traits_fp = verdict[4] if verdict is not None else None
         if traits_fp is None:
             traits_fp = fingerprint(ctx.user_traits, ctx.groups)
         fast = (traits_fp, routing.path_key, user_id, group_id)
@@ -125,15 +137,16 @@ class BundleState:
         if expiry > now:
             bundle = NO_BUNDLE
         else:
+            hierarchy = type(event).hierarchy
             bundle = self._due_calls(ctx, hierarchy, user_id, routing.level, group_id, now)
             expiry = now + self.ttl
             if self.ttl > 0:
                 self._remember(fast, expiry, now)
         if self.ttl > 0:
             if not explicit:  # explicit group ids are unbounded: decided on the slow path
-                self._keep_verdict(ctx, traits_fp, routing.path_key, expiry)
+                last_verdict.set((ctx, self.owner, routing.path_key, expiry, traits_fp))
             elif verdict is None:
-                self._keep_verdict(ctx, traits_fp, None, 0.0)
+                last_verdict.set((ctx, self.owner, "", 0.0, traits_fp))
         return bundle
 
     def cover_identify(
@@ -200,11 +213,3 @@ class BundleState:
                 if len(live) < _MAX_SEEN // 2:
                     seen.update(live)
         seen[key] = expiry
-
-    def _keep_verdict(
-        self, ctx: AnalyticsContext, traits_fp: Any, path_key: str | None, expiry: float
-    ) -> None:
-        verdicts = self._verdicts
-        if len(verdicts) >= _MAX_VERDICTS:
-            verdicts.clear()  # contexts are per request: old verdicts are rarely read again
-        verdicts[id(ctx)] = (ctx, traits_fp, path_key, expiry)

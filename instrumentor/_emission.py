@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as _dt
 import threading
 from collections.abc import Mapping
+from operator import itemgetter
 from typing import Any
 
 from instrumentor._bundle import NO_BUNDLE, Bundle, parent_id
@@ -24,8 +25,14 @@ _EMPTY: Mapping[str, Any] = {}
 _expand_lock = threading.Lock()
 
 
-class Emission:
+class Emission(tuple):  # type: ignore[type-arg]
     """One tracked action, as sent on :data:`~instrumentor.signals.event_emitted`.
+
+    An immutable record (a tuple of the eight fields below, in that order, so that the emitter
+    makes one on the caller's thread with ``tuple.__new__(Emission, fields)``, no Python call);
+    it compares and hashes by identity. Build one with
+    ``Emission(event, user_id, group_id, timestamp, context, properties, bundle, trace=None,
+    messages=None)``.
 
     Attributes:
         event: The plan member tracked (``None`` for a bare identify or group call).
@@ -34,23 +41,12 @@ class Emission:
         timestamp: Seconds since the epoch when the action completed.
         context: The analytics context at that moment.
         properties: Event properties, or ``None``.
+        bundle: Whether an identify goes with this track, and the levels whose group calls do.
         trace: ``(trace id, span id)`` of the span recording when it was tracked, or ``None``.
     """
 
-    __slots__ = (
-        "_bundle",
-        "_messages",
-        "context",
-        "event",
-        "group_id",
-        "properties",
-        "timestamp",
-        "trace",
-        "user_id",
-    )
-
-    def __init__(
-        self,
+    def __new__(
+        cls,
         event: EventRegistry | None,
         user_id: str | None,
         group_id: str | None,
@@ -58,43 +54,54 @@ class Emission:
         context: AnalyticsContext,
         properties: Mapping[str, Any] | None,
         bundle: Bundle,
-        messages: tuple[Message, ...] | None = None,
         trace: tuple[str, str] | None = None,
-    ) -> None:
-        self.event = event
-        self.user_id = user_id
-        self.group_id = group_id
-        self.timestamp = timestamp
-        self.context = context
-        self.properties = properties
-        self.trace = trace
-        self._bundle = bundle
-        self._messages = messages
+        messages: tuple[Message, ...] | None = None,
+    ) -> Emission:
+        emission = tuple.__new__(
+            cls, (event, user_id, group_id, timestamp, context, properties, bundle, trace)
+        )
+        if messages is not None:
+            emission.__dict__["messages"] = messages
+        return emission
+
+    event: EventRegistry | None = property(itemgetter(0))  # type: ignore[assignment]
+    user_id: str | None = property(itemgetter(1))  # type: ignore[assignment]
+    group_id: str | None = property(itemgetter(2))  # type: ignore[assignment]
+    timestamp: float = property(itemgetter(3))  # type: ignore[assignment]
+    context: AnalyticsContext = property(itemgetter(4))  # type: ignore[assignment]
+    properties: Mapping[str, Any] | None = property(itemgetter(5))  # type: ignore[assignment]
+    bundle: Bundle = property(itemgetter(6))  # type: ignore[assignment]
+    trace: tuple[str, str] | None = property(itemgetter(7))  # type: ignore[assignment]
+
+    __eq__ = object.__eq__  # an emission is an event that happened once: identity
+    __ne__ = object.__ne__
+    __hash__ = object.__hash__
 
     @property
     def group_level(self) -> str:
         """The event's group level (for a bare identify or group call, the level it concerns)."""
-        return self.event.routing.level if self.event is not None else self._bundle[1][0]
-
-    @property
-    def bundle(self) -> Bundle:
-        """Whether an identify goes with this track, and the levels whose group calls do."""
-        return self._bundle
+        event = self.event
+        return event.routing.level if event is not None else self.bundle[1][0]
 
     @property
     def messages(self) -> tuple[Message, ...]:
         """The identify, group and track messages of this emission, built once on first use."""
-        messages = self._messages
+        cache = self.__dict__
+        messages: tuple[Message, ...] | None = cache.get("messages")
         if messages is None:
             with _expand_lock:
-                messages = self._messages
+                messages = cache.get("messages")
                 if messages is None:
-                    messages = self._messages = _expand(self)
+                    messages = cache["messages"] = _expand(self)
         return messages
 
     def __repr__(self) -> str:
-        name = self.event.routing.name if self.event is not None else "-"
+        event = self.event
+        name = event.routing.name if event is not None else "-"
         return f"<Emission {name} user={self.user_id!r} group={self.group_id!r}>"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Emission, tuple(self))
 
 
 def group_message(

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from instrumentor import _state
-from instrumentor._bundle import BundleState
+from instrumentor._bundle import NO_BUNDLE, BundleState, last_verdict
 from instrumentor._context import AnalyticsContext, Group, context_var, current_context
 from instrumentor._diagnostics import Incident
 from instrumentor._emission import Emission, group_message, identify_message
@@ -51,31 +51,22 @@ STRICT_ERRORS = (MissingContextError, TrackingUsageError)
 _now = time.time
 _active = _state.active
 _get_context = context_var.get
+_dispatch = event_emitted.dispatch  # the signal's one fast path, bound once
+_last_verdict = last_verdict.get
+_make = tuple.__new__  # an Emission is a tuple: made in one C call (see _emission)
 
 
-class _Bundles:
-    """The bundle state of the installed runtime: a new runtime starts with an empty memory."""
-
-    __slots__ = ("runtime", "state")
-
-    def __init__(self) -> None:
-        self.runtime: Runtime | None = None
-        self.state = BundleState(0.0)
-
-    def of(self, rt: Runtime) -> BundleState:
-        """The bundle state for ``rt``, made fresh when the runtime changed."""
-        if self.runtime is not rt:
-            self.state = BundleState(rt.bundle_ttl)
-            self.runtime = rt
-        return self.state
-
-
-_bundles = _Bundles()
+def _bundle_state_of(rt: Runtime) -> BundleState:
+    """The bundle state of ``rt``, made on its first track (each runtime remembers its own)."""
+    state: BundleState | None = rt.bundles
+    if state is None:
+        state = rt.bundles = BundleState(rt.bundle_ttl, owner=rt)
+    return state
 
 
 def bundle_state() -> BundleState:
     """The bundle state of the installed configuration (what it remembers as sent)."""
-    return _bundles.of(_active())
+    return _bundle_state_of(_active())
 
 
 def _report(
@@ -98,38 +89,50 @@ def emit_track(
     Raises:
         MissingContextError: Only in strict mode, when the user or the group is missing.
     """
-    rt = _active()
+    rt = _state.installed or _active()
     signal = event_emitted
     if not rt.enabled or not (signal.receivers or rt.strict) or signal.is_muted:
         return
     ctx = _get_context()
-    routing = event.routing
+    _, _, level, top, top_level, deprecated, path_key = event.routing
     ids = ctx.group_ids
     explicit = group_id is not None
     if rt.instance_level:
         # The account is the user; an event at the top level may name its account itself.
-        user_id = group_id if explicit and routing.top_level else ids.get(routing.top)
+        user_id = group_id if explicit and top_level else ids.get(top)
     else:
         user_id = ctx.user_id
     if user_id is None:
         _missing(rt, "missing_user", event, site)
         return
     if not explicit:
-        group_id = ids.get(routing.level)
+        group_id = ids.get(level)
         if group_id is None:
             _missing(rt, "missing_group", event, site)
-    if routing.deprecated:
+    if deprecated:
         _deprecated(rt, event, site)
     if properties is not None:
         properties = _snapshot_properties(rt, properties, event, site)
     now = _now()
-    state = _bundles.state if _bundles.runtime is rt else _bundles.of(rt)
-    bundle = state.due(ctx, routing, type(event).hierarchy, user_id, group_id, now, explicit)
+    # The fresh verdict of this context, runtime and hierarchy path: nothing is due (no hashing).
+    verdict = None if explicit else _last_verdict()
+    if (
+        verdict is not None
+        and verdict[0] is ctx
+        and verdict[1] is rt
+        and verdict[3] > now
+        and verdict[2] == path_key
+    ):
+        bundle = NO_BUNDLE
+    else:
+        bundle = (rt.bundles or _bundle_state_of(rt)).due(
+            ctx, event, user_id, group_id, now, explicit
+        )
     trace = None
     if rt.span_events and sdk_installed():
         trace = span_event(event, group_id, user_id, rt.span_event_user)
-    emission = Emission(event, user_id, group_id, now, ctx, properties, bundle, None, trace)
-    signal.dispatch(type(event), emission)
+    emission = _make(Emission, (event, user_id, group_id, now, ctx, properties, bundle, trace))
+    _dispatch(type(event), emission)
 
 
 def _snapshot_properties(
@@ -260,7 +263,7 @@ def track(
 def _send_messages(ctx: AnalyticsContext, level: str, messages: tuple[Message, ...]) -> None:
     if messages:
         emission = Emission(
-            None, ctx.user_id, None, time.time(), ctx, None, (False, (level,)), messages
+            None, ctx.user_id, None, time.time(), ctx, None, (False, (level,)), None, messages
         )
         event_emitted.dispatch(None, emission)
 
@@ -317,7 +320,7 @@ def identify(
             message = IdentifyMessage(
                 message.user_id, message.group_id, {**message.traits, **traits}, when
             )
-        _bundles.of(rt).cover_identify(ctx, hierarchy, user_id, time.time())  # tracks skip it
+        _bundle_state_of(rt).cover_identify(ctx, hierarchy, user_id, time.time())  # tracks skip it
         _send_messages(ctx, hierarchy.top, (message,))
     except STRICT_ERRORS:
         raise
@@ -392,7 +395,7 @@ def establish_group_hierarchy(hierarchy: GroupHierarchy | None = None) -> None:
         ctx = current_context()
         when = _dt.datetime.now(_UTC)
         messages: list[Message] = []
-        state, now = _bundles.of(rt), time.time()
+        state, now = _bundle_state_of(rt), time.time()
         for level in hierarchy.levels:
             bound = ctx.groups.get(level)
             if bound is None:

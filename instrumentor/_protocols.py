@@ -20,8 +20,9 @@ class Transport(Protocol):
 
     ``deliver`` is called with the messages of one or more emissions, in order. Returning means
     the whole batch was accepted; raising means it was not (delivery decides what to retry).
-    ``close`` releases what the transport holds. This release delivers inline and never closes a
-    transport itself: an application that retires one closes it.
+    ``close`` releases what the transport holds; a queued destination calls it when it shuts
+    down (``shutdown()``, the exit flush, or a new configuration retiring it). Inline transports
+    (``inline = True``, called on the emitting thread) are never closed by instrumentor.
     """
 
     def deliver(self, batch: Sequence[Message]) -> None:

@@ -480,7 +480,10 @@ class SettingsChanges(TypedDict, total=False):
 
 
 def settings_table() -> str:
-    """The Markdown table of every setting, as the configuration docs page shows it."""
+    """The Markdown table of every setting: ``docs/configuration.md``'s ``settings:`` region.
+
+    ``tests/test_settings_docs.py`` fails until the page holds exactly this table.
+    """
     rows = [
         "| `configure()` keyword | Environment variable | Values | Default | Effect |",
         "|---|---|---|---|---|",

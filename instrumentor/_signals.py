@@ -18,10 +18,11 @@ quick: enqueue, do not deliver.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import threading
 import weakref
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from typing import Any, TypeVar
 
 from blinker import ANY, NamedSignal, Namespace
@@ -64,10 +65,13 @@ class EmissionSignal(NamedSignal):
     """
 
     def __init__(self, name: str, doc: str | None = None) -> None:
-        super().__init__(name, doc)
         # sender -> (receivers, has_weak): receivers as blinker holds them (weak refs stay weak).
         self._cache: dict[Any, tuple[tuple[Any, ...], bool]] = {}
+        # sender -> receivers, only while none is weak and the signal is not muted: dispatch's
+        # one look-up. Emptied by connect, disconnect and (un)muting.
+        self._strong: dict[Any, tuple[Any, ...]] = {}
         self._cache_lock = threading.Lock()
+        super().__init__(name, doc)
 
     def connect(self, receiver: _F, sender: Any = ANY, weak: bool = False) -> _F:
         """Connect ``receiver``; held strongly unless ``weak=True``."""
@@ -80,25 +84,49 @@ class EmissionSignal(NamedSignal):
         super().disconnect(receiver, sender)
         self._invalidate()
 
+    @contextlib.contextmanager
+    def muted(self) -> Iterator[None]:
+        """Mute the signal for a ``with`` block: no receiver is called (blinker's, cache-aware)."""
+        self.is_muted = True
+        self._invalidate()
+        try:
+            yield
+        finally:
+            self.is_muted = False
+            self._invalidate()
+
     def _invalidate(self) -> None:
         with self._cache_lock:
             self._cache = {}
+            self._strong = {}
 
     def dispatch(self, sender: Any, emission: Any) -> None:
         """Call every receiver with ``emission=``; the hot path of :meth:`send`, no results kept.
 
-        A raising receiver is reported (``receiver_error``) and the others still run.
+        A raising receiver is reported (``receiver_error``) and the others still run. Nothing
+        is called while the signal is muted.
         """
+        receivers = self._strong.get(sender)
+        if receivers is None:  # not looked up yet, weak receivers, or muted (muted() empties it)
+            self._dispatch_slowly(sender, emission)
+            return
+        for receiver in receivers:
+            try:
+                receiver(sender, emission=emission)
+            except Exception as exc:
+                self._receiver_failed(receiver, exc)
+
+    def _dispatch_slowly(self, sender: Any, emission: Any) -> None:
         if self.is_muted:
             return
+        strong = self._strong
         entries, weak = self._cache.get(sender) or self._entries_for(sender)
-        if not weak:  # every receiver held strongly (the default): call them as they are
-            for receiver in entries:
-                try:
-                    receiver(sender, emission=emission)
-                except Exception as exc:
-                    self._receiver_failed(receiver, exc)
-            return
+        if not weak:
+            with self._cache_lock:
+                if self._strong is strong:
+                    if len(strong) >= _MAX_CACHED_SENDERS:
+                        strong.clear()
+                    strong[sender] = entries
         for held in entries:
             receiver = held() if type(held) in _WEAK_TYPES else held
             if receiver is None:

@@ -30,6 +30,7 @@ class Runtime:
 
     __slots__ = (
         "bundle_ttl",
+        "bundles",
         "enabled",
         "from_bad_env",
         "instance_level",
@@ -58,6 +59,8 @@ class Runtime:
         self.span_event_user = settings.span_event_user
         self.on_error = settings.on_error
         self.receivers = receivers
+        #: The emitter's memory of what this runtime already sent (made on the first track).
+        self.bundles: Any = None
         self.owned: list[Any] = owned if owned is not None else []
         #: True when the environment could not be read at first use (tracking is off).
         self.from_bad_env = False
@@ -75,13 +78,15 @@ class Runtime:
 
 #: Serialises installing and replacing runtimes (the wiring holds it while it builds one).
 lock = threading.RLock()
-_installed: Runtime | None = None
+#: The installed runtime, or ``None`` while unconfigured: read it (the hot path does), never
+#: assign it; :func:`install` does.
+installed: Runtime | None = None
 _loader: Callable[[], Runtime] | None = None
 
 
 def current() -> Runtime | None:
     """The installed runtime, or ``None`` while unconfigured. Reads only."""
-    return _installed
+    return installed
 
 
 def active() -> Runtime:
@@ -91,12 +96,12 @@ def active() -> Runtime:
         RuntimeError: If nothing registered a loader (``instrumentor._wiring`` was not
             imported; ``import instrumentor`` always imports it).
     """
-    installed = _installed
-    if installed is not None:
-        return installed
+    current_ = installed
+    if current_ is not None:
+        return current_
     with lock:
-        if _installed is not None:
-            return _installed
+        if installed is not None:
+            return installed
         if _loader is None:
             raise RuntimeError("instrumentor is not wired: import instrumentor first")
         return _loader()
@@ -104,8 +109,8 @@ def active() -> Runtime:
 
 def install(runtime: Runtime | None) -> Runtime | None:
     """Make ``runtime`` the installed one; returns the one it replaces (call with :data:`lock`)."""
-    global _installed
-    previous, _installed = _installed, runtime
+    global installed
+    previous, installed = installed, runtime
     return previous
 
 
@@ -124,5 +129,5 @@ def report(incident: Incident, key: str | None = None, *, sampled: bool = False)
             default.
         sampled: Call ``on_error`` only when the log line is written, once per minute per key.
     """
-    installed = _installed
-    report_to(incident, installed.on_error if installed is not None else None, key, sampled=sampled)
+    current_ = installed
+    report_to(incident, current_.on_error if current_ is not None else None, key, sampled=sampled)
