@@ -89,6 +89,21 @@ class TestEnvironment:
         assert stats()["bad_configuration"] == 1
         assert "ANALYTICS_DEBUG" in caplog.text
 
+    def test_configure_after_a_bad_environment_reads_it_again(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """After the lazy fallback, configure() raises on the bad variable; fixed, it works."""
+        monkeypatch.setenv("ANALYTICS_DEBUG", "maybe")
+        monkeypatch.setenv("ANALYTICS_INSTANCE_LEVEL", "true")
+        bind_context(user_id="u_1", account_id="acc_1")
+        track(Events.PLAN_UPGRADED)
+        assert current_settings().enabled is False
+        with pytest.raises(ConfigurationError, match="ANALYTICS_DEBUG"):
+            configure(strict=True)
+        monkeypatch.setenv("ANALYTICS_DEBUG", "false")
+        settings = configure(strict=True)
+        assert (settings.enabled, settings.instance_level, settings.strict) == (True, True, True)
+
     def test_debug_from_the_environment_prints(
         self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], identity: None
     ) -> None:
@@ -191,6 +206,28 @@ class TestSecrets:
             "email": "a@b.c",
         }
 
+    @pytest.mark.parametrize(
+        ("key", "redacted"),
+        [
+            ("password", True),
+            ("access_token", True),
+            ("client_secret", True),
+            ("X-Api-Key", True),
+            ("sessionId", True),
+            ("author", False),
+            ("token_count", False),
+            ("secretary", False),
+            ("session_count", False),
+        ],
+    )
+    def test_redaction_by_key(self, key: str, redacted: bool) -> None:
+        """Sensitive key names are redacted by their ending; innocent look-alikes are not."""
+        from instrumentor.transports._console import redact
+
+        assert (redact({key: "v"})[key] == "[REDACTED]") is redacted
+
+
+class TestDebugConsole:
     def test_console_lines_are_json_per_message(self, identity: None) -> None:
         """One line per message: a prefix with its type, then its JSON."""
         stream = io.StringIO()
@@ -215,43 +252,6 @@ class TestSecrets:
         with caplog.at_level(logging.INFO, "analytics.debug"):
             track(Events.PLAN_UPGRADED)
         assert [r.levelno for r in caplog.records] == [logging.INFO] * 3
-
-
-class TestReviewFindings:
-    def test_configure_after_a_bad_environment_reads_it_again(
-        self, monkeypatch: pytest.MonkeyPatch
-    ) -> None:
-        """After the lazy fallback, configure() raises on the bad variable; fixed, it works."""
-        monkeypatch.setenv("ANALYTICS_DEBUG", "maybe")
-        monkeypatch.setenv("ANALYTICS_INSTANCE_LEVEL", "true")
-        bind_context(user_id="u_1", account_id="acc_1")
-        track(Events.PLAN_UPGRADED)
-        assert current_settings().enabled is False
-        with pytest.raises(ConfigurationError, match="ANALYTICS_DEBUG"):
-            configure(strict=True)
-        monkeypatch.setenv("ANALYTICS_DEBUG", "false")
-        settings = configure(strict=True)
-        assert (settings.enabled, settings.instance_level, settings.strict) == (True, True, True)
-
-    @pytest.mark.parametrize(
-        ("key", "redacted"),
-        [
-            ("password", True),
-            ("access_token", True),
-            ("client_secret", True),
-            ("X-Api-Key", True),
-            ("sessionId", True),
-            ("author", False),
-            ("token_count", False),
-            ("secretary", False),
-            ("session_count", False),
-        ],
-    )
-    def test_redaction_by_key(self, key: str, redacted: bool) -> None:
-        """Sensitive key names are redacted by their ending; innocent look-alikes are not."""
-        from instrumentor.transports._console import redact
-
-        assert (redact({key: "v"})[key] == "[REDACTED]") is redacted
 
     def test_console_repr_names_its_target(self) -> None:
         """The repr says where lines go."""

@@ -29,6 +29,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
 
 
 def test_sampled_incidents_reach_on_error_once_per_key_per_interval(clock: FakeClock) -> None:
+    """A sampled incident reaches on_error once per key per minute, then counts those skipped."""
     heard: list[Incident] = []
     instrumentor.configure(enabled=False, on_error=heard.append)
     for _ in range(100):
@@ -54,6 +55,7 @@ def test_other_incidents_reach_on_error_every_time(clock: FakeClock) -> None:
 def test_quiet_counts_are_debug_lines_without_an_incident(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """count_quietly() counts and logs at DEBUG without calling on_error."""
     heard: list[Incident] = []
     instrumentor.configure(enabled=False, on_error=heard.append)
     with caplog.at_level(logging.DEBUG, logger="instrumentor"):
@@ -65,6 +67,8 @@ def test_quiet_counts_are_debug_lines_without_an_incident(
 
 
 def test_report_safely_never_raises() -> None:
+    """A raising on_error hook is counted as hook_error and never reaches the reporter."""
+
     def broken(incident: Incident) -> None:
         raise RuntimeError("sentry down")
 

@@ -93,6 +93,15 @@ class TestBundle:
         track(Events.REPORT_CREATED)
         assert [m.type for m in tracked.messages] == ["identify"] + ["group"] * 3 + ["track"] * 3
 
+    def test_muted_tracks_do_not_use_up_the_bundle(self, tracked: CapturedEvents) -> None:
+        """A track while the signal is muted leaves identify/group due for the next one."""
+        full_identity()
+        with instrumentor.signals.event_emitted.muted():
+            track(Events.PLAN_UPGRADED)
+        with bound_context(user_id="u_1"):  # a fresh, equal context
+            track(Events.PLAN_UPGRADED)
+        assert [m.type for m in tracked.messages] == ["identify", "group", "track"]
+
     def test_a_new_project_sends_only_its_group(self, tracked: CapturedEvents) -> None:
         """Entering another project groups it (parent included) without re-identifying."""
         full_identity()
@@ -102,6 +111,18 @@ class TestBundle:
             track(Events.REPORT_CREATED)
         assert [m.type for m in tracked.messages] == ["group", "track"]
         assert (tracked.groups[0].group_id, tracked.groups[0].parent_group_id) == ("proj_2", "ws_1")
+
+    def test_every_user_of_a_group_gets_its_group_call(self, tracked: CapturedEvents) -> None:
+        """A group call links its user: a second user of the workspace is grouped too."""
+        for user in ("u_1", "u_2"):
+            with bound_context(user_id=user, account_id="acc_1", workspace_id="ws_1"):
+                track(Events.WORKSPACE_SETTINGS_UPDATED)
+        assert [(g.user_id, g.group_id) for g in tracked.groups] == [
+            ("u_1", "acc_1"),
+            ("u_1", "ws_1"),
+            ("u_2", "acc_1"),
+            ("u_2", "ws_1"),
+        ]
 
     def test_changed_traits_are_resent(self, tracked: CapturedEvents) -> None:
         """New user traits mean a new identify."""
@@ -159,6 +180,12 @@ class TestBundle:
         assert tracked.groups[-1].group_id == "proj_x"
         assert tracked.groups[-1].parent_group_id == "ws_1"
 
+    def test_identify_carries_an_explicit_account(self, tracked: CapturedEvents) -> None:
+        """At user level too, an explicit account id is the identify's group."""
+        bind_context(user_id="u_new")
+        track(Events.PLAN_UPGRADED, group_id="acc_new")
+        assert tracked.identifies[0].group_id == "acc_new"
+
     def test_timestamps_are_utc_and_shared_by_the_bundle(self, tracked: CapturedEvents) -> None:
         """Every message of one emission carries the same UTC timestamp."""
         full_identity()
@@ -167,6 +194,41 @@ class TestBundle:
         assert len(stamps) == 1
         assert next(iter(stamps)).utcoffset() is not None
         assert len({m.message_id for m in tracked.messages}) == 3
+
+
+class TestBundleMemory:
+    def test_unrepresentable_traits_are_always_resent(self, tracked: CapturedEvents) -> None:
+        """A fingerprint that cannot be computed never matches an earlier one."""
+        from instrumentor._bundle import fingerprint
+
+        class Opaque:
+            def __repr__(self) -> str:
+                raise RuntimeError("no repr")
+
+        assert fingerprint(Opaque()) != fingerprint(Opaque())
+
+    def test_explicit_group_ids_do_not_grow_the_context(self, tracked: CapturedEvents) -> None:
+        """Thousands of explicit ids leave the (immutable) context as it was bound."""
+        full_identity()
+        before = instrumentor.current_context()
+        fields_before = {name: getattr(before, name) for name in before.__slots__}
+        for i in range(2000):
+            track(Events.REPORT_CREATED, group_id=f"proj_{i}")
+        assert instrumentor.current_context() is before
+        assert {name: getattr(before, name) for name in before.__slots__} == fields_before
+        assert len(tracked.tracks) == 2000
+
+    def test_process_record_is_bounded(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The record of sent calls stays under its cap, keeping live entries first."""
+        import instrumentor._bundle as bundle
+        import instrumentor._emitter as emitter
+
+        monkeypatch.setattr(bundle, "_MAX_SEEN", 100)
+        with capture_events():
+            for i in range(500):
+                with bound_context(user_id=f"u_{i}", account_id="acc_1"):
+                    track(Events.PLAN_UPGRADED)
+            assert emitter.bundle_state().remembered() <= 100
 
 
 class TestInstanceLevel:
@@ -200,6 +262,17 @@ class TestInstanceLevel:
         track(OrgEvents.TEAM_JOINED)
         tracked.assert_tracked(OrgEvents.TEAM_JOINED, user_id="org_1", group_id="team_1")
 
+    @pytest.mark.instrumentor(instance_level=True)
+    def test_instance_level_sign_up_names_its_account(self, tracked: CapturedEvents) -> None:
+        """An account event with an explicit account id needs no bound account."""
+        track(Events.PLAN_UPGRADED, group_id="acc_new")
+        assert [(m.type, m.user_id) for m in tracked.messages] == [
+            ("identify", "acc_new"),
+            ("group", "acc_new"),
+            ("track", "acc_new"),
+        ]
+        assert tracked.identifies[0].group_id == "acc_new"
+
 
 class TestCustomHierarchy:
     def test_groups_follow_the_declared_levels(self, tracked: CapturedEvents) -> None:
@@ -210,6 +283,46 @@ class TestCustomHierarchy:
             ("organization", "org_1", None),
             ("team", "team_1", "org_1"),
         ]
+
+    def test_hierarchies_do_not_share_bundle_verdicts(self, tracked: CapturedEvents) -> None:
+        """Registries with different hierarchies each get their groups established."""
+        from instrumentor import EventRegistry, event
+        from instrumentor.testing import forget_registry
+
+        class Tenants(EventRegistry, hierarchy=("tenant", "account")):
+            ROLE_GRANTED = event("Role_Granted", category="configuration", group_level="account")
+
+        try:
+            bind_context(user_id="u_1", account_id="acc_1", groups={"tenant": "ten_1"})
+            track(Events.PLAN_UPGRADED)
+            track(Tenants.ROLE_GRANTED)
+        finally:
+            forget_registry(Tenants)
+        assert [(g.group_type, g.group_id) for g in tracked.groups] == [
+            ("account", "acc_1"),
+            ("tenant", "ten_1"),
+            ("account", "acc_1"),
+        ]
+        assert tracked.groups[2].parent_group_id == "ten_1"
+
+    def test_plan_hierarchy_is_the_shared_one(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """With one hierarchy in the plan, identify/group need no hierarchy= argument."""
+        from instrumentor import _registry as registry
+
+        monkeypatch.setattr(registry._catalog, "registries", [OrgEvents])
+        assert instrumentor.plan.plan_hierarchy() is OrgEvents.hierarchy
+        bind_context(user_id="u_1", groups={"organization": "org_1", "team": "t_1"})
+        with capture_events() as tracked:
+            instrumentor.group("team")
+            instrumentor.identify()
+            instrumentor.group()
+        assert [(g.group_type, g.parent_group_id) for g in tracked.groups] == [
+            ("team", "org_1"),
+            ("organization", None),
+        ]
+        assert tracked.identifies[0].group_id == "org_1"
+        monkeypatch.setattr(registry._catalog, "registries", [Events, OrgEvents])
+        assert instrumentor.plan.plan_hierarchy() is instrumentor.plan.DEFAULT_HIERARCHY
 
 
 class TestImperativeApi:
@@ -235,6 +348,16 @@ class TestImperativeApi:
         assert tracked.incidents[0].site is not None
         assert "test_emitter.py" in tracked.incidents[0].site
 
+    def test_imperative_track_reports_the_calling_line(self) -> None:
+        """A missing group in track() names this file and line, not the event."""
+        bind_context(user_id="u_1", account_id="acc_1")
+        with capture_events(strict=False) as tracked:
+            track(Events.REPORT_CREATED)
+        site = tracked.incidents[0].site
+        assert site is not None
+        assert site.startswith(__file__)
+        assert "tracked at " + site in tracked.incidents[0].message
+
     def test_identify_sends_now_with_extra_traits(self, tracked: CapturedEvents) -> None:
         """identify() is not de-duplicated and merges extra traits."""
         full_identity()
@@ -249,6 +372,13 @@ class TestImperativeApi:
         """After identify(), the next track does not identify again."""
         full_identity()
         instrumentor.identify()
+        track(Events.PLAN_UPGRADED)
+        assert [m.type for m in tracked.messages] == ["identify", "group", "track"]
+
+    def test_identify_with_traits_marks_the_user_seen(self, tracked: CapturedEvents) -> None:
+        """identify(traits) covers what the next track would identify."""
+        full_identity()
+        instrumentor.identify({"role": "admin"})
         track(Events.PLAN_UPGRADED)
         assert [m.type for m in tracked.messages] == ["identify", "group", "track"]
 
@@ -343,145 +473,6 @@ class TestSilenceAndSafety:
             track(Events.PLAN_UPGRADED)
         assert stats()["hook_error"] == 1
 
-
-class TestReviewFindings:
-    def test_strict_mode_checks_context_even_with_no_receiver(self) -> None:
-        """ANALYTICS_STRICT with nothing connected still raises on missing context."""
-        instrumentor.configure(strict=True, transports=[])
-        bind_context(user_id="u_1")
-        with pytest.raises(MissingContextError):
-            track(Events.REPORT_CREATED)
-
-    def test_imperative_track_reports_the_calling_line(self) -> None:
-        """A missing group in track() names this file and line, not the event."""
-        bind_context(user_id="u_1", account_id="acc_1")
-        with capture_events(strict=False) as tracked:
-            track(Events.REPORT_CREATED)
-        site = tracked.incidents[0].site
-        assert site is not None
-        assert site.startswith(__file__)
-        assert "tracked at " + site in tracked.incidents[0].message
-
-    def test_every_user_of_a_group_gets_its_group_call(self, tracked: CapturedEvents) -> None:
-        """A group call links its user: a second user of the workspace is grouped too."""
-        for user in ("u_1", "u_2"):
-            with bound_context(user_id=user, account_id="acc_1", workspace_id="ws_1"):
-                track(Events.WORKSPACE_SETTINGS_UPDATED)
-        assert [(g.user_id, g.group_id) for g in tracked.groups] == [
-            ("u_1", "acc_1"),
-            ("u_1", "ws_1"),
-            ("u_2", "acc_1"),
-            ("u_2", "ws_1"),
-        ]
-
-    def test_identify_with_traits_marks_the_user_seen(self, tracked: CapturedEvents) -> None:
-        """identify(traits) covers what the next track would identify."""
-        full_identity()
-        instrumentor.identify({"role": "admin"})
-        track(Events.PLAN_UPGRADED)
-        assert [m.type for m in tracked.messages] == ["identify", "group", "track"]
-
-    def test_plan_hierarchy_is_the_shared_one(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        """With one hierarchy in the plan, identify/group need no hierarchy= argument."""
-        from instrumentor import _registry as registry
-
-        monkeypatch.setattr(registry._catalog, "registries", [OrgEvents])
-        assert instrumentor.plan.plan_hierarchy() is OrgEvents.hierarchy
-        bind_context(user_id="u_1", groups={"organization": "org_1", "team": "t_1"})
-        with capture_events() as tracked:
-            instrumentor.group("team")
-            instrumentor.identify()
-            instrumentor.group()
-        assert [(g.group_type, g.parent_group_id) for g in tracked.groups] == [
-            ("team", "org_1"),
-            ("organization", None),
-        ]
-        assert tracked.identifies[0].group_id == "org_1"
-        monkeypatch.setattr(registry._catalog, "registries", [Events, OrgEvents])
-        assert instrumentor.plan.plan_hierarchy() is instrumentor.plan.DEFAULT_HIERARCHY
-
-
-class TestSecondReview:
-    def test_muted_tracks_do_not_use_up_the_bundle(self, tracked: CapturedEvents) -> None:
-        """A track while the signal is muted leaves identify/group due for the next one."""
-        full_identity()
-        with instrumentor.signals.event_emitted.muted():
-            track(Events.PLAN_UPGRADED)
-        with bound_context(user_id="u_1"):  # a fresh, equal context
-            track(Events.PLAN_UPGRADED)
-        assert [m.type for m in tracked.messages] == ["identify", "group", "track"]
-
-    @pytest.mark.instrumentor(instance_level=True)
-    def test_instance_level_sign_up_names_its_account(self, tracked: CapturedEvents) -> None:
-        """An account event with an explicit account id needs no bound account."""
-        track(Events.PLAN_UPGRADED, group_id="acc_new")
-        assert [(m.type, m.user_id) for m in tracked.messages] == [
-            ("identify", "acc_new"),
-            ("group", "acc_new"),
-            ("track", "acc_new"),
-        ]
-        assert tracked.identifies[0].group_id == "acc_new"
-
-    def test_identify_carries_an_explicit_account(self, tracked: CapturedEvents) -> None:
-        """At user level too, an explicit account id is the identify's group."""
-        bind_context(user_id="u_new")
-        track(Events.PLAN_UPGRADED, group_id="acc_new")
-        assert tracked.identifies[0].group_id == "acc_new"
-
-    def test_unrepresentable_traits_are_always_resent(self, tracked: CapturedEvents) -> None:
-        """A fingerprint that cannot be computed never matches an earlier one."""
-        from instrumentor._bundle import fingerprint
-
-        class Opaque:
-            def __repr__(self) -> str:
-                raise RuntimeError("no repr")
-
-        assert fingerprint(Opaque()) != fingerprint(Opaque())
-
-    def test_explicit_group_ids_do_not_grow_the_context(self, tracked: CapturedEvents) -> None:
-        """Thousands of explicit ids leave the (immutable) context as it was bound."""
-        full_identity()
-        before = instrumentor.current_context()
-        fields_before = {name: getattr(before, name) for name in before.__slots__}
-        for i in range(2000):
-            track(Events.REPORT_CREATED, group_id=f"proj_{i}")
-        assert instrumentor.current_context() is before
-        assert {name: getattr(before, name) for name in before.__slots__} == fields_before
-        assert len(tracked.tracks) == 2000
-
-    def test_process_record_is_bounded(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        """The record of sent calls stays under its cap, keeping live entries first."""
-        import instrumentor._bundle as bundle
-        import instrumentor._emitter as emitter
-
-        monkeypatch.setattr(bundle, "_MAX_SEEN", 100)
-        with capture_events():
-            for i in range(500):
-                with bound_context(user_id=f"u_{i}", account_id="acc_1"):
-                    track(Events.PLAN_UPGRADED)
-            assert len(emitter.bundle_state()) <= 100
-
-    def test_hierarchies_do_not_share_bundle_verdicts(self, tracked: CapturedEvents) -> None:
-        """Registries with different hierarchies each get their groups established."""
-        from instrumentor import EventRegistry, event
-        from instrumentor.testing import forget_registry
-
-        class Tenants(EventRegistry, hierarchy=("tenant", "account")):
-            ROLE_GRANTED = event("Role_Granted", category="configuration", group_level="account")
-
-        try:
-            bind_context(user_id="u_1", account_id="acc_1", groups={"tenant": "ten_1"})
-            track(Events.PLAN_UPGRADED)
-            track(Tenants.ROLE_GRANTED)
-        finally:
-            forget_registry(Tenants)
-        assert [(g.group_type, g.group_id) for g in tracked.groups] == [
-            ("account", "acc_1"),
-            ("tenant", "ten_1"),
-            ("account", "acc_1"),
-        ]
-        assert tracked.groups[2].parent_group_id == "ten_1"
-
     def test_non_mapping_properties_are_dropped_not_the_event(self) -> None:
         """track(properties=<not a mapping>) sends the event and reports the properties."""
         full_identity()
@@ -489,6 +480,23 @@ class TestSecondReview:
             track(Events.PLAN_UPGRADED, properties=["a", "b"])  # type: ignore[arg-type]
         tracked.assert_tracked(Events.PLAN_UPGRADED)
         assert stats()["invalid_properties"] == 1
+
+
+class TestStrictMode:
+    def test_strict_mode_checks_context_even_with_no_receiver(self) -> None:
+        """ANALYTICS_STRICT with nothing connected still raises on missing context."""
+        instrumentor.configure(strict=True, transports=[])
+        bind_context(user_id="u_1")
+        with pytest.raises(MissingContextError):
+            track(Events.REPORT_CREATED)
+
+    def test_strict_identify_checks_with_nothing_connected(self) -> None:
+        """Strict mode checks identify() and group() like tracks, connected or not."""
+        instrumentor.configure(strict=True, transports=[])
+        with pytest.raises(MissingContextError):
+            instrumentor.identify()
+        with pytest.raises(MissingContextError):
+            instrumentor.group("workspace")
 
 
 class TestPickling:
@@ -510,12 +518,3 @@ class TestPickling:
         context = multiprocessing.get_context("spawn")
         with concurrent.futures.ProcessPoolExecutor(2, mp_context=context) as pool:
             assert list(pool.map(upgrade, ["pro", "team"])) == ["PRO", "TEAM"]
-
-
-def test_strict_identify_checks_with_nothing_connected() -> None:
-    """Strict mode checks identify() and group() like tracks, connected or not."""
-    instrumentor.configure(strict=True, transports=[])
-    with pytest.raises(MissingContextError):
-        instrumentor.identify()
-    with pytest.raises(MissingContextError):
-        instrumentor.group("workspace")

@@ -222,6 +222,7 @@ class TestLosslessForm:
         ids=lambda m: m.type,
     )
     def test_round_trip_through_json_keeps_everything(self, message: Any) -> None:
+        """Every message type survives a JSON round trip, id and timestamp to the microsecond."""
         data = json.loads(json.dumps(message_to_data(message)))
         rebuilt = message_from_data(data)
         assert rebuilt == message
@@ -229,6 +230,7 @@ class TestLosslessForm:
         assert rebuilt.timestamp == self.NOW  # to the microsecond, time zone included
 
     def test_properties_are_normalised_to_json(self) -> None:
+        """Property values such as datetimes are stored as JSON (ISO 8601 UTC strings)."""
         message = TrackMessage(
             "u", "Report_Created", None, "project", "core_value", {"at": self.NOW}, self.NOW
         )
@@ -247,12 +249,14 @@ class TestLosslessForm:
     def test_malformed_data_raises_value_error_saying_what(
         self, change: dict[str, Any], complaint: str
     ) -> None:
+        """Malformed stored data raises ValueError naming the wrong field or type."""
         message = TrackMessage("u", "Report_Created", None, "project", "core_value", {}, self.NOW)
         data = {**message_to_data(message), **change}
         with pytest.raises(ValueError, match=complaint):
             message_from_data(data)
 
     def test_missing_field_and_non_object(self) -> None:
+        """A missing field or a non-object raises ValueError saying which."""
         data = message_to_data(IdentifyMessage("u", None, {}, self.NOW))
         del data["message_id"]
         with pytest.raises(ValueError, match="needs 'message_id'"):

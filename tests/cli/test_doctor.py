@@ -28,6 +28,7 @@ def doctor(tmp_path: Path, *args: str, **env: str) -> tuple[int, dict[str, tuple
 
 
 def test_a_good_configuration_passes(tmp_path: Path) -> None:
+    """A valid key passes with its length only; the key itself is never printed."""
     code, checks, out = doctor(tmp_path, ANALYTICS_API_KEY=KEY)
     assert code == 0
     assert checks["api key"] == ("ok", f"set ({len(KEY)} characters, not shown)")
@@ -37,6 +38,7 @@ def test_a_good_configuration_passes(tmp_path: Path) -> None:
 
 
 def test_no_key_warns_that_nothing_is_sent(tmp_path: Path) -> None:
+    """Without an API key doctor warns that nothing will be sent and still exits 0."""
     code, checks, _ = doctor(tmp_path)
     assert code == 0
     assert checks["api key"][0] == "warning"
@@ -44,6 +46,7 @@ def test_no_key_warns_that_nothing_is_sent(tmp_path: Path) -> None:
 
 
 def test_debug_mode_is_reported(tmp_path: Path) -> None:
+    """Debug mode is reported as info, and so is the missing key it makes harmless."""
     _, checks, _ = doctor(tmp_path, ANALYTICS_DEBUG="true")
     assert checks["debug"][0] == "info"
     assert checks["api key"][0] == "info"
@@ -60,6 +63,7 @@ def test_debug_mode_is_reported(tmp_path: Path) -> None:
 def test_malformed_keys_are_named_without_being_shown(
     tmp_path: Path, key: str, status: str, words: str
 ) -> None:
+    """Quoted, spaced or unprintable keys are named as such without showing the key."""
     code, checks, out = doctor(tmp_path, ANALYTICS_API_KEY=key)
     assert checks["api key"][0] == status
     assert words in checks["api key"][1]
@@ -69,6 +73,7 @@ def test_malformed_keys_are_named_without_being_shown(
 
 
 def test_unreadable_environment_is_an_error(tmp_path: Path) -> None:
+    """An unreadable ANALYTICS_* variable is an error naming the variable (exit 1)."""
     code, checks, _ = doctor(tmp_path, ANALYTICS_QUEUE_SIZE="lots")
     assert code == 1
     assert checks["environment"][0] == "error"
@@ -76,6 +81,7 @@ def test_unreadable_environment_is_an_error(tmp_path: Path) -> None:
 
 
 def test_plain_http_to_a_remote_host_warns(tmp_path: Path) -> None:
+    """An http:// endpoint on a remote host is a warning about unencrypted traffic."""
     _, checks, _ = doctor(
         tmp_path, ANALYTICS_API_KEY=KEY, ANALYTICS_ENDPOINT="http://analytics.example.com"
     )
@@ -84,6 +90,7 @@ def test_plain_http_to_a_remote_host_warns(tmp_path: Path) -> None:
 
 
 def test_switches_are_explained(tmp_path: Path) -> None:
+    """Instance level is explained; strict mode and tracking disabled are warnings."""
     _, checks, _ = doctor(
         tmp_path, ANALYTICS_INSTANCE_LEVEL="true", ANALYTICS_STRICT="true", ANALYTICS_ENABLED="0"
     )
@@ -96,6 +103,7 @@ def test_switches_are_explained(tmp_path: Path) -> None:
 
 
 def test_outbox_paths(tmp_path: Path) -> None:
+    """The outbox check tells apart a missing folder, a directory, a new file, garbage, a queue."""
     cases = {
         str(tmp_path / "missing" / "a.db"): ("error", "does not exist"),
         str(tmp_path): ("error", "is a directory"),
@@ -117,6 +125,7 @@ def test_outbox_paths(tmp_path: Path) -> None:
 
 
 def test_send_test_reports_acceptance_and_the_202_caveat(tmp_path: Path) -> None:
+    """--send-test sends an identify and warns that 202 does not prove the key."""
     with FaultServer(status=202) as server:
         code, checks, out = doctor(
             tmp_path, "--send-test", ANALYTICS_API_KEY=KEY, ANALYTICS_ENDPOINT=server.url
@@ -132,6 +141,7 @@ def test_send_test_reports_acceptance_and_the_202_caveat(tmp_path: Path) -> None
 
 
 def test_send_test_reports_a_refusal(tmp_path: Path) -> None:
+    """A refused test call is an error naming the status, without showing the key."""
     with FaultServer(status=401) as server:
         code, checks, out = doctor(
             tmp_path, "--send-test", ANALYTICS_API_KEY=KEY, ANALYTICS_ENDPOINT=server.url
@@ -143,6 +153,7 @@ def test_send_test_reports_a_refusal(tmp_path: Path) -> None:
 
 
 def test_send_test_to_nothing_listening_fails_within_the_timeout(tmp_path: Path) -> None:
+    """A test call to a closed port is an error within --timeout."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -159,6 +170,7 @@ def test_send_test_to_nothing_listening_fails_within_the_timeout(tmp_path: Path)
 
 
 def test_text_output(tmp_path: Path) -> None:
+    """The text report prints a line per check and ends with 'no problems found'."""
     result = run_cli("doctor", cwd=tmp_path, env={"ANALYTICS_API_KEY": KEY})
     assert result.returncode == 0
     assert result.stdout.splitlines()[-1] == "no problems found"
@@ -202,6 +214,7 @@ class DribblingServer:
 
 
 def test_send_test_gives_up_after_the_timeout_on_a_dribbling_server(tmp_path: Path) -> None:
+    """A server trickling its answer is abandoned after --timeout with a clear error."""
     server = DribblingServer()
     try:
         code, checks, _ = doctor(
@@ -222,6 +235,7 @@ def test_send_test_gives_up_after_the_timeout_on_a_dribbling_server(tmp_path: Pa
 
 
 def test_credentials_in_the_endpoint_are_never_shown(tmp_path: Path) -> None:
+    """Credentials and query tokens in the endpoint are masked in every output."""
     with FaultServer(status=401) as server:
         host = server.url.removeprefix("http://")
         endpoint = f"http://proxyuser:PROXYSECRET@{host}/?token=QUERYSECRET"

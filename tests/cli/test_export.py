@@ -52,6 +52,7 @@ def exported_json() -> dict[str, Any]:
 
 @pytest.mark.parametrize("entry", ["script", "module"])
 def test_json_is_the_plan_document(entry: Entry) -> None:
+    """The JSON export holds the version, the hierarchy and every event with all its fields."""
     data = json.loads(export("json", entry))
 
     assert data["version"] == 1
@@ -78,14 +79,17 @@ def test_json_is_the_plan_document(entry: Entry) -> None:
 
 
 def test_json_output_is_stable() -> None:
+    """The console script and python -m export byte-identical JSON."""
     assert export("json") == export("json", "module")
 
 
 def test_yaml_export_reads_back_as_the_json_export(exported_json: dict[str, Any]) -> None:
+    """The YAML export loads to the same document as the JSON export."""
     assert yaml.safe_load(export("yaml")) == exported_json
 
 
 def test_output_writes_the_file_and_says_so(tmp_path: Path, exported_json: dict[str, Any]) -> None:
+    """--output writes the file, keeps stdout empty and names the file on stderr."""
     target = tmp_path / "plan.yaml"
     result = run_cli("plan", "export", *PLAN, "-f", "yaml", "--output", str(target), cwd=PLANS)
 
@@ -96,6 +100,7 @@ def test_output_writes_the_file_and_says_so(tmp_path: Path, exported_json: dict[
 
 
 def test_an_unknown_format_is_a_usage_error() -> None:
+    """An unknown format exits 2 from the CLI and raises ValueError from render()."""
     result = run_cli("plan", "export", *PLAN, "--format", "xml", cwd=PLANS)
 
     assert result.returncode == 2
@@ -108,6 +113,7 @@ def test_an_unknown_format_is_a_usage_error() -> None:
 
 
 def test_markdown_lists_events_by_category_then_group_level() -> None:
+    """The Markdown page groups events by category, then level in hierarchy order."""
     page = export("md")
     headings = [line for line in page.splitlines() if line.startswith("#")]
 
@@ -134,6 +140,7 @@ def test_markdown_lists_events_by_category_then_group_level() -> None:
 
 
 def test_markdown_cells_escape_pipes_newlines_and_html() -> None:
+    """Markdown table cells escape pipes, newlines and HTML."""
     page = export("md")
     assert (
         "| `Pantry_Searched` | `workspace` | Someone searched the pantry: by name \\| by tag."
@@ -149,6 +156,7 @@ def test_markdown_cells_escape_pipes_newlines_and_html() -> None:
 
 
 def test_csv_has_a_header_and_one_row_per_event() -> None:
+    """The CSV has the documented columns and one row per event, waivers as JSON."""
     rows = list(csv.DictReader(io.StringIO(export("csv"))))
 
     assert [row["name"] for row in rows] == [m.event_name for m in kitchen.Events]
@@ -209,6 +217,7 @@ TRICKY = [
 
 @pytest.mark.parametrize("text", TRICKY)
 def test_yaml_strings_read_back_unchanged(text: str) -> None:
+    """Strings YAML could misread (keywords, numbers, symbols, breaks) load back unchanged."""
     data = {"value": text, text or "empty": [text, {"nested": text}], "list": [[text]]}
     assert yaml.safe_load(dump_yaml(data)) == data
 
@@ -224,10 +233,12 @@ plain_data = st.recursive(
 
 @given(plain_data)
 def test_yaml_round_trips_any_plain_data(data: Any) -> None:
+    """Any nesting of None, bools, ints, strings, lists and dicts loads back unchanged."""
     assert yaml.safe_load(dump_yaml(data)) == data
 
 
 def test_yaml_refuses_what_it_cannot_represent() -> None:
+    """The YAML emitter raises TypeError on floats and non-string keys."""
     with pytest.raises(TypeError, match="got float"):
         dump_yaml({"ratio": 0.5})
     with pytest.raises(TypeError, match="string keys"):
@@ -251,6 +262,7 @@ def _tracked_messages() -> dict[str, dict[str, Any]]:
 
 
 def test_jsonschema_validates_the_messages_the_library_sends() -> None:
+    """Each real track message matches exactly its own event's schema; broken ones fail."""
     schema = json.loads(render(kitchen_document(), "jsonschema"))
     jsonschema.Draft202012Validator.check_schema(schema)
     validator = jsonschema.Draft202012Validator(
@@ -280,11 +292,13 @@ def test_jsonschema_validates_the_messages_the_library_sends() -> None:
 
 
 def test_jsonschema_through_the_cli_is_the_same_schema() -> None:
+    """The CLI's jsonschema export equals render()'s schema."""
     exported = json.loads(export("jsonschema"))
     assert exported == json.loads(render(kitchen_document(), "jsonschema"))
 
 
 def test_jsonschema_of_an_empty_plan_accepts_nothing() -> None:
+    """The schema of a plan with no events is valid and accepts no message."""
     schema = json.loads(render({"version": 1, "group_hierarchy": [], "events": []}, "jsonschema"))
     jsonschema.Draft202012Validator.check_schema(schema)
     assert not jsonschema.Draft202012Validator(schema).is_valid({"type": "track"})
@@ -366,6 +380,7 @@ export const count: number = FRONTEND_EVENTS.length + sent.length;
 def test_typescript_compiles_and_rejects_events_the_browser_may_not_send(
     tsc: Path, tmp_path: Path
 ) -> None:
+    """The TypeScript export compiles; tracking backend-only or misspelt events does not."""
     result = run_cli(
         "plan", "export", *PLAN, "-f", "ts", "-o", str(tmp_path / "plan.ts"), cwd=PLANS
     )
@@ -387,6 +402,7 @@ def test_typescript_compiles_and_rejects_events_the_browser_may_not_send(
 
 
 def test_typescript_without_frontend_events_is_a_valid_file(tsc: Path, tmp_path: Path) -> None:
+    """With no frontend events the TypeScript compiles and refuses any event name."""
     document = kitchen_document()
     for event in document["events"]:
         event["frontend"] = False
@@ -406,6 +422,7 @@ def test_typescript_without_frontend_events_is_a_valid_file(tsc: Path, tmp_path:
 
 
 def test_jsonschema_refs_escape_names_that_are_not_plain_pointers() -> None:
+    """Event names with '/', '~' or spaces are escaped in $ref and still resolve."""
     document = kitchen_document()
     recipe = next(e for e in document["events"] if e["name"] == "Recipe_Published")
     odd = "Legacy/Checkout~Step %1"

@@ -60,6 +60,7 @@ def steps(text: str) -> list[Step]:
 
 
 def test_the_page_shows_what_the_commands_print(tmp_path: Path) -> None:
+    """Each command on the governance page prints exactly the block shown and exits as stated."""
     project = make_project(tmp_path / "app")
     replayed = steps(PAGE.read_text(encoding="utf-8"))
     assert sum(bool(step.args) for step in replayed) >= 15  # the parser found the page's commands

@@ -35,6 +35,7 @@ def read_lock(root: Path, name: str = "instrumentor.lock.json") -> dict[str, Any
 
 
 def test_diff_without_a_lock_says_how_to_make_one(tmp_path: Path) -> None:
+    """plan diff without a lock file exits 2 and says to run plan lock."""
     root = make_project(tmp_path)
     result = run_cli("plan", "diff", cwd=root)
 
@@ -43,6 +44,7 @@ def test_diff_without_a_lock_says_how_to_make_one(tmp_path: Path) -> None:
 
 
 def test_the_lock_is_the_plan_sorted_without_paths(project: Path) -> None:
+    """The lock lists events sorted by name without paths; relocking unchanged rewrites nothing."""
     lock = read_lock(project)
     text = (project / "instrumentor.lock.json").read_text(encoding="utf-8")
 
@@ -59,6 +61,7 @@ def test_the_lock_is_the_plan_sorted_without_paths(project: Path) -> None:
 
 @pytest.mark.parametrize("entry", ["script", "module"])
 def test_an_unchanged_plan_matches_its_lock(project: Path, entry: Any) -> None:
+    """plan diff on an unchanged plan exits 0 and says it matches the lock."""
     result = run_cli("plan", "diff", cwd=project, entry=entry)
 
     assert result.returncode == 0, result.stderr
@@ -66,6 +69,7 @@ def test_an_unchanged_plan_matches_its_lock(project: Path, entry: Any) -> None:
 
 
 def test_changes_that_break_nobody_leave_a_stale_lock(project: Path) -> None:
+    """Non-breaking changes pass diff (fail --strict) until plan lock records them."""
     use_plan(project, "kitchen_minor")
 
     result = run_cli("plan", "diff", cwd=project)
@@ -89,6 +93,7 @@ def test_changes_that_break_nobody_leave_a_stale_lock(project: Path) -> None:
 
 
 def test_breaking_changes_fail_until_approved_by_relocking(project: Path) -> None:
+    """Breaking changes fail diff and lock until --approve-breaking records a reason."""
     use_plan(project, "kitchen_breaking")
     before = (project / "instrumentor.lock.json").read_bytes()
 
@@ -125,6 +130,7 @@ def test_breaking_changes_fail_until_approved_by_relocking(project: Path) -> Non
 
 
 def test_diff_as_json_lists_every_change(project: Path) -> None:
+    """plan diff --format json gives the lock path, the breaking count and each change."""
     use_plan(project, "kitchen_breaking")
     result = run_cli("plan", "diff", "--format", "json", cwd=project)
 
@@ -141,6 +147,7 @@ def test_diff_as_json_lists_every_change(project: Path) -> None:
 
 
 def test_the_lock_path_comes_from_the_option_or_pyproject(tmp_path: Path) -> None:
+    """The lock file path comes from --lock, else pyproject.toml, else the default."""
     root = make_project(tmp_path, lock="analytics/plan.lock.json")
     (root / "analytics").mkdir()
     assert run_cli("plan", "lock", cwd=root).returncode == 0
@@ -182,6 +189,7 @@ def test_the_lock_path_comes_from_the_option_or_pyproject(tmp_path: Path) -> Non
     ],
 )
 def test_a_broken_lock_is_a_usage_error(tmp_path: Path, content: str, message: str) -> None:
+    """An unreadable or malformed lock makes diff and lock exit 2, naming the defect."""
     root = make_project(tmp_path)
     (root / "instrumentor.lock.json").write_text(content, encoding="utf-8")
 
@@ -226,22 +234,26 @@ def kinds(found: list[Change]) -> list[tuple[str, str, bool]]:
 
 
 def test_nothing_changed() -> None:
+    """Identical plans classify to no change."""
     assert changes([event("Report_Created")], [event("Report_Created")]) == []
 
 
 def test_a_renamed_member_is_a_rename_not_a_removal_and_an_addition() -> None:
+    """A member keeping its attribute under a new name is one breaking rename."""
     found = changes([event("Report_Created")], [event("Report_Built", member="REPORT_CREATED")])
     assert kinds(found) == [("event_renamed", "Report_Created", True)]
     assert found[0].message == "Report_Created: renamed to Report_Built"
 
 
 def test_a_removed_event_replaced_by_a_new_one_is_a_rename() -> None:
+    """An event removed for its replaced_by event, newly added, is a rename."""
     old = event("Report_Created", deprecated="use Report_Built", replaced_by="Report_Built")
     found = changes([old], [event("Report_Built")])
     assert kinds(found) == [("event_renamed", "Report_Created", True)]
 
 
 def test_a_removed_event_whose_replacement_stays_is_a_removal() -> None:
+    """An event removed while its already-locked replacement stays is a removal."""
     old = event("Report_Created", deprecated="use Report_Built", replaced_by="Report_Built")
     found = changes([old, event("Report_Built")], [event("Report_Built")])
     assert kinds(found) == [("event_removed", "Report_Created", True)]
@@ -249,6 +261,7 @@ def test_a_removed_event_whose_replacement_stays_is_a_removal() -> None:
 
 
 def test_breaking_changes_come_first() -> None:
+    """Breaking changes are listed before the others."""
     before = [event("Report_Created"), event("Search_Done", frontend=True)]
     after = [
         event("Report_Created", description="new", category="feature_usage"),
@@ -275,11 +288,13 @@ def test_breaking_changes_come_first() -> None:
     ],
 )
 def test_changes_that_break_nobody(fields: dict[str, Any], kind: str) -> None:
+    """Frontend added, deprecation, waivers and a moved member are non-breaking changes."""
     found = changes([event("Report_Created")], [event("Report_Created", **fields)])
     assert kinds(found) == [(kind, "Report_Created", False)]
 
 
 def test_deprecation_messages_say_what_happened() -> None:
+    """Deprecation messages say deprecated, no longer deprecated or changed."""
     plain = event("Report_Created")
     deprecated = event("Report_Created", deprecated="use X", sunset="2027-01-01")
     later = event("Report_Created", deprecated="use X", sunset="2028-01-01")
@@ -289,6 +304,7 @@ def test_deprecation_messages_say_what_happened() -> None:
 
 
 def test_a_level_added_below_the_others_is_not_breaking() -> None:
+    """A hierarchy level added at the bottom is a non-breaking extension."""
     found = changes(
         [event("Report_Created")],
         [event("Report_Created")],
@@ -299,6 +315,7 @@ def test_a_level_added_below_the_others_is_not_breaking() -> None:
 
 
 def test_a_changed_hierarchy_is_breaking() -> None:
+    """A level inserted in the middle or dropped from the hierarchy is breaking."""
     inserted = [
         HIERARCHY[0],
         {"level": "workspace", "parent": "account"},

@@ -66,6 +66,7 @@ def project(tmp_path: Path, *, pyproject: str | None = None, **modules: str) -> 
 
 
 def test_show_lists_every_event_with_its_level(tmp_path: Path) -> None:
+    """plan show prints the hierarchy, the count and each event's category, level, frontend."""
     root = project(tmp_path, app_events=PLAN)
     result = run_cli("plan", "show", "--plan", "app_events:Events", cwd=root)
     assert result.returncode == 0, result.stderr
@@ -80,6 +81,7 @@ def test_show_lists_every_event_with_its_level(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("module", [False, True], ids=["console-script", "python-m"])
 def test_plan_from_pyproject(tmp_path: Path, module: bool) -> None:
+    """The pyproject.toml plan is found from a sub-folder, by the console script and python -m."""
     root = project(
         tmp_path,
         pyproject='[tool.instrumentor]\nplan = "app.analytics:Events"\n',
@@ -92,6 +94,7 @@ def test_plan_from_pyproject(tmp_path: Path, module: bool) -> None:
 
 
 def test_a_plan_split_over_registries_is_one_plan(tmp_path: Path) -> None:
+    """Several --plan options (a registry or a whole module) are shown as one plan."""
     root = project(tmp_path, core=PLAN, billing=PROBLEMS)
     result = run_cli("plan", "show", "--plan", "core:Events", "--plan", "billing", cwd=root)
     assert result.returncode == 0, result.stderr
@@ -113,6 +116,7 @@ def test_a_plan_split_over_registries_is_one_plan(tmp_path: Path) -> None:
 def test_usage_errors_exit_2_with_a_clear_message(
     tmp_path: Path, args: tuple[str, ...], pyproject: str | None, expected: str
 ) -> None:
+    """A missing, unimportable or malformed plan exits 2 with a clear message and no traceback."""
     root = project(tmp_path, pyproject=pyproject, app_events=PLAN)
     result = run_cli("plan", "show", *args, cwd=root)
     assert result.returncode == 2
@@ -121,6 +125,7 @@ def test_usage_errors_exit_2_with_a_clear_message(
 
 
 def test_a_module_that_raises_at_import_is_a_usage_error(tmp_path: Path) -> None:
+    """A plan module that raises at import exits 2 and names the exception."""
     root = project(tmp_path, broken="raise RuntimeError('settings missing')\n")
     result = run_cli("plan", "show", "--plan", "broken", cwd=root)
     assert result.returncode == 2
@@ -128,6 +133,7 @@ def test_a_module_that_raises_at_import_is_a_usage_error(tmp_path: Path) -> None
 
 
 def test_duplicate_names_across_modules_fail_naming_both_sites(tmp_path: Path) -> None:
+    """One event name in two plan modules fails plan check, naming both files."""
     dup = PLAN.replace("class Events", "class Others").replace(
         '"Search_Performed"', '"Search_Finished"'
     )
@@ -140,6 +146,7 @@ def test_duplicate_names_across_modules_fail_naming_both_sites(tmp_path: Path) -
 
 
 def test_check_passes_a_clean_plan(tmp_path: Path) -> None:
+    """plan check on a clean plan exits 0 and says no problems were found."""
     root = project(tmp_path, app_events=PLAN)
     result = run_cli("plan", "check", "--plan", "app_events", cwd=root)
     assert result.returncode == 0, result.stdout
@@ -147,6 +154,7 @@ def test_check_passes_a_clean_plan(tmp_path: Path) -> None:
 
 
 def test_check_reports_each_problem(tmp_path: Path) -> None:
+    """plan check --format json reports each rule broken, its severity and the member's line."""
     root = project(tmp_path, billing=PROBLEMS)
     result = run_cli(
         "plan", "check", "--plan", "billing", "--format", "json", "--today", "2026-01-01", cwd=root
@@ -168,6 +176,7 @@ def test_check_reports_each_problem(tmp_path: Path) -> None:
 
 
 def test_check_sunset_is_judged_against_today(tmp_path: Path) -> None:
+    """A deprecation's sunset counts as expired only after the --today date."""
     root = project(tmp_path, billing=PROBLEMS)
     before = run_cli("plan", "check", "--plan", "billing", "--today", "2020-01-30", cwd=root)
     assert "deprecation-expired" not in before.stdout
@@ -176,6 +185,7 @@ def test_check_sunset_is_judged_against_today(tmp_path: Path) -> None:
 
 
 def test_check_descriptions_can_be_optional(tmp_path: Path) -> None:
+    """require_descriptions = false drops missing-description and keeps the other rules."""
     root = project(
         tmp_path,
         pyproject="[tool.instrumentor]\nrequire_descriptions = false\n",
@@ -187,6 +197,7 @@ def test_check_descriptions_can_be_optional(tmp_path: Path) -> None:
 
 
 def test_check_github_annotations(tmp_path: Path) -> None:
+    """--format github prints ::error and ::warning annotations with file, line and rule."""
     root = project(tmp_path, billing=PROBLEMS)
     result = run_cli("plan", "check", "--plan", "billing", "--format", "github", cwd=root)
     lines = result.stdout.splitlines()
@@ -198,6 +209,7 @@ def test_check_github_annotations(tmp_path: Path) -> None:
 
 
 def test_what_the_plan_prints_at_import_does_not_corrupt_stdout(tmp_path: Path) -> None:
+    """Output the plan prints at import goes to stderr, so the JSON export still parses."""
     root = project(tmp_path, noisy="print('loading the plan...')\n" + PLAN)
     result = run_cli("plan", "export", "--format", "json", "--plan", "noisy", cwd=root)
     assert result.returncode == 0, result.stderr
@@ -206,6 +218,7 @@ def test_what_the_plan_prints_at_import_does_not_corrupt_stdout(tmp_path: Path) 
 
 
 def test_a_plan_that_exits_at_import_is_a_usage_error(tmp_path: Path) -> None:
+    """A plan module calling sys.exit() at import exits 2 and names the SystemExit."""
     root = project(tmp_path, leaving="import sys\nsys.exit(3)\n")
     result = run_cli("plan", "show", "--plan", "leaving", cwd=root)
     assert result.returncode == 2
@@ -227,6 +240,7 @@ def test_a_plan_that_exits_at_import_is_a_usage_error(tmp_path: Path) -> None:
 def test_a_registry_without_events_is_not_a_plan(
     tmp_path: Path, source: str, spec: str, expected: str
 ) -> None:
+    """The EventRegistry base class or a registry without events is refused with exit 2."""
     root = project(tmp_path, base=source)
     result = run_cli("plan", "check", "--plan", spec, cwd=root)
     assert result.returncode == 2
@@ -234,6 +248,7 @@ def test_a_registry_without_events_is_not_a_plan(
 
 
 def test_a_tool_key_that_is_not_a_table_is_no_plan(tmp_path: Path) -> None:
+    """A pyproject 'tool' key that is not a table means no plan is named (exit 2)."""
     root = project(tmp_path, pyproject='tool = "x"\n', app_events=PLAN)
     result = run_cli("plan", "show", cwd=root)
     assert result.returncode == 2
@@ -241,6 +256,7 @@ def test_a_tool_key_that_is_not_a_table_is_no_plan(tmp_path: Path) -> None:
 
 
 def test_a_setting_of_the_wrong_type_is_refused(tmp_path: Path) -> None:
+    """A non-boolean require_descriptions in pyproject.toml exits 2 naming the setting."""
     root = project(
         tmp_path,
         pyproject='[tool.instrumentor]\nrequire_descriptions = "false"\n',
@@ -252,6 +268,7 @@ def test_a_setting_of_the_wrong_type_is_refused(tmp_path: Path) -> None:
 
 
 def test_check_reports_waivers_the_name_no_longer_needs(tmp_path: Path) -> None:
+    """A waiver for a rule the name already passes is a stale-waiver warning (exit 0)."""
     stale = PLAN.replace(
         'description="A user ran a search.",',
         'description="A user ran a search.", waive={"no_digits": "it used to say Search_V2"},',
@@ -265,6 +282,8 @@ def test_check_reports_waivers_the_name_no_longer_needs(tmp_path: Path) -> None:
 
 
 def test_a_reader_that_leaves_early_gets_the_sigpipe_status(tmp_path: Path) -> None:
+    """A closed stdout pipe ends plan show with status 141 and no traceback."""
+
     def name(i: int) -> str:  # Item_AAA_Added, Item_BAA_Added, ...: distinct, valid names
         letters = "".join(chr(65 + i // 26**k % 26) for k in range(3))
         return f"Item_{letters}_Added"
@@ -291,6 +310,7 @@ def test_a_reader_that_leaves_early_gets_the_sigpipe_status(tmp_path: Path) -> N
 def test_an_internal_error_is_reported_as_such(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """An unexpected exception in a command exits 2 as an internal error naming it."""
     from instrumentor import cli
     from instrumentor.cli import _plan as plan
 

@@ -54,6 +54,7 @@ def suite(pytester: pytest.Pytester) -> pytest.Pytester:
 
 
 def test_reports_tracked_and_missing_events(suite: pytest.Pytester) -> None:
+    """--instrumentor-coverage reports the share tracked and lists each untracked event."""
     result = suite.runpytest_subprocess("--instrumentor-coverage", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=3)
     result.stdout.fnmatch_lines(
@@ -67,18 +68,21 @@ def test_reports_tracked_and_missing_events(suite: pytest.Pytester) -> None:
 
 
 def test_fails_under_the_threshold(suite: pytest.Pytester) -> None:
+    """Coverage under --instrumentor-coverage-fail-under fails the run with a message."""
     result = suite.runpytest_subprocess("--instrumentor-coverage-fail-under=75")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(["FAIL: plan coverage 50.0% is under the required 75%"])
 
 
 def test_passes_at_the_threshold(suite: pytest.Pytester) -> None:
+    """Coverage exactly at the threshold passes and says so."""
     result = suite.runpytest_subprocess("--instrumentor-coverage-fail-under=50")
     assert result.ret == pytest.ExitCode.OK
     result.stdout.fnmatch_lines(["required 50% reached"])
 
 
 def test_plan_named_in_pyproject(suite: pytest.Pytester) -> None:
+    """The plan named in pyproject.toml is the one measured, not other imported registries."""
     suite.makepyfile(
         other_events="""
         from instrumentor import EventRegistry, event
@@ -95,6 +99,7 @@ def test_plan_named_in_pyproject(suite: pytest.Pytester) -> None:
 
 
 def test_an_unloadable_plan_fails_the_threshold(suite: pytest.Pytester) -> None:
+    """A plan that cannot be loaded fails a run that asks for a threshold."""
     result = suite.runpytest_subprocess(
         "--instrumentor-coverage-fail-under=10", "--instrumentor-plan", "nowhere:Events"
     )
@@ -103,12 +108,14 @@ def test_an_unloadable_plan_fails_the_threshold(suite: pytest.Pytester) -> None:
 
 
 def test_workers_report_to_the_controller(suite: pytest.Pytester) -> None:
+    """Under xdist the workers' tracked events are combined in one report."""
     result = suite.runpytest_subprocess("-n", "2", "--instrumentor-coverage")
     result.assert_outcomes(passed=3)
     result.stdout.fnmatch_lines(["2/4 events of the plan tracked (50.0%)"])
 
 
 def test_off_by_default(suite: pytest.Pytester) -> None:
+    """Without the option no coverage report is printed."""
     result = suite.runpytest_subprocess()
     result.assert_outcomes(passed=3)
     assert "plan coverage" not in result.stdout.str()

@@ -1,6 +1,6 @@
 """What lint takes a name in the code for: SDK, project wrapper, plan registry, or unrelated.
 
-Review findings of issue 6, one test each, in process (``scan_module`` on one module's source):
+One case per test, in process (``scan_module`` on one module's source):
 unrelated ``.track(``/``.capture(`` methods, classes that only share a registry's name, the
 project's own ``analytics`` package, aliased ``event()`` in the plan, star imports, dynamic
 lookups and module-level constants, unparseable files and character columns.
@@ -177,6 +177,9 @@ def test_an_own_analytics_package_is_not_segment() -> None:
         ("import instrumentor._registry", "instrumentor._registry.event"),
         ("from instrumentor._registry import event as define", "define"),
         ("from instrumentor import *", "event"),
+        ("from instrumentor.plan import event", "event"),
+        ("import instrumentor.plan", "instrumentor.plan.event"),
+        ("from instrumentor.plan import *", "event"),
     ],
 )
 def test_aliased_event_definitions_are_not_uses(imports: str, callee: str) -> None:

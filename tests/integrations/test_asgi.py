@@ -28,6 +28,7 @@ def client(request: pytest.FixtureRequest) -> Iterator[httpx.Client]:
 
 
 def test_identity_is_bound_for_async_and_sync_views(client: httpx.Client) -> None:
+    """Async views, sync views and tasks see the resolved user; no header means no user."""
     assert client.get("/async", headers=USER).json() == {"user": "usr_1"}
     assert client.get("/sync", headers=USER).json() == {"user": "usr_1"}
     assert client.get("/task", headers=USER).json() == {"user": "usr_1"}
@@ -35,6 +36,7 @@ def test_identity_is_bound_for_async_and_sync_views(client: httpx.Client) -> Non
 
 
 def test_background_tasks_keep_the_context(client: httpx.Client) -> None:
+    """Sync and async background tasks, run after the response, still see the user."""
     asgi_app.SEEN.clear()
     client.get("/background", headers=USER)
     # The tasks run after the response is sent: wait (bounded) until both have reported.
@@ -43,12 +45,14 @@ def test_background_tasks_keep_the_context(client: httpx.Client) -> None:
 
 
 def test_a_plain_thread_pool_needs_with_current_context(client: httpx.Client) -> None:
+    """A plain pool thread sees no user; with_current_context() carries it there."""
     assert client.get("/pool", headers=USER).json() == {"plain": None, "carried": "usr_1"}
 
 
 def test_a_failing_resolver_leaves_the_request_working_and_untracked(
     client: httpx.Client, captured: CapturedEvents
 ) -> None:
+    """A raising resolver leaves views working, makes the endpoint 401 and counts it."""
     response = client.get("/async", headers={**USER, "x-fail": "1"})
     assert response.json() == {"user": None}
     track = client.post(
@@ -62,6 +66,7 @@ def test_a_failing_resolver_leaves_the_request_working_and_untracked(
 def test_track_endpoint_tracks_with_the_server_identity(
     client: httpx.Client, captured: CapturedEvents
 ) -> None:
+    """A POST to the endpoint is 202, not cached, and tracked with the server's identity."""
     response = client.post(
         "/analytics/track", json={"event": "Search_Performed"}, headers={**USER, "x-ws": "ws_1"}
     )
@@ -71,6 +76,7 @@ def test_track_endpoint_tracks_with_the_server_identity(
 
 
 def test_the_script_is_served_with_caching_headers(client: httpx.Client) -> None:
+    """The browser script is served as JavaScript with an ETag that yields 304."""
     response = client.get("/analytics/instrumentor.js")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/javascript")
@@ -82,6 +88,7 @@ def test_the_script_is_served_with_caching_headers(client: httpx.Client) -> None
 
 
 def test_without_an_endpoint_the_middleware_only_binds(captured: CapturedEvents) -> None:
+    """Without an endpoint the middleware binds the identity and serves no track route."""
     app = asgi_app.build()
     app.user_middleware.clear()
     app.add_middleware(AnalyticsMiddleware, resolver=asgi_app.resolve)
@@ -121,6 +128,7 @@ def _post(url: str, body: object, headers: dict[str, str] | None = None) -> http
 def test_abuse_on_a_real_server(
     server: str, captured: CapturedEvents, body: object, headers: dict[str, str], status: int
 ) -> None:
+    """Unknown, backend-only, anonymous, foreign-group, non-JSON or list bodies are refused."""
     response = _post(server, body, headers)
     assert response.status_code == status
     assert response.json()["accepted"] is False
@@ -128,6 +136,7 @@ def test_abuse_on_a_real_server(
 
 
 def test_malformed_json_on_a_real_server(server: str, captured: CapturedEvents) -> None:
+    """Truncated, undecodable or deeply nested JSON is a 400 and nothing is tracked."""
     for raw in (b"{", b"\xff", b"[" * 1000):
         response = httpx.post(
             f"{server}/analytics/track",
@@ -141,6 +150,7 @@ def test_malformed_json_on_a_real_server(server: str, captured: CapturedEvents) 
 def test_a_gigabyte_content_length_is_refused_without_reading(
     server: str, captured: CapturedEvents
 ) -> None:
+    """A huge Content-Length is answered 413 without reading the body."""
     head = (
         b"POST /analytics/track HTTP/1.1\r\nHost: x\r\nx-user: usr_6\r\n"
         b"Content-Type: application/json\r\nContent-Length: 1000000000\r\n\r\n"
@@ -151,6 +161,7 @@ def test_a_gigabyte_content_length_is_refused_without_reading(
 
 
 def test_a_chunked_body_is_cut_at_the_limit(server: str, captured: CapturedEvents) -> None:
+    """A chunked body growing past the limit is answered 413."""
     head = (
         b"POST /analytics/track HTTP/1.1\r\nHost: x\r\nx-user: usr_7\r\n"
         b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -162,6 +173,7 @@ def test_a_chunked_body_is_cut_at_the_limit(server: str, captured: CapturedEvent
 
 
 def test_bursts_get_429_on_a_real_server(server: str, captured: CapturedEvents) -> None:
+    """Past the burst a client gets 429 with Retry-After; only accepted posts are tracked."""
     with httpx.Client(base_url=server) as http:
         statuses = [
             http.post(
@@ -180,5 +192,6 @@ def test_bursts_get_429_on_a_real_server(server: str, captured: CapturedEvents) 
 
 
 def test_the_app_still_serves_its_own_routes(server: str) -> None:
+    """Routes outside the endpoint's prefix reach the application."""
     assert httpx.post(f"{server}/plain").json() == {"accepted": True}
     assert httpx.get(f"{server}/sync", headers=USER).json() == {"user": "usr_1"}

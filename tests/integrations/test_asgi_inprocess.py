@@ -40,6 +40,8 @@ def _in_task(scenario: Scenario) -> tuple[Any, str | None, str | None]:
 
 
 def test_a_normal_request_leaves_nothing_bound() -> None:
+    """A request sees its user and leaves nothing bound in the calling task."""
+
     async def scenario(client: httpx.AsyncClient) -> Any:
         return (await client.get("/async", headers=USER)).json()
 
@@ -47,6 +49,8 @@ def test_a_normal_request_leaves_nothing_bound() -> None:
 
 
 def test_an_app_that_raises_leaves_nothing_bound() -> None:
+    """A view that raises still has its identity reset in the calling task."""
+
     async def scenario(client: httpx.AsyncClient) -> Any:
         with pytest.raises(RuntimeError, match="the view failed for usr_1"):
             await client.get("/raise", headers=USER)
@@ -56,6 +60,8 @@ def test_an_app_that_raises_leaves_nothing_bound() -> None:
 
 
 def test_a_streaming_response_sees_the_identity_and_leaves_nothing_bound() -> None:
+    """Every chunk of a streamed response sees the user; nothing stays bound after."""
+
     async def scenario(client: httpx.AsyncClient) -> Any:
         return (await client.get("/stream", headers=USER)).text
 
@@ -63,6 +69,8 @@ def test_a_streaming_response_sees_the_identity_and_leaves_nothing_bound() -> No
 
 
 def test_what_a_view_binds_in_an_anonymous_request_ends_with_it() -> None:
+    """A user bound by a view in an anonymous request ends with that request."""
+
     async def scenario(client: httpx.AsyncClient) -> Any:
         signed_up = (await client.get("/asignup")).json()["user"]
         return signed_up, (await client.get("/async")).json()
@@ -122,6 +130,7 @@ def _call(headers: list[tuple[bytes, bytes]]) -> list[MutableMapping[str, Any]]:
 
 
 def test_a_disconnect_before_the_body_sends_nothing(captured: CapturedEvents) -> None:
+    """A client gone before its body is counted as disconnected, with no answer or incident."""
     assert _call([(b"content-length", b"28")]) == []
     stats = instrumentor.stats()
     assert stats["frontend_disconnected"] == 1
@@ -130,12 +139,14 @@ def test_a_disconnect_before_the_body_sends_nothing(captured: CapturedEvents) ->
 
 
 def test_a_content_length_of_5000_digits_is_413(captured: CapturedEvents) -> None:
+    """An absurdly long Content-Length is a 413, not an internal error."""
     sent = _call([(b"content-length", b"9" * 5000)])
     assert sent[0]["status"] == 413
     assert "internal_error" not in instrumentor.stats()
 
 
 def test_an_unbindable_identity_in_strict_mode_is_not_a_500() -> None:
+    """An identity that cannot be bound, even in strict mode, is counted and the view is 200."""
     from instrumentor.testing import capture_events
 
     def resolve(request: Any) -> Identity:

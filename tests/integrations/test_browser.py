@@ -88,6 +88,7 @@ def _tracks(provider: FaultServer) -> list[dict[str, Any]]:
 def test_click_tracks_with_the_server_side_identity(
     app: App, provider: FaultServer, page: Any
 ) -> None:
+    """A click is tracked with the server's identity; the API key never reaches the page."""
     console, errors = _watch(page)
     page.goto(f"{app.url}/login?user=usr_2")
     page.click("#apply-filter")
@@ -111,6 +112,7 @@ def test_click_tracks_with_the_server_side_identity(
 def test_anonymous_and_backend_only_events_are_refused_in_the_browser(
     app: App, provider: FaultServer, page: Any
 ) -> None:
+    """track() returns false when logged out or for a backend-only event."""
     _, errors = _watch(page)
     page.goto(app.url)  # not logged in
     assert page.evaluate("instrumentor.track('Filter_Applied')") is False
@@ -125,6 +127,7 @@ def test_anonymous_and_backend_only_events_are_refused_in_the_browser(
 def test_send_beacon_is_the_fallback_without_fetch(
     app: App, provider: FaultServer, page: Any
 ) -> None:
+    """Without fetch the script sends with sendBeacon and the event is tracked."""
     _, errors = _watch(page)
     page.goto(f"{app.url}/login?user=usr_1")
     assert page.evaluate("window.fetch = undefined; instrumentor.track('Filter_Applied')") is True
@@ -134,6 +137,7 @@ def test_send_beacon_is_the_fallback_without_fetch(
 
 
 def test_track_never_throws_when_the_endpoint_is_down(app: App, page: Any) -> None:
+    """With the server down or bad arguments, track() returns false and never throws."""
     console, errors = _watch(page)
     page.goto(f"{app.url}/login?user=usr_1")
     app.stop()
@@ -148,6 +152,7 @@ def test_track_never_throws_when_the_endpoint_is_down(app: App, page: Any) -> No
 
 @pytest.mark.parametrize("app", ["examples.flask_app"], indirect=True)
 def test_the_client_can_send_a_csrf_token(app: App, provider: FaultServer, page: Any) -> None:
+    """The script sends a CSRF token, from a cookie or a data attribute, in the named header."""
     _, errors = _watch(page)
     page.goto(f"{app.url}/login?user=usr_1")
     page.evaluate("document.cookie = 'csrftoken=tok%2F1; path=/'")

@@ -33,6 +33,7 @@ class FakeClock:
 
 
 def test_bucket_refills_at_its_rate() -> None:
+    """The token bucket allows a burst, then refills at its rate up to the burst size."""
     clock = FakeClock()
     limiter = TokenBucketLimiter(2.0, 3, clock=clock)
     assert [limiter.acquire("a") for _ in range(3)] == [0.0, 0.0, 0.0]
@@ -45,6 +46,7 @@ def test_bucket_refills_at_its_rate() -> None:
 
 
 def test_bucket_memory_is_bounded() -> None:
+    """The limiter keeps at most max_keys buckets, the most recent ones."""
     clock = FakeClock()
     limiter = TokenBucketLimiter(1.0, 1, max_keys=100, clock=clock)
     for i in range(10_000):
@@ -55,6 +57,7 @@ def test_bucket_memory_is_bounded() -> None:
 
 
 def test_bucket_rejects_bad_settings() -> None:
+    """A zero rate or burst raises ValueError naming it."""
     with pytest.raises(ValueError, match="rate"):
         TokenBucketLimiter(0, 1)
     with pytest.raises(ValueError, match="burst"):
@@ -62,6 +65,7 @@ def test_bucket_rejects_bad_settings() -> None:
 
 
 def test_identity_binds_and_keys() -> None:
+    """Identity binds until reset, is keyed by user else account, and hides traits in repr."""
     identity = Identity(
         user_id=7,
         account_id=Group("acc_1", name="Acme"),
@@ -85,6 +89,8 @@ def test_identity_binds_and_keys() -> None:
 
 
 def test_resolvers_that_fail_leave_the_request_untracked() -> None:
+    """Raising, wrong-type or async resolvers give no identity and an identity_error each."""
+
     def raising(request: Any) -> Identity:
         raise LookupError("no session table")
 
@@ -110,6 +116,8 @@ def test_resolvers_that_fail_leave_the_request_untracked() -> None:
 
 
 def test_async_resolution_takes_sync_and_async_resolvers() -> None:
+    """aresolve_identity() awaits async resolvers, calls sync ones, and turns a raise into None."""
+
     async def asynchronous(request: Any) -> Identity:
         await asyncio.sleep(0)
         return Identity(user_id=request)
@@ -129,6 +137,7 @@ def test_async_resolution_takes_sync_and_async_resolvers() -> None:
 
 
 def test_script_is_package_data_and_cacheable() -> None:
+    """The script ships as package data, is cached with an ETag (304) and refuses POST (405)."""
     source = script_source()
     assert b"keepalive: true" in source
     assert b"sendBeacon" in source
@@ -144,6 +153,7 @@ def test_script_is_package_data_and_cacheable() -> None:
 
 
 def test_importing_instrumentor_imports_no_web_framework() -> None:
+    """Importing instrumentor and its integrations loads no web framework."""
     from tests.support import run_python
 
     result = run_python(
@@ -160,6 +170,7 @@ def test_importing_instrumentor_imports_no_web_framework() -> None:
 
 
 def test_the_script_is_served_compact_and_comments_stay_on_their_own_lines() -> None:
+    """The served script drops whole comment lines only and stays under 2.5 KB."""
     source = script_source().decode()
     served = script_reply("GET").body.decode()
     assert len(served.encode()) < 2500  # "a couple of KB"; the commented file is larger
@@ -204,6 +215,7 @@ def test_a_missing_script_file_answers_404_not_500(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("strict", [False, True])
 def test_an_identity_that_cannot_be_bound_is_an_identity_error(strict: bool) -> None:
+    """An identity with bad traits or groups is an identity_error and is never bound or raised."""
     bad_traits = Identity(user_id="u", user_traits=cast(Any, ["not", "a", "mapping"]))
     bad_groups = Identity(user_id="u", groups=cast(Any, "team"))
     with capture_events(strict=strict) as captured:

@@ -43,12 +43,14 @@ async def aresolve(request: HttpRequest) -> Identity | None:
 
 
 def test_work_off_the_request_thread(server: Served) -> None:
+    """async_to_sync and with_current_context() carry the user to other threads; a pool does not."""
     seen = httpx.get(f"{server.url}/thread", headers=server.user("usr_1")).json()
     user = f"{server.kind}-usr_1"
     assert seen == {"pool": None, "async_to_sync": user, "with_current_context": user}
 
 
 def test_an_async_resolver(server: Served, captured: CapturedEvents) -> None:
+    """An async RESOLVER works for sync and async views and for the track endpoint."""
     with settings_with(RESOLVER=f"{__name__}.aresolve"):
         for path in ("/whoami", "/async"):
             response = httpx.get(f"{server.url}{path}", headers=server.user("usr_2"))
@@ -58,6 +60,7 @@ def test_an_async_resolver(server: Served, captured: CapturedEvents) -> None:
 
 
 def test_csrf_when_asked_for(server: Served, captured: CapturedEvents) -> None:
+    """With CSRF=True a post without a valid CSRF token is 403 and with one is 202."""
     token = "a" * 32
     user = server.user("usr_3")
     with settings_with(CSRF=True):
@@ -71,6 +74,7 @@ def test_csrf_when_asked_for(server: Served, captured: CapturedEvents) -> None:
 
 
 def test_foreign_origins_are_refused(server: Served, captured: CapturedEvents) -> None:
+    """A foreign Origin is 403 origin_not_allowed unless ALLOW_ORIGIN is None."""
     user = server.user("usr_4")
     refused = server.post({"event": "Search_Performed"}, {**user, "origin": "https://evil.test"})
     assert (refused.status_code, refused.json()["error"]) == (403, "origin_not_allowed")
@@ -83,6 +87,7 @@ def test_foreign_origins_are_refused(server: Served, captured: CapturedEvents) -
 def test_a_lower_data_upload_max_memory_size_lowers_the_limit(
     server: Served, captured: CapturedEvents
 ) -> None:
+    """A DATA_UPLOAD_MAX_MEMORY_SIZE below the body limit makes the endpoint answer 413."""
     body = {"event": "Search_Performed", "group_id": "x" * 100}
     with override_settings(DATA_UPLOAD_MAX_MEMORY_SIZE=64):
         assert server.post(body, server.user("usr_5")).status_code == 413
@@ -113,6 +118,7 @@ def test_only_the_own_origin_and_csrf_trusted_origins_may_track(
     CSRF_TRUSTED_ORIGINS=["https://front.test", "https://*.cdn.test", "http://*.dev.test:8000"],
 )
 def test_allowed_origin_is_csrf_trusted_origins() -> None:
+    """allowed_origin() follows CSRF_TRUSTED_ORIGINS (wildcards, scheme, port), not hosts."""
     assert allowed_origin("https://front.test")
     assert allowed_origin("https://a.cdn.test")
     assert allowed_origin("https://cdn.test")  # as Django's is_same_domain has it
@@ -160,6 +166,7 @@ async def authorize_async(identity: Identity, request: HttpRequest, level: str, 
 
 
 def test_authentication_below_the_middleware_is_reported_once(captured: CapturedEvents) -> None:
+    """AuthenticationMiddleware placed after ours is one bad_configuration incident."""
     auth = "django.contrib.auth.middleware.AuthenticationMiddleware"
     with override_settings(MIDDLEWARE=[*project.MIDDLEWARE, auth]):
         AnalyticsMiddleware(_response)
@@ -187,6 +194,7 @@ def test_authentication_below_the_middleware_is_reported_once(captured: Captured
     ],
 )
 def test_a_wrong_setting_fails_when_the_middleware_loads(setting: Any, message: str) -> None:
+    """A missing or invalid INSTRUMENTOR setting raises ImproperlyConfigured naming the problem."""
     with override_settings(INSTRUMENTOR=setting), pytest.raises(ImproperlyConfigured) as error:
         AnalyticsMiddleware(_response)
     assert message in str(error.value)
@@ -243,6 +251,7 @@ def test_the_urls_without_the_middleware_and_a_wrong_setting_answer_503(
 def test_the_urls_without_the_middleware_resolve_the_identity_themselves(
     captured: CapturedEvents,
 ) -> None:
+    """Without the middleware the URLs resolve the identity: 202, or 401 if it cannot be bound."""
     from django.core.wsgi import get_wsgi_application
 
     from tests.integrations.servers import serve_wsgi

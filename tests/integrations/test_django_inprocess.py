@@ -74,6 +74,7 @@ def _in_thread(view: Callable[[HttpRequest], HttpResponse], **headers: str) -> t
 
 @pytest.mark.parametrize("run", [_in_task, _in_thread], ids=["async", "sync"])
 def test_a_request_leaves_nothing_bound(run: Any) -> None:
+    """A request, sync or async, sees its user and leaves nothing bound after it."""
     seen, after = run(_whoami, **USER)
     assert b'"usr_1"' in seen
     assert after == NOBODY
@@ -81,11 +82,13 @@ def test_a_request_leaves_nothing_bound(run: Any) -> None:
 
 @pytest.mark.parametrize("run", [_in_task, _in_thread], ids=["async", "sync"])
 def test_a_view_that_raises_leaves_nothing_bound(run: Any) -> None:
+    """A view that raises still has its identity reset, sync or async."""
     assert run(_fail, **USER) == ("the view failed for usr_1", NOBODY)
 
 
 @pytest.mark.parametrize("run", [_in_task, _in_thread], ids=["async", "sync"])
 def test_what_a_view_binds_in_an_anonymous_request_ends_with_it(run: Any) -> None:
+    """A user bound by a view in an anonymous request ends with that request."""
     seen, after = run(_signup)
     assert b'"new_user"' in seen
     assert after == NOBODY

@@ -52,6 +52,7 @@ def post(
 
 
 def test_frontend_event_is_tracked_with_the_server_identity(captured: CapturedEvents) -> None:
+    """A frontend event is accepted (202) and tracked and identified with the server's identity."""
     reply = post(TrackEndpoint(), {"event": "Search_Performed"})
     assert (reply.status, reply.json()) == (202, {"accepted": True})
     captured.assert_tracked(Events.SEARCH_PERFORMED, user_id="usr_1", group_id="acc_1", times=1)
@@ -84,6 +85,7 @@ def test_frontend_event_is_tracked_with_the_server_identity(captured: CapturedEv
 def test_bad_bodies_are_refused_and_nothing_is_tracked(
     captured: CapturedEvents, body: bytes | dict[str, Any], status: int, code: str
 ) -> None:
+    """Unknown, backend-only or malformed events and foreign groups are refused with their code."""
     reply = post(TrackEndpoint(), body)
     assert reply.status == status
     assert reply.json()["error"] == code
@@ -92,6 +94,7 @@ def test_bad_bodies_are_refused_and_nothing_is_tracked(
 
 
 def test_a_depth_bomb_under_a_large_limit_is_a_400(captured: CapturedEvents) -> None:
+    """Deeply nested JSON within a large body limit is a 400, not a crash."""
     bomb = b'{"event": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
     reply = post(TrackEndpoint(max_body=300_000), bomb)
     assert (reply.status, reply.json()["error"]) == (400, "malformed_json")
@@ -99,6 +102,7 @@ def test_a_depth_bomb_under_a_large_limit_is_a_400(captured: CapturedEvents) -> 
 
 
 def test_the_reason_names_the_event_without_echoing_huge_input(captured: CapturedEvents) -> None:
+    """The refusal detail names the event and the rule, cut short for huge input."""
     reply = post(TrackEndpoint(max_body=4096), {"event": "X" * 3000})
     assert reply.status == 422
     detail = reply.json()["detail"]
@@ -111,6 +115,7 @@ def test_the_reason_names_the_event_without_echoing_huge_input(captured: Capture
 
 
 def test_missing_identity_is_401(captured: CapturedEvents) -> None:
+    """No identity, or an empty one, is a 401 and nothing is tracked."""
     for identity in (None, Identity()):
         reply = post(TrackEndpoint(), {"event": "Search_Performed"}, identity=identity)
         assert (reply.status, reply.json()["error"]) == (401, "unauthenticated")
@@ -131,6 +136,7 @@ def test_missing_identity_is_401(captured: CapturedEvents) -> None:
     ],
 )
 def test_wrong_content_types_are_415(captured: CapturedEvents, content_type: str | None) -> None:
+    """Any content type but JSON in UTF-8 is a 415."""
     reply = post(TrackEndpoint(), {"event": "Search_Performed"}, content_type=content_type)
     assert (reply.status, reply.json()["error"]) == (415, "unsupported_media_type")
     captured.assert_nothing_tracked()
@@ -138,6 +144,7 @@ def test_wrong_content_types_are_415(captured: CapturedEvents, content_type: str
 
 @pytest.mark.parametrize("content_type", ["application/json", "Application/JSON; charset=UTF-8"])
 def test_json_content_types_are_accepted(captured: CapturedEvents, content_type: str) -> None:
+    """application/json is accepted in any case and with a UTF-8 charset."""
     assert (
         post(TrackEndpoint(), {"event": "Search_Performed"}, content_type=content_type).status
         == 202
@@ -161,6 +168,7 @@ class _Endless(io.RawIOBase):
 
 
 def test_a_large_body_is_refused_while_reading(captured: CapturedEvents) -> None:
+    """An endless body is cut at the limit (413) after reading at most one byte past it."""
     endless = _Endless()
     incoming = Incoming("POST", JSON, None)
     reply = TrackEndpoint().handle(incoming, USER, lambda limit: read_limited(endless, limit))
@@ -170,6 +178,8 @@ def test_a_large_body_is_refused_while_reading(captured: CapturedEvents) -> None
 
 
 def test_a_large_content_length_is_refused_before_reading(captured: CapturedEvents) -> None:
+    """A Content-Length over the limit is 413 and an unreadable one 400, before any read."""
+
     def never(limit: int) -> bytes | None:
         raise AssertionError("the body must not be read")
 
@@ -182,6 +192,7 @@ def test_a_large_content_length_is_refused_before_reading(captured: CapturedEven
 
 
 def test_async_reading_stops_at_the_limit(captured: CapturedEvents) -> None:
+    """ahandle() stops pulling chunks once the body passes the limit and answers 413."""
     pulled = 0
 
     async def chunks() -> AsyncIterator[bytes]:
@@ -201,12 +212,14 @@ def test_async_reading_stops_at_the_limit(captured: CapturedEvents) -> None:
 
 
 def test_only_post(captured: CapturedEvents) -> None:
+    """A GET on the track route is 405 with Allow: POST."""
     reply = post(TrackEndpoint(), {"event": "Search_Performed"}, method="GET")
     assert reply.status == 405
     assert ("allow", "POST") in reply.headers
 
 
 def test_bursts_get_429_with_retry_after(captured: CapturedEvents) -> None:
+    """Past its burst a user gets 429 with Retry-After; other users keep their own bucket."""
     endpoint = TrackEndpoint(rate=0.5, burst=3)
     statuses = [post(endpoint, {"event": "Search_Performed"}).status for _ in range(5)]
     assert statuses == [202, 202, 202, 429, 429]
@@ -218,6 +231,7 @@ def test_bursts_get_429_with_retry_after(captured: CapturedEvents) -> None:
 
 
 def test_group_ids_from_the_client_need_the_hook(captured: CapturedEvents) -> None:
+    """A client-sent group id is tracked only if authorize_group allows it (else 403)."""
     calls: list[tuple[Identity, Any, str, str]] = []
 
     def authorize(identity: Identity, request: Any, level: str, group_id: str) -> bool:
@@ -233,6 +247,8 @@ def test_group_ids_from_the_client_need_the_hook(captured: CapturedEvents) -> No
 
 
 def test_a_raising_or_truthy_hook_refuses(captured: CapturedEvents) -> None:
+    """An authorize_group hook that raises or returns a non-True value refuses (403)."""
+
     def raising(*args: Any) -> bool:
         raise RuntimeError("db down")
 
@@ -249,6 +265,8 @@ def test_a_raising_or_truthy_hook_refuses(captured: CapturedEvents) -> None:
 
 
 def test_async_hook_is_awaited_by_ahandle_and_refused_by_handle(captured: CapturedEvents) -> None:
+    """An async authorize_group is awaited by ahandle() and refuses under handle()."""
+
     async def authorize(identity: Identity, request: Any, level: str, group_id: str) -> bool:
         await asyncio.sleep(0)
         return True
@@ -266,6 +284,7 @@ def test_async_hook_is_awaited_by_ahandle_and_refused_by_handle(captured: Captur
 
 
 def test_origin_hook(captured: CapturedEvents) -> None:
+    """allow_origin decides on a present Origin; a request without Origin is accepted."""
     endpoint = TrackEndpoint(allow_origin=lambda origin: origin == "https://app.example")
     body = {"event": "Search_Performed"}
     assert post(endpoint, body, origin="https://app.example").status == 202
@@ -275,6 +294,7 @@ def test_origin_hook(captured: CapturedEvents) -> None:
 
 
 def test_rejections_are_counted_and_the_context_is_restored(captured: CapturedEvents) -> None:
+    """Rejections are counted and no identity stays bound after a request."""
     import instrumentor
 
     post(TrackEndpoint(), {"event": "Nope_Happened"})
@@ -284,6 +304,7 @@ def test_rejections_are_counted_and_the_context_is_restored(captured: CapturedEv
 
 
 def test_strict_mode_errors_do_not_escape(captured: CapturedEvents) -> None:
+    """In strict mode a missing group is an incident and the request is still 202."""
     with capture_events(strict=True) as strict:
         reply = post(TrackEndpoint(), {"event": "Search_Performed"}, identity=Identity(user_id="u"))
         assert reply.status == 202  # fire-and-forget: the missing account is an incident
@@ -291,6 +312,7 @@ def test_strict_mode_errors_do_not_escape(captured: CapturedEvents) -> None:
 
 
 def test_prefix_and_limits_are_validated() -> None:
+    """The prefix must start with '/' and max_body be large enough, else ValueError."""
     assert TrackEndpoint(prefix="/a/").track_path == "/a/track"
     with pytest.raises(ValueError, match="prefix"):
         TrackEndpoint(prefix="a")
@@ -322,6 +344,7 @@ def test_prefix_and_limits_are_validated() -> None:
 def test_arbitrary_requests_never_get_5xx(
     captured: CapturedEvents, body: bytes, content_type: str | None, length: str | None, method: str
 ) -> None:
+    """Any method, content type, length or body gets a 2xx-4xx JSON answer, or none if gone."""
     endpoint = TrackEndpoint(rate=None)
     reply = post(endpoint, body, content_type=content_type, length=length, method=method)
     if reply.status == CLIENT_CLOSED:  # fewer bytes than Content-Length: the client is gone
@@ -335,7 +358,7 @@ def test_arbitrary_requests_never_get_5xx(
         assert payload["detail"]
 
 
-# -- what the review found -----------------------------------------------------------------------
+# -- the rate limit, Content-Length, disconnects, incidents, routes --------------------------------
 
 
 @pytest.mark.parametrize(
@@ -381,6 +404,8 @@ def test_a_body_shorter_than_its_content_length_is_a_disconnect(captured: Captur
 
 
 def test_a_reader_that_reports_a_disconnect_gets_no_answer(captured: CapturedEvents) -> None:
+    """A reader raising ClientDisconnected gets no answer, a count and no incident."""
+
     def gone(limit: int) -> bytes | None:
         raise ClientDisconnected("reset by peer")
 
@@ -409,6 +434,7 @@ def test_rejections_reach_on_error_sampled_per_code(captured: CapturedEvents) ->
 
 
 def test_client_input_in_an_incident_is_escaped(captured: CapturedEvents) -> None:
+    """A client's event name in an incident is escaped to printable ASCII on one line."""
     name = "Evil\n\x1b[31mEvent\u202e\u0000" + "x" * 200
     assert post(TrackEndpoint(max_body=4096), {"event": name}).status == 422
     (incident,) = captured.incidents
@@ -421,6 +447,7 @@ def test_client_input_in_an_incident_is_escaped(captured: CapturedEvents) -> Non
 
 
 def test_routes_and_what_is_sent_for_each_method(captured: CapturedEvents) -> None:
+    """route() matches exact paths; HEAD, 304 and 405 answers carry the right Content-Length."""
     endpoint = TrackEndpoint(prefix="/events")
     assert endpoint.route("/events/track") == "track"
     assert endpoint.route("/events/instrumentor.js") == "script"
@@ -443,6 +470,7 @@ def test_routes_and_what_is_sent_for_each_method(captured: CapturedEvents) -> No
 
 
 def test_incoming_from_headers() -> None:
+    """Incoming.from_headers() reads content type, origin and If-None-Match from a header getter."""
     headers = {"content-type": JSON, "origin": "https://app", "if-none-match": '"x"'}
     incoming = Incoming.from_headers("POST", headers.get, "the-request")
     assert incoming == Incoming("POST", JSON, None, "https://app", "the-request", '"x"')

@@ -12,6 +12,7 @@ from tests.integrations.servers import App
 
 @pytest.mark.parametrize("example", ["examples.fastapi_app", "examples.flask_app"])
 def test_debug_output_shows_the_server_side_identity(example: str) -> None:
+    """In debug mode the example apps print each track with the server's user and group."""
     app = App(example, ANALYTICS_DEBUG="true")
     try:
         with httpx.Client(base_url=app.url, follow_redirects=True) as http:

@@ -21,6 +21,7 @@ USER = {"x-user": "usr_1"}
 
 
 def test_an_async_resolver_runs_with_flask_async(captured: CapturedEvents) -> None:
+    """An async resolver works for Flask's sync and async views and for the endpoint."""
     with served("flask", async_resolver=True) as server:
         assert httpx.get(f"{server.url}/whoami", headers=USER).json() == {"user": "usr_1"}
         assert httpx.get(f"{server.url}/async", headers=USER).json() == {"user": "usr_1"}
@@ -30,12 +31,14 @@ def test_an_async_resolver_runs_with_flask_async(captured: CapturedEvents) -> No
 
 
 def test_copy_current_request_context_does_not_carry_the_identity() -> None:
+    """copy_current_request_context() does not carry the user; with_current_context() does."""
     with served("flask") as server:
         seen = httpx.get(f"{server.url}/thread", headers=USER).json()
     assert seen == {"copy_current_request_context": None, "with_current_context": "usr_1"}
 
 
 def test_a_lower_max_content_length_answers_413_too(captured: CapturedEvents) -> None:
+    """A MAX_CONTENT_LENGTH below the body limit makes plain and chunked posts 413."""
     app = flask_app.build()
     app.config["MAX_CONTENT_LENGTH"] = 100
     body = b'{"event": "Search_Performed", "group_id": "' + b"x" * 200 + b'"}'
@@ -57,6 +60,7 @@ def test_a_lower_max_content_length_answers_413_too(captured: CapturedEvents) ->
 
 
 def test_the_extension_pattern_and_bind_only() -> None:
+    """init_app() with prefix=None binds the identity and serves no endpoint."""
     analytics = Analytics(resolver=flask_app.resolve, prefix=None)
     assert analytics.blueprint is None
     app = Flask(__name__)
@@ -73,6 +77,7 @@ def test_the_extension_pattern_and_bind_only() -> None:
 
 
 def test_prefix_and_endpoint_must_agree() -> None:
+    """A prefix disagreeing with the endpoint's, or None with an endpoint, raises ValueError."""
     endpoint = TrackEndpoint(prefix="/events")
     assert Analytics(resolver=flask_app.resolve, endpoint=endpoint).endpoint is endpoint
     assert Analytics(resolver=flask_app.resolve, prefix="/events/", endpoint=endpoint)
@@ -86,6 +91,8 @@ def test_prefix_and_endpoint_must_agree() -> None:
 
 
 def test_an_async_authorize_group_is_refused_at_configuration() -> None:
+    """An async authorize_group raises TypeError when the extension is built."""
+
     async def authorize(identity: Identity, request: Any, level: str, group_id: str) -> bool:
         return True
 
@@ -142,6 +149,7 @@ def test_a_body_another_hook_read_first_is_used(captured: CapturedEvents) -> Non
 
 
 def test_head_answers_carry_the_length_of_the_body_they_leave_out() -> None:
+    """HEAD answers carry the Content-Length of the GET or 405 body they omit."""
     with served("flask") as server:
         script = httpx.get(f"{server.url}/analytics/instrumentor.js")
         head = httpx.head(f"{server.url}/analytics/instrumentor.js")
@@ -153,6 +161,8 @@ def test_head_answers_carry_the_length_of_the_body_they_leave_out() -> None:
 
 
 def test_a_resolver_returning_junk_is_an_incident(captured: CapturedEvents) -> None:
+    """A resolver returning a non-Identity is an identity_error and the post is 401."""
+
     def junk(request: object) -> Identity:
         return "usr_1"  # type: ignore[return-value]
 
