@@ -19,7 +19,7 @@ _pyenv_bins = sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.1[0-9]*/b
 if _pyenv_bins:
     os.environ["PATH"] = os.pathsep.join([*_pyenv_bins, os.environ.get("PATH", "")])
 
-nox.options.sessions = ["tests", "lint", "typecheck", "docs"]
+nox.options.sessions = ["tests", "lint", "imports", "typecheck", "docs"]
 nox.options.reuse_existing_virtualenvs = True
 # Locally a missing interpreter is skipped; in CI it is an error (we claim 3.10-3.13).
 nox.options.error_on_missing_interpreters = os.environ.get("CI", "").lower() in {"1", "true"}
@@ -48,6 +48,13 @@ def lint(session: nox.Session) -> None:
     session.install("ruff")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def imports(session: nox.Session) -> None:
+    """The import contracts: layers point down, transports stay independent (lint-imports)."""
+    session.install("-e", ".", "import-linter>=2.1")
+    session.run("lint-imports")
 
 
 @nox.session
