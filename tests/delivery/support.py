@@ -8,9 +8,14 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
+from instrumentor import bound_context, configure, track
 from instrumentor._messages import Message, TrackMessage
+from instrumentor.delivery import OutboxDestination, RetryPolicy
 from instrumentor.delivery._outbox import OutboxStore
 from instrumentor.exceptions import PartialDeliveryError, RetryableDeliveryError
+from instrumentor.transports import MemoryTransport, SegmentTransport
+from tests.fault_server import FaultServer
+from tests.plan import Events
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 15.0) -> bool:
@@ -99,3 +104,24 @@ class ScriptedTransport:
         """The ids of the messages delivered so far."""
         with self.lock:
             return [m.message_id for m in self.delivered]
+
+
+FAST = RetryPolicy(base_delay=0.02, max_delay=0.1)
+
+
+def outbox(server: FaultServer, path: str, **options: object) -> OutboxDestination:
+    """An outbox destination delivering to ``server`` with quick retries."""
+    options.setdefault("linger", 0.01)
+    options.setdefault("retry", FAST)
+    transport = SegmentTransport("sk_outbox_test", endpoint=server.url, timeout=2.0)
+    return OutboxDestination(transport, path=path, **options)  # type: ignore[arg-type]
+
+
+def send(count: int, *receivers: object) -> list[str]:
+    """Track ``count`` events; return the ids of every message they became."""
+    memory = MemoryTransport()
+    configure(transports=[memory, *receivers])
+    for n in range(count):
+        with bound_context(user_id=f"u_{n % 3}", account_id="acc_1", project_id="proj_1"):
+            track(Events.REPORT_CREATED, properties={"n": n})
+    return [m.message_id for m in memory.messages]

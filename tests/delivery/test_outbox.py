@@ -22,35 +22,15 @@ from instrumentor.delivery import (
     Destination,
     OutboxDestination,
     OutboxStrategy,
-    RetryPolicy,
     drain,
     outbox_status,
 )
 from instrumentor.delivery._outbox import OutboxStore
 from instrumentor.transports import MemoryTransport, SegmentTransport
-from tests.delivery.support import Recording, messages, stored, wait_until
+from tests.delivery.support import Recording, messages, outbox, send, stored, wait_until
 from tests.fault_server import FaultServer
 from tests.plan import Events
 from tests.support import connect_sqlite
-
-FAST = RetryPolicy(base_delay=0.02, max_delay=0.1)
-
-
-def outbox(server: FaultServer, path: str, **options: object) -> OutboxDestination:
-    options.setdefault("linger", 0.01)
-    options.setdefault("retry", FAST)
-    transport = SegmentTransport("sk_outbox_test", endpoint=server.url, timeout=2.0)
-    return OutboxDestination(transport, path=path, **options)  # type: ignore[arg-type]
-
-
-def send(count: int, *receivers: object) -> list[str]:
-    """Track ``count`` events; return the ids of every message they became."""
-    memory = MemoryTransport()
-    configure(transports=[memory, *receivers])
-    for n in range(count):
-        with bound_context(user_id=f"u_{n % 3}", account_id="acc_1", project_id="proj_1"):
-            track(Events.REPORT_CREATED, properties={"n": n})
-    return [m.message_id for m in memory.messages]
 
 
 def rows_in(path: str) -> int:

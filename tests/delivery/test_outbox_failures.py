@@ -19,30 +19,10 @@ from instrumentor import bound_context, configure, track
 from instrumentor.delivery import OutboxDestination, RetryPolicy, outbox_status, purge
 from instrumentor.delivery._outbox import OutboxStore
 from instrumentor.transports import MemoryTransport, SegmentTransport
-from tests.delivery.support import Recording, messages, stored, wait_until
+from tests.delivery.support import FAST, Recording, messages, outbox, send, stored, wait_until
 from tests.fault_server import FaultServer
 from tests.plan import Events
 from tests.support import connect_sqlite
-
-FAST = RetryPolicy(base_delay=0.02, max_delay=0.1)
-
-
-def outbox(server: FaultServer, path: str, **options: object) -> OutboxDestination:
-    """An outbox destination delivering to ``server`` with quick retries."""
-    options.setdefault("linger", 0.01)
-    options.setdefault("retry", FAST)
-    transport = SegmentTransport("sk_outbox_test", endpoint=server.url, timeout=2.0)
-    return OutboxDestination(transport, path=path, **options)  # type: ignore[arg-type]
-
-
-def send(count: int, *receivers: object) -> list[str]:
-    """Track ``count`` events; return the ids of every message they became."""
-    memory = MemoryTransport()
-    configure(transports=[memory, *receivers])
-    for n in range(count):
-        with bound_context(user_id=f"u_{n % 3}", account_id="acc_1", project_id="proj_1"):
-            track(Events.REPORT_CREATED, properties={"n": n})
-    return [m.message_id for m in memory.messages]
 
 
 class TestOutages:
