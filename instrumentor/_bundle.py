@@ -73,12 +73,13 @@ def group_key(
     return ("group", level, group.id, parent, user_id, fingerprint(group.name, group.traits))
 
 
-#: The last verdict in this execution context (thread or task):
-#: ``(context, owner, hierarchy path key, expiry, traits fingerprint)``. While it names the
-#: current context and runtime, its expiry is ahead and its path is the event's, no identify or
-#: group call is due: the emitter's hot path reads it (one ``ContextVar.get``); only
-#: :meth:`BundleState.due` sets it. The context itself stays immutable.
-last_verdict: contextvars.ContextVar[tuple[AnalyticsContext, object, str, float, Any] | None] = (
+#: The last verdict in this execution context (thread or task): ``(context serial, owner
+#: generation, hierarchy path key, expiry, traits fingerprint, traced)``. While it names the current
+#: context and runtime, its expiry is ahead and its path is the event's, no identify or group
+#: call is due: the emitter's hot path reads it (one ``ContextVar.get``); only
+#: :meth:`BundleState.due` sets it. Numbers, not objects: it keeps no context (no user's traits)
+#: and no replaced runtime alive. The context itself stays immutable.
+last_verdict: contextvars.ContextVar[tuple[int, int, str, float, Any, bool] | None] = (
     contextvars.ContextVar("instrumentor_bundle_verdict", default=None)
 )
 
@@ -93,9 +94,9 @@ class BundleState:
 
     __slots__ = ("_lock", "_seen", "owner", "ttl")
 
-    def __init__(self, ttl: float, owner: object = None) -> None:
+    def __init__(self, ttl: float, owner: int = 0) -> None:
         self.ttl = ttl
-        #: What :data:`last_verdict` entries of this state name (the runtime it belongs to).
+        #: The number :data:`last_verdict` entries of this state carry (its runtime's generation).
         self.owner = owner
         #: key -> expiry (``time.time()``, the clock the emission reads anyway).
         self._seen: dict[Any, float] = {}
@@ -115,11 +116,15 @@ class BundleState:
         group_id: str | None,
         now: float,
         explicit: bool,
+        traced: bool = False,
     ) -> Bundle:
-        """The identify and group calls due with a track of ``event`` at ``now``."""
+        """The identify and group calls due with a track of ``event`` at ``now``.
+
+        ``traced`` is kept with the verdict (whether tracks of this context look for a span).
+        """
         routing = event.routing
         verdict = last_verdict.get()
-        if verdict is not None and (verdict[0] is not ctx or verdict[1] is not self.owner):
+        if verdict is not None and (verdict[0] != ctx.serial or verdict[1] != self.owner):
             verdict = None  # another context's, or another configuration's
         if (
             not explicit
@@ -144,9 +149,10 @@ class BundleState:
                 self._remember(fast, expiry, now)
         if self.ttl > 0:
             if not explicit:  # explicit group ids are unbounded: decided on the slow path
-                last_verdict.set((ctx, self.owner, routing.path_key, expiry, traits_fp))
+                verdict = (ctx.serial, self.owner, routing.path_key, expiry, traits_fp, traced)
+                last_verdict.set(verdict)
             elif verdict is None:
-                last_verdict.set((ctx, self.owner, "", 0.0, traits_fp))
+                last_verdict.set((ctx.serial, self.owner, "", 0.0, traits_fp, traced))
         return bundle
 
     def cover_identify(

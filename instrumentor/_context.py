@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import inspect
+import itertools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType, TracebackType
@@ -55,6 +56,10 @@ ContextToken = contextvars.Token["AnalyticsContext"]
 
 class _InvalidContextError(InstrumentorError, ValueError):
     """Input that cannot be bound. bind_context reports it; a direct Group("") raises it."""
+
+
+_serials = itertools.count(1)
+_NO_IDS: Mapping[str, str] = MappingProxyType({})
 
 
 def _freeze(traits: Mapping[str, Any] | None) -> Mapping[str, Any]:
@@ -111,8 +116,12 @@ class AnalyticsContext:
     user_id: str | None = None
     user_traits: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
     groups: Mapping[str, Group] = field(default_factory=lambda: _EMPTY)
-    #: The group id bound at each level (derived from ``groups``; never part of equality).
+    #: The group id bound at each level (derived from ``groups``, read-only; never part of
+    #: equality).
     group_ids: Mapping[str, str] = field(init=False, repr=False, compare=False)
+    #: A number no other context of this process has: what per-context caches key on, so that
+    #: they need not hold the context itself.
+    serial: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.user_traits, MappingProxyType):
@@ -124,7 +133,9 @@ class AnalyticsContext:
             }
             object.__setattr__(self, "groups", MappingProxyType(groups) if groups else _EMPTY)
         object.__setattr__(self, "user_id", _as_id(self.user_id))
-        object.__setattr__(self, "group_ids", {level: g.id for level, g in self.groups.items()})
+        ids = {level: g.id for level, g in self.groups.items()}
+        object.__setattr__(self, "group_ids", MappingProxyType(ids) if ids else _NO_IDS)
+        object.__setattr__(self, "serial", next(_serials))
 
     def group_id(self, level: str) -> str | None:
         """The id of the group bound at ``level``, or ``None``."""
@@ -270,6 +281,7 @@ def _sharing_groups(
         ("user_traits", user_traits),
         ("groups", base.groups),
         ("group_ids", base.group_ids),
+        ("serial", next(_serials)),
     ):
         object.__setattr__(context, name, value)
     return context

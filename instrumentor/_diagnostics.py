@@ -101,12 +101,16 @@ class IncidentKind(str, enum.Enum):
         return str.__hash__(self.value)  # equal to the plain string's, so look-ups by it work
 
 
+_KINDS = frozenset(kind.value for kind in IncidentKind)
+
+
 @dataclass(frozen=True)
 class Incident:
     """One run-time problem, as passed to the ``on_error`` hook.
 
     Attributes:
-        kind: What happened (an :class:`IncidentKind`; a string given is turned into one).
+        kind: What happened: an :class:`IncidentKind` (a string of one of its values is turned
+            into the member); any other string is kept as given (kinds of your own code).
         message: A sentence saying what happened and what to do.
         event: The event name concerned, if any.
         site: Where it happened (the decorated function, or the event for imperative calls).
@@ -120,7 +124,10 @@ class Incident:
     error: BaseException | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "kind", IncidentKind(self.kind))
+        # instrumentor's own kinds become IncidentKind members; a kind of the application's
+        # (a custom queue strategy's, say) stays the string it was given.
+        if self.kind in _KINDS:
+            object.__setattr__(self, "kind", IncidentKind(self.kind))
 
 
 class _Diagnostics:
@@ -193,7 +200,7 @@ class _Diagnostics:
 
     def count(self, kind: str, message: str) -> None:
         """Count something normal (no incident, no hook) and log it at debug level."""
-        kind = str(IncidentKind(kind))
+        kind = str(kind)
         with self.lock:
             self.counts[kind] += 1
         with contextlib.suppress(Exception):

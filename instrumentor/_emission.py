@@ -31,8 +31,8 @@ class Emission(tuple):  # type: ignore[type-arg]
     An immutable record (a tuple of the eight fields below, in that order, so that the emitter
     makes one on the caller's thread with ``tuple.__new__(Emission, fields)``, no Python call);
     it compares and hashes by identity. Build one with
-    ``Emission(event, user_id, group_id, timestamp, context, properties, bundle, trace=None,
-    messages=None)``.
+    ``Emission(event, user_id, group_id, timestamp, context, properties, bundle, messages=None,
+    *, trace=None)``; ``messages`` given are used as they are (bare identify and group calls).
 
     Attributes:
         event: The plan member tracked (``None`` for a bare identify or group call).
@@ -54,8 +54,9 @@ class Emission(tuple):  # type: ignore[type-arg]
         context: AnalyticsContext,
         properties: Mapping[str, Any] | None,
         bundle: Bundle,
-        trace: tuple[str, str] | None = None,
         messages: tuple[Message, ...] | None = None,
+        *,
+        trace: tuple[str, str] | None = None,
     ) -> Emission:
         emission = tuple.__new__(
             cls, (event, user_id, group_id, timestamp, context, properties, bundle, trace)
@@ -101,7 +102,15 @@ class Emission(tuple):  # type: ignore[type-arg]
         return f"<Emission {name} user={self.user_id!r} group={self.group_id!r}>"
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (Emission, tuple(self))
+        # Copies and pickles keep the messages already built (and so their message ids).
+        return (_rebuild, (tuple(self), self.__dict__.get("messages")))
+
+
+def _rebuild(fields: tuple[Any, ...], messages: tuple[Message, ...] | None) -> Emission:
+    emission: Emission = tuple.__new__(Emission, fields)
+    if messages is not None:
+        emission.__dict__["messages"] = messages
+    return emission
 
 
 def group_message(

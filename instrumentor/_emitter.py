@@ -60,7 +60,7 @@ def _bundle_state_of(rt: Runtime) -> BundleState:
     """The bundle state of ``rt``, made on its first track (each runtime remembers its own)."""
     state: BundleState | None = rt.bundles
     if state is None:
-        state = rt.bundles = BundleState(rt.bundle_ttl, owner=rt)
+        state = rt.bundles = BundleState(rt.bundle_ttl, owner=rt.generation)
     return state
 
 
@@ -118,19 +118,21 @@ def emit_track(
     verdict = None if explicit else _last_verdict()
     if (
         verdict is not None
-        and verdict[0] is ctx
-        and verdict[1] is rt
+        and verdict[0] == ctx.serial
+        and verdict[1] == rt.generation
         and verdict[3] > now
         and verdict[2] == path_key
     ):
         bundle = NO_BUNDLE
+        traced = verdict[5]
     else:
+        # Whether to look for a span is decided with the verdict, once per context and
+        # configuration (an SDK is installed at start-up, before the requests it traces).
+        traced = rt.span_events and sdk_installed()
         bundle = (rt.bundles or _bundle_state_of(rt)).due(
-            ctx, event, user_id, group_id, now, explicit
+            ctx, event, user_id, group_id, now, explicit, traced
         )
-    trace = None
-    if rt.span_events and sdk_installed():
-        trace = span_event(event, group_id, user_id, rt.span_event_user)
+    trace = span_event(event, group_id, user_id, rt.span_event_user) if traced else None
     emission = _make(Emission, (event, user_id, group_id, now, ctx, properties, bundle, trace))
     _dispatch(type(event), emission)
 
@@ -263,7 +265,7 @@ def track(
 def _send_messages(ctx: AnalyticsContext, level: str, messages: tuple[Message, ...]) -> None:
     if messages:
         emission = Emission(
-            None, ctx.user_id, None, time.time(), ctx, None, (False, (level,)), None, messages
+            None, ctx.user_id, None, time.time(), ctx, None, (False, (level,)), messages
         )
         event_emitted.dispatch(None, emission)
 

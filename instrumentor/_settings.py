@@ -9,7 +9,6 @@ page (:func:`settings_table`) are all read from it.
 from __future__ import annotations
 
 import dataclasses
-import hmac
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -17,6 +16,7 @@ from typing import Any, Protocol, TypedDict, runtime_checkable
 
 from instrumentor._diagnostics import Incident
 from instrumentor._protocols import Receiver, Transport
+from instrumentor._secret import Secret
 from instrumentor.exceptions import ConfigurationError
 
 __all__ = [
@@ -30,48 +30,6 @@ __all__ = [
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
-
-
-class Secret:
-    """A secret string (the API key) that never shows itself in a repr, str or log line.
-
-    Args:
-        value: The secret.
-    """
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        """The secret itself, for the one place that must send it."""
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('********')"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Secret):
-            return NotImplemented
-        return hmac.compare_digest(self._value.encode(), other.reveal().encode())
-
-    def __hash__(self) -> int:
-        return hash((Secret, self._value))
-
-    def __bool__(self) -> bool:
-        return bool(self._value)
-
-    def fingerprint(self) -> str:
-        """8 hex digits that tell two secrets apart without revealing either.
-
-        The first 8 hex digits of HMAC-SHA256 of the secret, keyed with a fixed label: it
-        names a key in outbox channels and logs; it cannot be turned back into the key.
-        """
-        digest = hmac.new(b"instrumentor key fingerprint", self._value.encode(), "sha256")
-        return digest.hexdigest()[:8]
 
 
 @runtime_checkable
@@ -130,15 +88,33 @@ def _parse_choice(name: str, raw: str) -> str:
     return raw.strip().lower()
 
 
+def _is_transport(value: Any) -> bool:
+    return callable(getattr(value, "deliver", None))
+
+
+def _is_queued_receiver(value: Any) -> bool:
+    """A destination given in place of a transport: a receiver that flushes and shuts down."""
+    return callable(value) and all(
+        callable(getattr(value, name, None)) for name in ("flush", "shutdown", "stats")
+    )
+
+
 # --- checks of values, however they were given ------------------------------------------------
 
 
 def _non_negative(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
+    return isinstance(value, int | float) and value >= 0
+
+
+def _at_least_one(value: Any) -> bool:
+    try:
+        return bool(value >= 1)
+    except TypeError:
+        return False
 
 
 def _positive_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+    return isinstance(value, int) and value >= 1
 
 
 @dataclass(frozen=True)
@@ -154,6 +130,8 @@ class Option:
         expect: What the error message asks for when ``check`` fails.
         rebuilds: A change needs new receivers (destinations, transports); otherwise the ones
             installed are kept and only the flags change.
+        chooses_transports: The setting only chooses the default transports, so it rebuilds
+            nothing while ``transports`` are given (and unchanged).
     """
 
     doc: str
@@ -163,13 +141,16 @@ class Option:
     check: Callable[[Any], bool] | None = None
     expect: str = ""
     rebuilds: bool = False
+    chooses_transports: bool = False
 
 
 def _setting(default: Any, option: Option, *, repr_: bool = True) -> Any:
     return field(default=default, repr=repr_, metadata={"option": option})
 
 
-def _flag(doc: str, env: str | None = None, *, rebuilds: bool = False) -> Option:
+def _flag(
+    doc: str, env: str | None = None, *, rebuilds: bool = False, chooses_transports: bool = False
+) -> Option:
     """The declaration of a boolean setting."""
     return Option(
         doc,
@@ -179,6 +160,7 @@ def _flag(doc: str, env: str | None = None, *, rebuilds: bool = False) -> Option
         check=lambda v: isinstance(v, bool),
         expect="True or False",
         rebuilds=rebuilds,
+        chooses_transports=chooses_transports,
     )
 
 
@@ -198,6 +180,7 @@ class Settings:
             parse=_parse_secret,
             values="string",
             rebuilds=True,
+            chooses_transports=True,
         ),
     )
     endpoint: str | None = _setting(
@@ -207,9 +190,8 @@ class Settings:
             env="ANALYTICS_ENDPOINT",
             parse=_parse_text,
             values="URL",
-            check=lambda v: v is None or (isinstance(v, str) and bool(v)),
-            expect="a URL or None",
             rebuilds=True,
+            chooses_transports=True,
         ),
     )
     debug: bool = _setting(
@@ -218,6 +200,7 @@ class Settings:
             "Print every message to standard error instead of sending it (`ConsoleTransport`).",
             "ANALYTICS_DEBUG",
             rebuilds=True,
+            chooses_transports=True,
         ),
     )
     instance_level: bool = _setting(
@@ -262,8 +245,8 @@ class Settings:
             env="ANALYTICS_QUEUE_SIZE",
             parse=_parse_int,
             values="events, >= 1",
-            check=_positive_int,
-            expect="an integer >= 1",
+            check=_at_least_one,
+            expect="at least 1",
             rebuilds=True,
         ),
     )
@@ -275,7 +258,7 @@ class Settings:
             parse=_parse_number,
             values="seconds, >= 0",
             check=_non_negative,
-            expect="a number of seconds >= 0",
+            expect=">= 0 seconds",
         ),
     )
     span_events: bool = _setting(
@@ -301,7 +284,7 @@ class Settings:
             parse=_parse_text,
             values="file path",
             check=lambda v: v is None or (isinstance(v, str) and bool(v)),
-            expect="a file path or None",
+            expect="a file path",
             rebuilds=True,
         ),
     )
@@ -345,7 +328,7 @@ class Settings:
             "Called with every run-time `Incident`; must not block.",
             values="callable",
             check=lambda v: v is None or callable(v),
-            expect="a callable or None",
+            expect="callable",
         ),
         repr_=False,
     )
@@ -408,29 +391,36 @@ class Settings:
         Raises:
             ConfigurationError: Naming the setting and what it accepts.
         """
-        for f in fields(self):
-            option: Option = f.metadata["option"]
-            value = getattr(self, f.name)
-            if option.check is not None and not option.check(value):
-                raise ConfigurationError(f"{f.name} must be {option.expect}, got {value!r}")
         if self.queue is not None and self.outbox is not None:
             raise ConfigurationError(
                 "outbox and queue are alternatives: the outbox keeps messages on this machine's "
                 "disk, a queue such as CeleryQueue hands them to a broker. Set one of them"
             )
+        for f in fields(self):
+            option: Option = f.metadata["option"]
+            value = getattr(self, f.name)
+            if option.check is not None and not option.check(value):
+                raise ConfigurationError(f"{f.name} must be {option.expect}, got {value!r}")
         for transport in self.transports or ():
-            if not callable(getattr(transport, "deliver", None)) and not callable(transport):
+            if not (_is_transport(transport) or _is_queued_receiver(transport)):
                 raise ConfigurationError(
                     f"{transport!r} is not a transport: it needs deliver(batch) and close()"
                 )
 
     def same_receivers(self, other: Settings) -> bool:
-        """Whether ``other`` builds the same receivers (no field marked ``rebuilds`` differs)."""
-        return all(
-            getattr(self, f.name) == getattr(other, f.name)
-            for f in fields(self)
-            if f.metadata["option"].rebuilds
-        )
+        """Whether ``other`` builds the same receivers (no field marked ``rebuilds`` differs).
+
+        Settings that only choose the default transports (the key, the endpoint, debug) do not
+        count while both give ``transports``: the transports given are what is built.
+        """
+        given = self.transports is not None and other.transports is not None
+        for f in fields(self):
+            option: Option = f.metadata["option"]
+            if not option.rebuilds or (given and option.chooses_transports):
+                continue
+            if getattr(self, f.name) != getattr(other, f.name):
+                return False
+        return True
 
     def changed(self, **changes: Any) -> Settings:
         """A copy with ``changes`` applied and validated.
@@ -439,9 +429,9 @@ class Settings:
             TypeError: For a keyword that is not a setting.
             ConfigurationError: For a value its declaration does not accept.
         """
-        unknown = set(changes) - {f.name for f in fields(self)}
+        unknown = sorted(set(changes) - {f.name for f in fields(self)})
         if unknown:
-            raise TypeError(f"configure() got unexpected keywords: {sorted(unknown)}")
+            raise TypeError(f"configure() got an unexpected keyword argument {unknown[0]!r}")
         settings = dataclasses.replace(self, **changes)
         settings.validate()
         return settings

@@ -18,11 +18,10 @@ quick: enqueue, do not deliver.
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import threading
 import weakref
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
 
 from blinker import ANY, NamedSignal, Namespace
@@ -84,17 +83,6 @@ class EmissionSignal(NamedSignal):
         super().disconnect(receiver, sender)
         self._invalidate()
 
-    @contextlib.contextmanager
-    def muted(self) -> Iterator[None]:
-        """Mute the signal for a ``with`` block: no receiver is called (blinker's, cache-aware)."""
-        self.is_muted = True
-        self._invalidate()
-        try:
-            yield
-        finally:
-            self.is_muted = False
-            self._invalidate()
-
     def _invalidate(self) -> None:
         with self._cache_lock:
             self._cache = {}
@@ -107,7 +95,7 @@ class EmissionSignal(NamedSignal):
         is called while the signal is muted.
         """
         receivers = self._strong.get(sender)
-        if receivers is None:  # not looked up yet, weak receivers, or muted (muted() empties it)
+        if receivers is None or self.is_muted:  # not looked up yet, weak receivers, or muted
             self._dispatch_slowly(sender, emission)
             return
         for receiver in receivers:
@@ -123,7 +111,7 @@ class EmissionSignal(NamedSignal):
         entries, weak = self._cache.get(sender) or self._entries_for(sender)
         if not weak:
             with self._cache_lock:
-                if self._strong is strong:
+                if self._strong is strong and not self.is_muted:
                     if len(strong) >= _MAX_CACHED_SENDERS:
                         strong.clear()
                     strong[sender] = entries

@@ -9,6 +9,7 @@ configuration exists it is counted and logged, and there is no hook to call.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -17,6 +18,9 @@ from instrumentor._diagnostics import Incident, report_to
 from instrumentor._settings import Settings
 
 __all__ = ["Runtime", "active", "current", "install", "report", "set_loader"]
+
+
+_generations = itertools.count(1)
 
 
 class Runtime:
@@ -33,6 +37,7 @@ class Runtime:
         "bundles",
         "enabled",
         "from_bad_env",
+        "generation",
         "instance_level",
         "on_error",
         "outbox_problems",
@@ -59,6 +64,8 @@ class Runtime:
         self.span_event_user = settings.span_event_user
         self.on_error = settings.on_error
         self.receivers = receivers
+        #: A number no other runtime of this process has (caches key on it, not on the runtime).
+        self.generation = next(_generations)
         #: The emitter's memory of what this runtime already sent (made on the first track).
         self.bundles: Any = None
         self.owned: list[Any] = owned if owned is not None else []

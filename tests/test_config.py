@@ -160,6 +160,61 @@ class TestConfigure:
         assert len(inner.tracks) == 1
         assert len(outer.tracks) == 1
 
+    @pytest.mark.parametrize(
+        "change", [{"api_key": "sk_other"}, {"endpoint": "http://127.0.0.1:9"}, {"debug": True}]
+    )
+    def test_given_transports_outlive_a_change_of_what_chooses_defaults(
+        self, identity: None, change: dict[str, object]
+    ) -> None:
+        """With transports given, a new key, endpoint or debug keeps (and never closes) them."""
+        closed: list[int] = []
+
+        class Closing(MemoryTransport):
+            inline = False  # queued behind a destination, which the wiring owns and retires
+
+            def close(self) -> None:
+                closed.append(1)
+
+        transport = Closing()
+        configure(transports=[transport])
+        (before,) = installed_destinations()
+        with configured(**change):  # type: ignore[arg-type]
+            assert installed_destinations() == [before]
+        configure(**change)  # type: ignore[arg-type]
+        assert installed_destinations() == [before]
+        track(Events.PLAN_UPGRADED)
+        assert instrumentor.flush(5).delivered >= 1
+        assert closed == []
+        assert len(transport.tracks) == 1
+
+    @pytest.mark.parametrize(
+        ("kwargs", "message"),
+        [
+            ({"queue_size": 0}, "queue_size must be at least 1, got 0"),
+            ({"exit_timeout": -1}, "exit_timeout must be >= 0 seconds, got -1"),
+            ({"on_error": 3}, "on_error must be callable, got 3"),
+            ({"outbox": ""}, "outbox must be a file path, got ''"),
+            ({"bundle_ttl": -1}, "bundle_ttl must be a number of seconds >= 0, got -1"),
+        ],
+    )
+    def test_invalid_values_say_which_setting_and_what_it_takes(
+        self, kwargs: dict[str, object], message: str
+    ) -> None:
+        """Each setting's error names it, what it accepts and the value given."""
+        with pytest.raises(ConfigurationError, match="^" + message.replace("(", r"\(")):
+            configure(**kwargs)  # type: ignore[arg-type]
+
+    def test_callables_that_are_not_transports_are_refused(self) -> None:
+        """A plain function, or an inline receiver, is not a transport: ConfigurationError."""
+        from instrumentor.delivery import InlineDestination
+
+        def receiver(sender: object, **kwargs: object) -> None:
+            pass
+
+        for given in (receiver, InlineDestination(MemoryTransport())):
+            with pytest.raises(ConfigurationError, match="is not a transport"):
+                configure(transports=[given])
+
     def test_reset_returns_to_unconfigured(self, identity: None) -> None:
         """After reset_configuration() nothing is connected until configured again."""
         memory = MemoryTransport()

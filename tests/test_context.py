@@ -364,3 +364,14 @@ def test_bad_input_is_logged_without_a_traceback(caplog: pytest.LogCaptureFixtur
     (record,) = [r for r in caplog.records if "invalid_context" in r.getMessage()]
     assert record.exc_info is None
     assert "traits must be a mapping" in record.getMessage()
+
+
+def test_group_ids_are_read_only() -> None:
+    """The id index of a context cannot be changed to reroute its events."""
+    from instrumentor import bind_context, current_context
+
+    bind_context(account_id="a_1", project_id="p_1")
+    ids = current_context().group_ids
+    with pytest.raises(TypeError):
+        ids["project"] = "EVIL"  # type: ignore[index]
+    assert current_context().group_id("project") == "p_1"

@@ -75,3 +75,18 @@ def test_report_safely_never_raises() -> None:
     instrumentor.configure(enabled=False, on_error=broken)
     report_safely(Incident("frontend_rejected", "x"), sampled=True)
     assert instrumentor.stats()["hook_error"] == 1
+
+
+def test_own_kinds_become_members_and_other_kinds_stay_strings() -> None:
+    """instrumentor's kinds are IncidentKind members; an application's own kind is kept as is."""
+    from instrumentor import Incident, IncidentKind
+
+    ours = Incident("missing_group", "m")
+    assert ours.kind is IncidentKind.MISSING_GROUP
+    kind: object = ours.kind  # a str enum: equal to, and hashed like, its plain value
+    assert kind == "missing_group"
+    assert {kind} == {"missing_group"}
+    assert str(ours.kind) == "missing_group"
+    theirs = Incident("strategy_paused", "m")
+    assert theirs.kind == "strategy_paused"
+    assert not isinstance(theirs.kind, IncidentKind)

@@ -197,6 +197,32 @@ class TestBundle:
 
 
 class TestBundleMemory:
+    def test_the_memory_keeps_no_finished_request_or_replaced_configuration_alive(
+        self,
+    ) -> None:
+        """The bundle memory refers to no context (no user's traits) and no runtime."""
+        import gc
+
+        from instrumentor import _bundle, _state
+
+        with capture_events():
+            with bound_context(
+                user_id="u_gone", user_traits={"email": "gone@example.com"}, account_id="a_1"
+            ):
+                ctx = instrumentor.current_context()
+                track(Events.PLAN_UPGRADED)
+            runtime = _state.current()
+            assert runtime is not None
+            verdict = _bundle.last_verdict.get()
+            state = runtime.bundles
+        assert verdict is not None
+        assert verdict[0] == ctx.serial
+        assert verdict[1] == runtime.generation
+        for held in (ctx, runtime):
+            referrers = gc.get_referrers(held)
+            assert not any(r is verdict for r in referrers)
+            assert not any(r is state for r in referrers)
+
     def test_unrepresentable_traits_are_always_resent(self, tracked: CapturedEvents) -> None:
         """A fingerprint that cannot be computed never matches an earlier one."""
         from instrumentor._bundle import fingerprint
@@ -518,3 +544,42 @@ class TestPickling:
         context = multiprocessing.get_context("spawn")
         with concurrent.futures.ProcessPoolExecutor(2, mp_context=context) as pool:
             assert list(pool.map(upgrade, ["pro", "team"])) == ["PRO", "TEAM"]
+
+
+class TestEmissionRecord:
+    def test_copies_keep_the_messages_already_built(self) -> None:
+        """A copied emission has the same messages, with the same message ids."""
+        import copy
+
+        full_identity()
+        emissions: list[instrumentor.signals.Emission] = []
+
+        def keep(sender: object, *, emission: instrumentor.signals.Emission) -> None:
+            emissions.append(emission)
+
+        with capture_events(), instrumentor.signals.event_emitted.connected_to(keep):
+            track(Events.REPORT_CREATED)
+            instrumentor.identify()
+        for emission in emissions:
+            ids = [m.message_id for m in emission.messages]
+            assert ids
+            assert [m.message_id for m in copy.copy(emission).messages] == ids
+
+    def test_an_emission_is_itself_alone(self) -> None:
+        """Two emissions of the same event at the same moment are distinct (identity)."""
+        full_identity()
+        ctx = instrumentor.current_context()
+        first = instrumentor.signals.Emission(
+            Events.REPORT_CREATED, "u_1", "proj_1", 1.0, ctx, None, (False, ())
+        )
+        second = instrumentor.signals.Emission(
+            Events.REPORT_CREATED, "u_1", "proj_1", 1.0, ctx, None, (False, ())
+        )
+        assert first != second
+        assert len({first, second}) == 2
+        assert first.trace is None
+        assert [m.type for m in first.messages] == ["track"]
+        given = instrumentor.signals.Emission(
+            None, "u_1", None, 1.0, ctx, None, (False, ("account",)), first.messages
+        )
+        assert given.messages == first.messages  # the eighth argument is the messages

@@ -140,6 +140,39 @@ def test_muted_signal_calls_no_one() -> None:
     assert got == []
 
 
+@pytest.mark.parametrize("how", ["muted()", "is_muted = True"])
+def test_a_muted_signal_calls_no_one_after_warm_up(how: str) -> None:
+    """Muting stops every dispatch, also for senders already looked up, and identify/group."""
+    import instrumentor
+
+    got: list[object] = []
+
+    def receiver(sender: Any, *, emission: Any) -> None:
+        got.append(sender)
+
+    configure(transports=[])
+    with event_emitted.connected_to(receiver):
+        track(Events.PLAN_UPGRADED)  # warms the sender cache of Events
+        instrumentor.identify()  # and of bare calls
+        before = len(got)
+        if how == "muted()":
+            with event_emitted.muted():
+                track(Events.PLAN_UPGRADED)
+                instrumentor.identify()
+                instrumentor.group("account")
+        else:
+            event_emitted.is_muted = True
+            try:
+                track(Events.PLAN_UPGRADED)
+                instrumentor.identify()
+                instrumentor.group("account")
+            finally:
+                event_emitted.is_muted = False
+        assert len(got) == before
+        track(Events.PLAN_UPGRADED)
+        assert len(got) == before + 1
+
+
 def test_signal_class_is_a_blinker_signal() -> None:
     """Applications can use every blinker API on it."""
     assert isinstance(event_emitted, blinker.NamedSignal)

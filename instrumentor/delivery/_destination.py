@@ -103,8 +103,8 @@ class Destination:
         self._transport_closed = False
         self._reset_state()
         self._metrics = DestinationMetrics(self)
-        _live.add(self)
-        self.strategy.attach(self)
+        self.strategy.attach(self)  # raises for a strategy already serving another destination
+        _live.add(self)  # only a destination that was built is flushed, shut down and forked
 
     def _reset_state(self) -> None:
         """The state a forked child rebuilds (a closed destination stays closed)."""

@@ -76,9 +76,10 @@ class TestComposition:
     def test_a_strategy_serves_one_destination(self) -> None:
         """Attaching one strategy object to a second destination is a configuration error."""
         strategy = MemoryStrategy()
-        Destination(ScriptedTransport(), strategy=strategy)
+        first = Destination(ScriptedTransport(), name="first", strategy=strategy)
         with pytest.raises(ConfigurationError, match="serves one destination"):
-            Destination(ScriptedTransport(), strategy=strategy)
+            Destination(ScriptedTransport(), name="second", strategy=strategy)
+        assert first.stats().name == "first"
 
     def test_a_strategy_of_ones_own_runs_on_the_worker_thread(self) -> None:
         """Any QueueStrategy composes with the worker: it runs on the worker thread, delivers
