@@ -30,6 +30,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from instrumentor._diagnostics import Incident
 from instrumentor._messages import to_json_compatible
+from instrumentor._readonly import ReadOnlyDict
 from instrumentor._state import active
 from instrumentor.exceptions import InstrumentorError, TrackingUsageError
 
@@ -58,8 +59,10 @@ class _InvalidContextError(InstrumentorError, ValueError):
     """Input that cannot be bound. bind_context reports it; a direct Group("") raises it."""
 
 
-_serials = itertools.count(1)
-_NO_IDS: Mapping[str, str] = MappingProxyType({})
+_serials = itertools.count(1)  # AnalyticsContext.serial
+
+
+_NO_IDS: Mapping[str, str] = ReadOnlyDict()
 
 
 def _freeze(traits: Mapping[str, Any] | None) -> Mapping[str, Any]:
@@ -134,7 +137,7 @@ class AnalyticsContext:
             object.__setattr__(self, "groups", MappingProxyType(groups) if groups else _EMPTY)
         object.__setattr__(self, "user_id", _as_id(self.user_id))
         ids = {level: g.id for level, g in self.groups.items()}
-        object.__setattr__(self, "group_ids", MappingProxyType(ids) if ids else _NO_IDS)
+        object.__setattr__(self, "group_ids", ReadOnlyDict(ids) if ids else _NO_IDS)
         object.__setattr__(self, "serial", next(_serials))
 
     def group_id(self, level: str) -> str | None:
