@@ -8,6 +8,7 @@ the memory and console transports).
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import threading
 from collections.abc import Mapping
 from operator import itemgetter
@@ -186,3 +187,14 @@ def _expand(emission: Emission) -> tuple[Message, ...]:
             )
         )
     return tuple(out)
+
+
+def _after_fork_in_child() -> None:
+    # A delivery thread of the parent may have held the lock at fork time (it builds messages
+    # as it delivers): in the child that thread is gone and the lock would stay held for ever.
+    global _expand_lock
+    _expand_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -9,7 +9,9 @@ configuration exists it is counted and logged, and there is no hook to call.
 
 from __future__ import annotations
 
+import functools
 import itertools
+import os
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -17,7 +19,7 @@ from typing import Any
 from instrumentor._diagnostics import Incident, report_to
 from instrumentor._settings import Settings
 
-__all__ = ["Runtime", "active", "current", "install", "report", "set_loader"]
+__all__ = ["Runtime", "active", "current", "install", "report", "reporter", "set_loader"]
 
 
 _generations = itertools.count(1)
@@ -138,3 +140,22 @@ def report(incident: Incident, key: str | None = None, *, sampled: bool = False)
     """
     current_ = installed
     report_to(incident, current_.on_error if current_ is not None else None, key, sampled=sampled)
+
+
+def reporter(site: str) -> Callable[[str, str, BaseException | None], None]:
+    """A ``(kind, message, error)`` callable that reports incidents at ``site`` (destinations)."""
+    return functools.partial(_report_at, site)
+
+
+def _report_at(site: str, kind: str, message: str, error: BaseException | None) -> None:
+    report(Incident(kind, message, site=site, error=error))
+
+
+def _after_fork_in_child() -> None:
+    # Another thread may have held the lock at fork time (configuring): not in the child.
+    global lock
+    lock = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

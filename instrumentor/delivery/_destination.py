@@ -18,9 +18,8 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from instrumentor._diagnostics import Incident
 from instrumentor._otel import suppress_instrumentation
-from instrumentor._state import report as report_incident
+from instrumentor._state import reporter
 from instrumentor.delivery._attempt import is_too_large
 from instrumentor.delivery._retry import RetryPolicy
 from instrumentor.delivery._retrying import attempt_until_settled
@@ -97,7 +96,8 @@ class Destination:
         self._wake_at = 1 if linger == 0 else batch_size
         self.retry = retry or RetryPolicy()
         self.on_drop = on_drop
-        self.report: Callable[[str, str, BaseException | None], None] | None = self._report
+        # Not a bound method (a reference to itself): a dropped destination is freed at once.
+        self.report: Callable[[str, str, BaseException | None], None] | None = reporter(self.name)
         self.strategy: QueueStrategy = strategy if strategy is not None else MemoryStrategy()
         self._closed = False
         self._transport_closed = False
@@ -137,9 +137,6 @@ class Destination:
             self.start()
         if len(queue) >= self._wake_at and not self._wake.is_set():
             self._wake.set()
-
-    def _report(self, kind: str, message: str, error: BaseException | None) -> None:
-        report_incident(Incident(kind, message, site=self.name, error=error))
 
     def drop(self, item: Any, reason: str, count: int = 1) -> None:
         """Count ``count`` events or messages dropped for ``reason``; for strategies too.
@@ -469,11 +466,12 @@ class Destination:
         if here:
             if self._worker is None and self._queue:
                 self.strategy.drain_inline(deadline)
-            threads = self._threads()
-            for thread in threads:
+            for thread in self._threads():
                 if thread.is_alive():
                     thread.join(max(deadline - time.monotonic(), 0.0))
-            if any(thread.is_alive() for thread in threads):
+            # Asked again: a strategy may have started a thread meanwhile (the outbox's
+            # deliverer starts once the committer opened the file).
+            if any(thread.is_alive() for thread in self._threads()):
                 if self.past_deadline():
                     # Time is up: stop retrying. The worker may be inside a request; closing the
                     # transport under it could wait for that request, so the (daemon) worker is

@@ -15,8 +15,9 @@ the worker calls the :class:`QueueStrategy` interface. Strategies: :class:`Memor
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from instrumentor.exceptions import ConfigurationError
 
@@ -178,7 +179,9 @@ class MemoryStrategy:
         """Serve ``worker``; see :meth:`QueueStrategy.attach`."""
         if self._worker is not None:
             raise ConfigurationError("a queue strategy serves one destination: build one for each")
-        self._worker = worker
+        # A weak proxy: the destination owns its strategy, not the other way round, so a
+        # dropped destination is freed at once (its threads hold it while they run).
+        self._worker = cast("Worker", weakref.proxy(worker))
 
     def run(self) -> None:
         """Deliver from the queue until shut down."""

@@ -195,3 +195,40 @@ class TestLeases:
         assert len(slow.delivered) == len(set(slow.delivered)) == 5
         destination.shutdown(1)
         other.close()
+
+
+class TestShutdownDuringADelivery:
+    def test_the_transport_is_not_closed_under_a_deliverer_started_late(
+        self, tmp_path: Path
+    ) -> None:
+        """Shutdown never closes the transport while a deliverer started after it is sending."""
+        import threading
+
+        from tests.delivery.support import messages
+
+        class Slow:
+            def __init__(self) -> None:
+                self.busy = threading.Event()
+                self.closed_while_busy = False
+
+            def deliver(self, batch: object) -> None:
+                self.busy.set()
+                time.sleep(0.6)
+                self.busy.clear()
+
+            def close(self) -> None:
+                self.closed_while_busy = self.closed_while_busy or self.busy.is_set()
+
+        for attempt in range(6):  # the deliverer must start after shutdown looked: a race
+            transport = Slow()
+            destination = OutboxDestination(
+                transport,
+                path=tmp_path / f"outbox-{attempt}.db",
+                open_now=False,  # as configure() from the environment: the worker opens it
+                linger=0.01,
+            )
+            emission = type("E", (), {"messages": messages(1)})()
+            destination(None, emission=emission)
+            destination.shutdown(timeout=0.2)
+            time.sleep(0.8)  # the request ends; it must not have been cut by close()
+            assert not transport.closed_while_busy, f"closed mid-request on attempt {attempt}"

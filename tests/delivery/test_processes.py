@@ -86,6 +86,46 @@ def test_a_forked_child_delivers_its_own_events(server: FaultServer) -> None:
     assert len(server.message_ids()) == len(set(server.message_ids()))
 
 
+FORK_WHILE_BUILDING = """
+    import os, threading
+    import instrumentor
+    import instrumentor._emission as emission_module
+    from instrumentor import bind_context, track
+    from instrumentor.transports import SegmentTransport
+    from tests.plan import Events
+    instrumentor.configure(transports=[SegmentTransport("k", endpoint=os.environ["SINK_URL"])])
+    held, release = threading.Event(), threading.Event()
+    def build_slowly():  # a parent thread in the middle of building an emission's messages
+        with emission_module._expand_lock:
+            held.set()
+            release.wait(10)
+    builder = threading.Thread(target=build_slowly)
+    builder.start()
+    held.wait(10)
+    pid = os.fork()
+    if pid == 0:
+        bind_context(user_id="child", account_id="acc_1")
+        track(Events.PLAN_UPGRADED)
+        result = instrumentor.flush(5)
+        os._exit(0 if result.pending == 0 and result.delivered >= 1 else 3)
+    release.set()
+    builder.join()
+    _, status = os.waitpid(pid, 0)
+    print("child exit", os.waitstatus_to_exitcode(status))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
+def test_a_child_forked_while_messages_were_being_built_still_delivers(
+    server: FaultServer,
+) -> None:
+    """A fork while a parent thread builds messages leaves the child's message lock free."""
+    result = run_script(FORK_WHILE_BUILDING, server)
+    assert result.returncode == 0, result.stderr
+    assert "child exit 0" in result.stdout, result.stdout + result.stderr
+    assert [t["userId"] for t in tracks_received(server)] == ["child"]
+
+
 def tracks_received(server: FaultServer) -> list[dict[str, object]]:
     return [m for r in server.received() for m in r.json["batch"] if m["type"] == "track"]
 
