@@ -58,7 +58,7 @@ class Deliverer:
     """
 
     def __init__(self, worker: Worker, reader: OutboxStore, dead_after: int) -> None:
-        self._worker = worker  # the strategy's weak proxy of its destination
+        self._worker = worker
         self._reader = reader
         self._dead_after = dead_after
         self._handoff: deque[StoredBatch] = deque()

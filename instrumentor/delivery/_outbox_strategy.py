@@ -21,9 +21,8 @@ from __future__ import annotations
 import os
 import threading
 import time
-import weakref
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from instrumentor._otel import suppress_instrumentation
 from instrumentor.delivery._destination import Destination
@@ -137,9 +136,7 @@ class OutboxStrategy:
         """
         if self._worker is not None:
             raise ConfigurationError("a queue strategy serves one destination: build one for each")
-        # A weak proxy: the destination owns its strategy, not the other way round, so a
-        # dropped destination is freed at once (its threads hold it while they run).
-        self._worker = cast("Worker", weakref.proxy(worker))
+        self._worker = worker
         self.channel = self.channel or channel_for(worker.transport)
         self.lease = self.lease or default_lease(worker.transport)
         self.dead_after = self.dead_after or worker.retry.max_attempts

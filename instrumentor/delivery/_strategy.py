@@ -15,9 +15,8 @@ the worker calls the :class:`QueueStrategy` interface. Strategies: :class:`Memor
 from __future__ import annotations
 
 import threading
-import weakref
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol
 
 from instrumentor.exceptions import ConfigurationError
 
@@ -179,9 +178,7 @@ class MemoryStrategy:
         """Serve ``worker``; see :meth:`QueueStrategy.attach`."""
         if self._worker is not None:
             raise ConfigurationError("a queue strategy serves one destination: build one for each")
-        # A weak proxy: the destination owns its strategy, not the other way round, so a
-        # dropped destination is freed at once (its threads hold it while they run).
-        self._worker = cast("Worker", weakref.proxy(worker))
+        self._worker = worker
 
     def run(self) -> None:
         """Deliver from the queue until shut down."""

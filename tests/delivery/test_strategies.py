@@ -108,27 +108,3 @@ class TestComposition:
         destination.after_fork()  # what the fork hook calls in the child
         assert destination.queue_depth == 0
         assert strategy.forked
-
-
-@pytest.mark.parametrize("with_outbox", [False, True])
-def test_a_dropped_destination_is_freed_at_once(with_outbox: bool, tmp_path: object) -> None:
-    """Nothing but its owner keeps a destination: dropped, it is gone without a GC pass."""
-    import gc
-    import pathlib
-    import weakref
-
-    from instrumentor.delivery import OutboxStrategy
-
-    gc.disable()
-    try:
-        strategy = (
-            OutboxStrategy(pathlib.Path(str(tmp_path)) / "o.db", open_now=False)
-            if with_outbox
-            else MemoryStrategy()
-        )
-        destination = Destination(ScriptedTransport(), strategy=strategy)
-        ref = weakref.ref(destination)
-        del destination, strategy
-        assert ref() is None
-    finally:
-        gc.enable()
