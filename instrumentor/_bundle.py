@@ -120,19 +120,15 @@ class BundleState:
     ) -> Bundle:
         """The identify and group calls due with a track of ``event`` at ``now``.
 
-        ``traced`` is kept with the verdict (whether tracks of this context look for a span).
+        Called when :data:`last_verdict` is not fresh for this context, runtime and path (the
+        emitter checks that first, on its hot path); a verdict of this context still lends its
+        traits fingerprint. ``traced`` is kept with the new verdict (whether tracks of this
+        context look for a span).
         """
         routing = event.routing
         verdict = last_verdict.get()
         if verdict is not None and (verdict[0] != ctx.serial or verdict[1] != self.owner):
             verdict = None  # another context's, or another configuration's
-        if (
-            not explicit
-            and verdict is not None
-            and verdict[3] > now
-            and verdict[2] == routing.path_key
-        ):
-            return NO_BUNDLE
         traits_fp = verdict[4] if verdict is not None else None
         if traits_fp is None:
             traits_fp = fingerprint(ctx.user_traits, ctx.groups)

@@ -59,12 +59,8 @@ class Emission(tuple):  # type: ignore[type-arg]
         *,
         trace: tuple[str, str] | None = None,
     ) -> Emission:
-        emission = tuple.__new__(
-            cls, (event, user_id, group_id, timestamp, context, properties, bundle, trace)
-        )
-        if messages is not None:
-            emission.__dict__["messages"] = messages
-        return emission
+        fields = (event, user_id, group_id, timestamp, context, properties, bundle, trace)
+        return _rebuild(fields, messages, cls)
 
     event: EventRegistry | None = property(itemgetter(0))  # type: ignore[assignment]
     user_id: str | None = property(itemgetter(1))  # type: ignore[assignment]
@@ -104,11 +100,14 @@ class Emission(tuple):  # type: ignore[type-arg]
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Copies and pickles keep the messages already built (and so their message ids).
-        return (_rebuild, (tuple(self), self.__dict__.get("messages")))
+        return (_rebuild, (tuple(self), self.__dict__.get("messages"), type(self)))
 
 
-def _rebuild(fields: tuple[Any, ...], messages: tuple[Message, ...] | None) -> Emission:
-    emission: Emission = tuple.__new__(Emission, fields)
+def _rebuild(
+    fields: tuple[Any, ...], messages: tuple[Message, ...] | None, cls: type[Emission] = Emission
+) -> Emission:
+    """An emission of ``fields``, with ``messages`` already built if given."""
+    emission: Emission = tuple.__new__(cls, fields)
     if messages is not None:
         emission.__dict__["messages"] = messages
     return emission
