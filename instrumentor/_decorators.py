@@ -9,10 +9,12 @@
     async def create_task(project_id: str, title: str) -> Task: ...
 
 Semantics: the event is emitted after a normal return (for coroutine functions after the await
-completes); an exception, cancellation included, means no event and propagates untouched; the
-return value is untouched; nothing instrumentor raises at run time reaches the caller (strict
-mode's :class:`~instrumentor.MissingContextError` excepted). Misuse, such as a group level that
-disagrees with the plan or a generator function, raises at decoration, i.e. at import.
+completes; the function is called when its coroutine first runs, so one closed or cancelled
+before then leaves nothing "never awaited"); an exception, cancellation included, means no event
+and propagates untouched; the return value is untouched; nothing instrumentor raises at run time
+reaches the caller (strict mode's :class:`~instrumentor.MissingContextError` excepted), not even
+at the recursion limit (where the event may be lost). Misuse, such as a group level that disagrees
+with the plan or a generator function, raises at decoration, i.e. at import.
 
 Built on wrapt, so names, signatures, ``inspect.iscoroutinefunction`` and descriptor binding
 (methods, classmethods, staticmethods) are preserved. Put ``@tracks`` above ``@classmethod``.
@@ -257,9 +259,9 @@ def _make_wrapper(
         emit = _emitter_with_details(event, site, details)
     else:
         emit = _emitter(event, site, constant_props)
-    await_then_emit = _awaiter(emit)
     if _is_async(raw):
-        return _async_wrapper(await_then_emit)
+        return _async_wrapper(emit)
+    await_then_emit = _awaiter(emit)
     if needs_call:
         return _sync_wrapper(emit, await_then_emit)
     return _fast_wrapper(event, site, constant_props, await_then_emit)
@@ -319,7 +321,10 @@ def _emitter_with_details(event: EventRegistry, site: str, details: _Details) ->
         except STRICT_ERRORS:
             raise
         except Exception as exc:
-            internal_error(exc, event, site)
+            try:  # noqa: SIM105 - suppress() is a call, which fails at the recursion limit too
+                internal_error(exc, event, site)
+            except Exception:  # at the recursion limit even the report fails: never raise
+                pass
 
     return emit
 
@@ -333,31 +338,59 @@ def _emitter(event: EventRegistry, site: str, constant_props: dict[str, Any] | N
         except STRICT_ERRORS:
             raise
         except Exception as exc:
-            internal_error(exc, event, site)
+            try:  # noqa: SIM105 - suppress() is a call, which fails at the recursion limit too
+                internal_error(exc, event, site)
+            except Exception:  # at the recursion limit even the report fails: never raise
+                pass
 
     return emit
 
 
+class _Pending:
+    """A coroutine a sync function returned, held by the coroutine that awaits it, then emits.
+
+    A coroutine closed or cancelled before its first step runs none of its code, so it cannot
+    close the one it would have awaited; dropping this holder does, and Python does not warn
+    that that one "was never awaited" (as the undecorated function's coroutine would not).
+    """
+
+    __slots__ = ("coroutine",)
+
+    def __init__(self, coroutine: types.CoroutineType[Any, Any, Any]) -> None:
+        self.coroutine = coroutine
+
+    def __del__(self) -> None:
+        if inspect.getcoroutinestate(self.coroutine) == inspect.CORO_CREATED:
+            self.coroutine.close()
+
+
 def _awaiter(emit: _Emit) -> Callable[..., Any]:
-    """Build the coroutine that awaits the function's awaitable, then emits."""
+    """Build the coroutine that awaits the coroutine a sync function returned, then emits."""
 
     async def await_then_emit(
-        awaitable: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+        pending: _Pending, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        result = await awaitable
+        result = await pending.coroutine
         emit(instance, args, kwargs, result)
         return result
 
     return await_then_emit
 
 
-def _async_wrapper(await_then_emit: Callable[..., Any]) -> Callable[..., Any]:
-    """Build the wrapper of a coroutine function: the event follows the await."""
+def _async_wrapper(emit: _Emit) -> Callable[..., Any]:
+    """Build the wrapper of a coroutine function: a coroutine that calls it, awaits, emits.
 
-    def async_wrapper(
+    The function is called when that coroutine first runs, as with any ``async def`` wrapper:
+    one closed or cancelled before its first step leaves no coroutine of the function behind
+    that "was never awaited", and bad arguments raise at the await.
+    """
+
+    async def async_wrapper(
         wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        return await_then_emit(wrapped(*args, **kwargs), instance, args, kwargs)
+        result = await wrapped(*args, **kwargs)
+        emit(instance, args, kwargs, result)
+        return result
 
     return async_wrapper
 
@@ -371,7 +404,7 @@ def _sync_wrapper(emit: _Emit, await_then_emit: Callable[..., Any]) -> Callable[
         result = wrapped(*args, **kwargs)
         if type(result) is _COROUTINE:
             # A function hiding its async nature: emit after the await, not before the body.
-            return await_then_emit(result, instance, args, kwargs)
+            return await_then_emit(_Pending(result), instance, args, kwargs)
         emit(instance, args, kwargs, result)
         return result
 
@@ -391,13 +424,16 @@ def _fast_wrapper(
     ) -> Any:
         result = wrapped(*args, **kwargs)
         if type(result) is _COROUTINE:
-            return await_then_emit(result, instance, args, kwargs)
+            return await_then_emit(_Pending(result), instance, args, kwargs)
         try:
             emit_track(event, None, constant_props, site)
         except STRICT_ERRORS:
             raise
         except Exception as exc:
-            internal_error(exc, event, site)
+            try:  # noqa: SIM105 - suppress() is a call, which fails at the recursion limit too
+                internal_error(exc, event, site)
+            except Exception:  # at the recursion limit even the report fails: never raise
+                pass
         return result
 
     return fast_wrapper

@@ -208,10 +208,16 @@ def _validate_spec(owner: str, attr: str, spec: EventSpec, hierarchy: GroupHiera
     return EventSpec(**{**spec.__dict__, "group_level": level})
 
 
-def _duplicate(kind: str, name: str, first: str, second: str) -> DuplicateEventError:
+def _duplicate(existing: EventSpec, first: str, spec: EventSpec) -> DuplicateEventError:
+    if existing.name != spec.name:  # a near-duplicate: name the spelling the plan already has
+        return DuplicateEventError(
+            f"near-duplicate event name {spec.name!r} at {spec.defined_at} is too close to "
+            f"{existing.name!r}, defined at {first}. Names that differ only in case, '_', '-', "
+            f"'.' or spaces are one event: use {existing.name!r} or a clearly different name."
+        )
     return DuplicateEventError(
-        f"{kind} event name {name!r}: defined at {first} and again at {second}. "
-        "Define every event exactly once and import the registry where you need it."
+        f"duplicate event name {spec.name!r}: defined at {first} and again at {spec.defined_at}"
+        ". Define every event exactly once and import the registry where you need it."
     )
 
 
@@ -300,15 +306,15 @@ def _collect_specs(
     return specs
 
 
-def _check_within(specs: Mapping[str, EventSpec]) -> None:
+def _check_within(qualname: str, specs: Mapping[str, EventSpec]) -> None:
     """Refuse two events of one registry whose names are the same once normalised."""
-    seen: dict[str, EventSpec] = {}
-    for spec in specs.values():
+    seen: dict[str, tuple[str, EventSpec]] = {}
+    for attr, spec in specs.items():
         key = normalise_event_name(spec.name)
         if key in seen:
-            kind = "duplicate" if seen[key].name == spec.name else "near-duplicate"
-            raise _duplicate(kind, spec.name, seen[key].defined_at, spec.defined_at)
-        seen[key] = spec
+            first_attr, first = seen[key]
+            raise _duplicate(first, f"{qualname}.{first_attr} ({first.defined_at})", spec)
+        seen[key] = (attr, spec)
 
 
 def _check_across(specs: Mapping[str, EventSpec], module: str, qualname: str) -> None:
@@ -329,9 +335,8 @@ def _check_across(specs: Mapping[str, EventSpec], module: str, qualname: str) ->
             and other.spec.defined_at == spec.defined_at
         ):
             continue
-        kind = "duplicate" if other.event_name == spec.name else "near-duplicate"
         first = f"{type(other).__qualname__}.{other.name} ({other.spec.defined_at})"
-        raise _duplicate(kind, spec.name, first, spec.defined_at)
+        raise _duplicate(other.spec, first, spec)
 
 
 def _record(cls: Any, module: str, qualname: str, hierarchy: GroupHierarchy) -> None:
@@ -358,9 +363,9 @@ class _RegistryMeta(enum.EnumMeta):
     ) -> _RegistryMeta:
         resolved = _resolve_hierarchy(hierarchy, bases)
         specs = _collect_specs(cls_name, classdict, resolved)
-        _check_within(specs)
         module = classdict.get("__module__", "?")
         qualname = classdict.get("__qualname__", cls_name)
+        _check_within(qualname, specs)
         with _catalog.lock:
             _check_across(specs, module, qualname)
             for attr, spec in specs.items():
@@ -442,7 +447,10 @@ class EventRegistry(enum.Enum, metaclass=_RegistryMeta):
         """
         tracker = _tracker
         if tracker is not None:  # always set: importing instrumentor imports the emitter
-            tracker(self, group_id=group_id, properties=properties)
+            try:  # noqa: SIM105 - suppress() is a call, which fails at the recursion limit too
+                tracker(self, group_id=group_id, properties=properties)
+            except RecursionError:  # calling it at the recursion limit: the event is lost
+                pass
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__}.{self._name_}: {self._value_.name!r}>"

@@ -13,11 +13,13 @@ Two of blinker's defaults are changed here, because they are wrong for a library
 held strongly unless ``weak=True`` is asked for (a closure connected inside a function would
 otherwise vanish), and a raising receiver is logged and counted while the others still run
 (``Signal.send`` would stop at the first). Receivers run on the emitting thread, so they must be
-quick: enqueue, do not deliver.
+quick: enqueue, do not deliver. They are plain functions: ``connect`` refuses an ``async def``
+receiver (blinker's own ``Signal.send`` raises for one, at every send).
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 import threading
 import weakref
@@ -55,6 +57,35 @@ def receiver_name(receiver: Any) -> str:
     return f"{type(receiver).__qualname__}{inner}"
 
 
+def _refuse_async(receiver: Any, signal: str) -> None:
+    """Refuse an ``async def`` receiver: a function, method, partial, or object whose call is.
+
+    Emissions are dispatched on the caller's thread and a receiver's result is dropped, so the
+    coroutine an async receiver returns would never be awaited: it would never run, with only a
+    "never awaited" warning to tell. blinker's own ``Signal.send`` refuses one too, at every send
+    (``RuntimeError: Cannot send to a coroutine function``, unless given ``_async_wrapper``);
+    here it is refused once, at ``connect``.
+
+    Raises:
+        TypeError: If ``receiver`` is a coroutine or async generator function.
+    """
+    inner = receiver
+    while isinstance(inner, functools.partial):
+        inner = inner.func
+    name = receiver_name(inner)
+    if not inspect.isroutine(inner) and callable(inner):
+        inner = type(inner).__call__  # an instance whose class defines ``async def __call__``
+    if inspect.iscoroutinefunction(inner) or inspect.isasyncgenfunction(inner):
+        raise TypeError(
+            f"cannot connect the async receiver {name} to {signal}: receivers run on the "
+            "emitting thread, inside the business call, and their result is dropped, so its "
+            "coroutine would never run. Connect a quick plain function that hands the emission "
+            "to a queue or a thread of your own (or put the work behind an "
+            "instrumentor.delivery.Destination, whose worker thread delivers it), and run the "
+            "async work there"
+        )
+
+
 class EmissionSignal(NamedSignal):
     """A blinker signal whose ``send`` never raises and keeps the hot path short.
 
@@ -73,7 +104,15 @@ class EmissionSignal(NamedSignal):
         super().__init__(name, doc)
 
     def connect(self, receiver: _F, sender: Any = ANY, weak: bool = False) -> _F:
-        """Connect ``receiver``; held strongly unless ``weak=True``."""
+        """Connect ``receiver``; held strongly unless ``weak=True``.
+
+        ``connect_via`` and ``connected_to`` come here too.
+
+        Raises:
+            TypeError: If ``receiver`` is ``async``: receivers are called on the emitting
+                thread and must be quick plain functions.
+        """
+        _refuse_async(receiver, repr(self.name))
         result = super().connect(receiver, sender, weak)
         self._invalidate()
         return result

@@ -8,7 +8,9 @@ Every emission is sent on :data:`event_emitted` with the registry class as sende
     @event_emitted.connect_via(Events)          # or event_emitted.connect(fn) for every registry
     def audit(sender, *, emission): ...
 
-Receivers run on the emitting thread, so they must be quick: enqueue, do not deliver.
+Receivers run on the emitting thread, so they must be quick: enqueue, do not deliver. They are
+plain functions: connecting an ``async def`` receiver raises ``TypeError`` (its coroutine would
+never run); hand the emission to a queue or a thread and run async work there.
 """
 
 from __future__ import annotations

@@ -103,8 +103,8 @@ class TestDuplicates:
         assert message.count("test_registry.py:") == 2
 
     def test_near_duplicate_in_one_registry(self) -> None:
-        """Names differing only in case or separators collide."""
-        with pytest.raises(DuplicateEventError, match="near-duplicate"):
+        """Names differing only in case or separators collide; both spellings are named."""
+        with pytest.raises(DuplicateEventError, match="near-duplicate") as info:
 
             class Near(EventRegistry):
                 A = event("Widget_Created", category="core_value")
@@ -114,6 +114,33 @@ class TestDuplicates:
                     waive={"title_case": "testing near duplicates", "past_tense": "same"},
                 )
 
+        message = str(info.value)
+        assert "'WIDGET_CREATED' at " in message
+        assert "is too close to 'Widget_Created', defined at " in message
+        assert "Near.A (" in message
+        assert message.count("test_registry.py:") == 2
+
+    def test_near_duplicate_in_another_registry_names_the_existing_spelling(
+        self, scratch: list[type[EventRegistry]]
+    ) -> None:
+        """'API_Key_Rotated' after 'Api_Key_Rotated': the message shows what A.K is spelled."""
+
+        class Keys(EventRegistry):
+            API_KEY_ROTATED = event("Api_Key_Rotated", category="configuration")
+
+        scratch.append(Keys)
+        with pytest.raises(DuplicateEventError) as info:
+
+            class MoreKeys(EventRegistry):
+                ROTATED = event("API_Key_Rotated", category="configuration")
+
+        message = str(info.value)
+        assert message.startswith("near-duplicate event name 'API_Key_Rotated' at ")
+        assert "is too close to 'Api_Key_Rotated', defined at " in message
+        assert "<locals>.Keys.API_KEY_ROTATED (" in message
+        assert message.count("test_registry.py:") == 2
+        assert "use 'Api_Key_Rotated'" in message
+
     def test_same_name_in_another_registry(self) -> None:
         """A name already defined in any registry fails, naming the first registry and site."""
         with pytest.raises(DuplicateEventError) as info:
@@ -122,7 +149,7 @@ class TestDuplicates:
                 AGAIN = event("Report_Created", category="core_value")
 
         message = str(info.value)
-        assert "Events.REPORT_CREATED" in message
+        assert "name 'Report_Created': defined at Events.REPORT_CREATED (" in message
         assert "plan.py:" in message
         assert "test_registry.py:" in message
 
