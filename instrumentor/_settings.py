@@ -47,7 +47,8 @@ class QueueBackend(Protocol):
     def destinations(self, settings: Settings) -> Sequence[Receiver]:
         """The destinations for ``settings``, each queueing ``settings.queue_size`` events.
 
-        Called whenever a configuration is installed; must not do I/O. Raises
+        Called whenever a configuration is installed, except in debug mode (which publishes
+        nothing); must not do I/O. Raises
         :class:`~instrumentor.ConfigurationError` if nothing would be handed on.
         """
 
@@ -197,7 +198,9 @@ class Settings:
     debug: bool = _setting(
         False,
         _flag(
-            "Print every message to standard error instead of sending it (`ConsoleTransport`).",
+            "Print every message to standard error (`ConsoleTransport`) and send nothing, "
+            "whatever else is configured: transports given in `transports` are held back (only "
+            "memory and console transports still receive) and a `queue` publishes nothing.",
             "ANALYTICS_DEBUG",
             rebuilds=True,
             chooses_transports=True,
@@ -316,7 +319,8 @@ class Settings:
         None,
         Option(
             "Where messages go; unset chooses from the other settings (the console in debug "
-            "mode, else Accoil when a key is set). A transport that does I/O is put behind a "
+            "mode, else Accoil when a key is set; in debug mode only the memory and console "
+            "transports given receive). A transport that does I/O is put behind a "
             "queued `Destination`; pass a `Destination` yourself to choose its options.",
             values="transports",
             rebuilds=True,
@@ -411,7 +415,8 @@ class Settings:
         """Whether ``other`` builds the same receivers (no field marked ``rebuilds`` differs).
 
         Settings that only choose the default transports (the key, the endpoint, debug) do not
-        count while both give ``transports``: the transports given are what is built.
+        count while both give ``transports``: the transports given are what is built. (Debug
+        also holds back the transports given that send: the wiring rebuilds for that.)
         """
         given = self.transports is not None and other.transports is not None
         for f in fields(self):

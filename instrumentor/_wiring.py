@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from collections.abc import Iterator, Mapping
+import logging
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import fields
 from typing import TYPE_CHECKING, Any, cast
 
@@ -26,6 +27,8 @@ from instrumentor.exceptions import ConfigurationError
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing.Unpack is 3.11+; annotations only
+
+_log = logging.getLogger("instrumentor")
 
 __all__ = [
     "ENVIRONMENT_VARIABLES",
@@ -64,6 +67,49 @@ def _inline(transport: Any) -> bool:
     return bool(getattr(transport, "inline", False))
 
 
+def _inner(transport: Any) -> Any:
+    """The transport a destination given in ``transports`` delivers with (else ``transport``)."""
+    if isinstance(transport, (Destination, InlineDestination)):
+        return transport.transport
+    return transport
+
+
+def _debug_split(transports: Sequence[Any]) -> tuple[list[Any], list[Any]]:
+    """``transports`` parted for debug mode: those that may receive, and those held back.
+
+    Debug mode prints and never sends. A memory transport (the recorder of
+    :func:`~instrumentor.testing.capture_events` and the ``tracked`` fixture) and a console
+    transport keep what they get in this process, so they keep receiving; every other transport
+    or destination given is held back, and a console prints in their place (unless one was
+    given).
+    """
+    # Lazy on purpose: a module of instrumentor.transports imports the package, and with it
+    # httpx, which a process that only defines events, or only prints them, never needs.
+    from instrumentor.transports._console import ConsoleTransport
+    from instrumentor.transports._memory import MemoryTransport
+
+    local = (ConsoleTransport, MemoryTransport)
+    kept = [t for t in transports if isinstance(_inner(t), local)]
+    held = [t for t in transports if not isinstance(_inner(t), local)]
+    if held and not any(isinstance(_inner(t), ConsoleTransport) for t in kept):
+        kept.append(ConsoleTransport())
+    return kept, held
+
+
+def _announce_held_back(held: Sequence[Any]) -> None:
+    """Say once, at configure time, that debug mode keeps the given transports from sending."""
+    names = ", ".join(type(_inner(t)).__name__ for t in held)  # class names: no keys, no URLs
+    with contextlib.suppress(Exception):  # a raising log handler must not break configure()
+        _log.warning(
+            "instrumentor: debug mode is on (ANALYTICS_DEBUG or configure(debug=True)), so the "
+            "%d transport(s) passed to configure() (%s) are held back and send nothing; every "
+            "message is printed to the console instead. To send for real, unset "
+            "ANALYTICS_DEBUG (or configure(debug=False)).",
+            len(held),
+            names,
+        )
+
+
 def _receiver_for(transport: Transport | Receiver, settings: Settings, *, lazy: bool) -> Any:
     if isinstance(transport, Destination):
         return transport
@@ -87,22 +133,38 @@ def _receivers(settings: Settings, *, lazy: bool) -> tuple[tuple[Any, ...], list
         settings.transports if settings.transports is not None else default_transports(settings)
     )
     kept = list(transports)
+    if settings.debug:  # print, never send: whatever was given, and the queue, get nothing
+        kept = _debug_split(kept)[0]
     if settings.queue is not None:  # it builds what does I/O; the rest stays here
         kept = [t for t in kept if isinstance(t, Destination) or _inline(t)]
     receivers = [_receiver_for(t, settings, lazy=lazy) for t in kept]
-    if settings.queue is not None:
+    if settings.queue is not None and not settings.debug:
         receivers.extend(settings.queue.destinations(settings))
     given = {id(t) for t in transports}
     owned = [r for r in receivers if isinstance(r, Destination) and id(r) not in given]
     return tuple(receivers), owned
 
 
+def _same_receivers(old: Settings, new: Settings) -> bool:
+    """Whether ``new`` builds what ``old`` built (then its receivers are kept)."""
+    if not old.same_receivers(new):
+        return False
+    if old.debug == new.debug or new.transports is None:
+        return True
+    # The same transports given: debug changes what receives only if it holds some back.
+    return new.queue is None and not _debug_split(new.transports)[1]
+
+
 def build(settings: Settings, reuse: Runtime | None = None, *, lazy: bool = False) -> Runtime:
     """A runtime for ``settings``, with ``reuse``'s receivers if no ``rebuilds`` field changed."""
-    if reuse is not None and reuse.settings.same_receivers(settings):
+    if reuse is not None and _same_receivers(reuse.settings, settings):
         runtime_ = Runtime(settings, reuse.receivers, reuse.owned)
     elif settings.enabled:
         runtime_ = Runtime(settings, *_receivers(settings, lazy=lazy))
+        if settings.debug and settings.transports:
+            held = _debug_split(settings.transports)[1]
+            if held:
+                _announce_held_back(held)
     else:
         runtime_ = Runtime(settings)
     outboxes = [

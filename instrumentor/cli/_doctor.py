@@ -32,6 +32,7 @@ __all__ = ["Check", "diagnose", "register"]
 Status = Literal["ok", "info", "warning", "error"]
 _MARK = {"ok": "ok  ", "info": "info", "warning": "warn", "error": "FAIL"}
 _DEFAULT_ENDPOINT = "https://in.accoil.com"
+_STAGING_ENDPOINT = "https://instaging.accoil.com"  # for keys marked stg_ (see AccoilTransport)
 ACCOIL_202_NOTE = (
     "Accoil answers 202 Accepted even for a wrong API key: a 202 proves that the endpoint is "
     "reachable and took the request, not that the key is right. Look for the test user in "
@@ -109,7 +110,9 @@ def _redact(text: str, url: str) -> str:
 
 
 def _check_endpoint(settings: Settings) -> Check:
-    raw = settings.endpoint or _DEFAULT_ENDPOINT
+    key = settings.api_key.reveal() if settings.api_key is not None else ""
+    staging = key[:4].lower() == "stg_"
+    raw = settings.endpoint or (_STAGING_ENDPOINT if staging else _DEFAULT_ENDPOINT)
     endpoint = _redact(raw, raw)
     parts = urlsplit(raw)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -131,7 +134,8 @@ def _check_endpoint(settings: Settings) -> Check:
             "warning",
             f"{endpoint} is plain http to a remote host: the API key travels unencrypted",
         )
-    shown = "the default, " + endpoint if settings.endpoint is None else endpoint
+    default = "the default for a stg_ key, " if staging else "the default, "
+    shown = default + endpoint if settings.endpoint is None else endpoint
     return Check("endpoint", "ok", shown)
 
 
@@ -170,7 +174,13 @@ def diagnose(environ: dict[str, str] | None = None) -> tuple[list[Check], Settin
         checks.append(Check("enabled", "warning", "ANALYTICS_ENABLED is false: nothing is tracked"))
     if settings.debug:
         checks.append(
-            Check("debug", "info", "ANALYTICS_DEBUG is on: events are logged, never sent")
+            Check(
+                "debug",
+                "info",
+                "ANALYTICS_DEBUG is on: every message is printed to standard error and nothing "
+                "is sent, not even through transports passed to configure(); unset "
+                "ANALYTICS_DEBUG to send for real",
+            )
         )
     checks.append(_check_key(settings, env))
     checks.append(_check_endpoint(settings))

@@ -130,7 +130,7 @@ def test_send_test_reports_acceptance_and_the_202_caveat(tmp_path: Path) -> None
         code, checks, out = doctor(
             tmp_path, "--send-test", ANALYTICS_API_KEY=KEY, ANALYTICS_ENDPOINT=server.url
         )
-        assert server.wait_for(1, timeout=5)
+        assert server.wait_for_requests(1, timeout=5)
         (received,) = server.received()
     assert code == 0
     assert checks["test call"][0] == "ok"
@@ -248,3 +248,13 @@ def test_credentials_in_the_endpoint_are_never_shown(tmp_path: Path) -> None:
     assert code == 1
     for secret in ("PROXYSECRET", "proxyuser", "QUERYSECRET", KEY):
         assert secret not in out
+
+
+def test_a_staging_key_is_shown_going_to_staging(tmp_path: Path) -> None:
+    """A key marked stg_ goes to Accoil's staging ingress unless an endpoint is set."""
+    _, checks, out = doctor(tmp_path, ANALYTICS_API_KEY="stg_" + KEY)
+    assert checks["endpoint"] == (
+        "ok",
+        "the default for a stg_ key, https://instaging.accoil.com",
+    )
+    assert KEY not in out
