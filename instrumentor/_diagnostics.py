@@ -46,7 +46,8 @@ class IncidentKind(str, enum.Enum):
     INVALID_EVENT = "invalid_event"
     #: ``group()`` was given a level the hierarchy does not declare.
     INVALID_GROUP_LEVEL = "invalid_group_level"
-    #: Properties that are not a mapping, or a ``properties=`` callable that raised.
+    #: Properties that are not a mapping (or cannot be read), or a ``properties=`` callable
+    #: that raised.
     INVALID_PROPERTIES = "invalid_properties"
     #: A ``group_id=`` callable of ``@tracks`` raised.
     INVALID_GROUP_ID = "invalid_group_id"
@@ -64,6 +65,8 @@ class IncidentKind(str, enum.Enum):
     DELIVERY_FAILED = "delivery_failed"
     #: A delivery attempt failed and will be retried.
     DELIVERY_RETRYING = "delivery_retrying"
+    #: A message that cannot be encoded (e.g. as JSON) was dropped alone; the rest went out.
+    INVALID_MESSAGE = "invalid_message"
     #: The SQLite outbox cannot be used; events are queued in memory.
     OUTBOX_UNAVAILABLE = "outbox_unavailable"
     #: A read or write of the outbox failed (a full disk, a replaced file).

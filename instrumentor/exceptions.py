@@ -35,6 +35,7 @@ __all__ = [
     "ConfigurationError",
     "DeliveryError",
     "DuplicateEventError",
+    "INVALID_MESSAGE",
     "InstrumentorError",
     "MAX_RETRY_AFTER",
     "MissingContextError",
@@ -98,6 +99,10 @@ class MissingContextError(InstrumentorError):
 #: Marks a failure reason (in :class:`PartialDeliveryError.failed`) as "too large to send":
 #: a destination counts such messages as ``dropped.too_large`` rather than ``failed``.
 TOO_LARGE = "too large"
+#: Marks a failure reason (in :class:`PartialDeliveryError.failed`) as "this message cannot be
+#: encoded" (e.g. as JSON): it fails alone whenever it is sent, so a destination counts it as
+#: ``dropped.invalid_message`` (an ``invalid_message`` incident) and never retries it.
+INVALID_MESSAGE = "invalid message"
 
 
 class DeliveryError(InstrumentorError):

@@ -17,6 +17,7 @@ The task (registered on ``app`` by :class:`CeleryQueue`, so the worker must buil
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import threading
 import weakref
@@ -36,13 +37,23 @@ from instrumentor.celery._context import propagate_context as propagate
 from instrumentor.celery._dead_letters import replay_dead_letters
 from instrumentor.celery._task import register
 from instrumentor.delivery import Destination, MemoryStrategy, RetryPolicy
-from instrumentor.exceptions import MAX_RETRY_AFTER, ConfigurationError, RetryableDeliveryError
+from instrumentor.delivery._attempt import describe
+from instrumentor.exceptions import (
+    INVALID_MESSAGE,
+    MAX_RETRY_AFTER,
+    ConfigurationError,
+    PartialDeliveryError,
+    RetryableDeliveryError,
+)
 
 if TYPE_CHECKING:
     from instrumentor._messages import Message
     from instrumentor._settings import Settings
 
 __all__ = ["PUBLISH_RETRY", "CeleryPublisher", "CeleryQueue"]
+
+#: A message and its task form (:func:`~instrumentor._messages.message_to_data`).
+Item = tuple["Message", dict[str, Any]]
 
 #: Redis redelivers a task not acknowledged within this many seconds (Celery's default).
 REDIS_VISIBILITY_TIMEOUT = 3600.0
@@ -243,8 +254,34 @@ class CeleryPublisher:
         _publishers.add(self)
 
     def deliver(self, batch: Sequence[Message]) -> None:
-        """Publish ``batch`` as one task; raise ``RetryableDeliveryError`` if the broker failed."""
-        payload = [message_to_data(message) for message in batch]
+        """Publish ``batch`` as one task.
+
+        A message that cannot be sent as JSON is refused alone (marked
+        :data:`~instrumentor.exceptions.INVALID_MESSAGE`); the others are published.
+
+        Raises:
+            RetryableDeliveryError: If the broker failed.
+            PartialDeliveryError: If a message was refused; ``retry`` holds the others if the
+                broker failed too.
+        """
+        items, failed = _payload(batch)
+        error = self._publish([data for _, data in items]) if items else None
+        unencodable = _unencodable(items) if error is not None else []
+        if unencodable:  # not the broker: a message JSON cannot encode (e.g. a huge int)
+            failed += unencodable
+            items = [item for item in items if all(item[0] is not m for m, _ in unencodable)]
+            error = self._publish([data for _, data in items]) if items else None
+        if failed:
+            raise PartialDeliveryError(
+                f"{len(failed)} of {len(batch)} messages cannot be published: {failed[0][1]}",
+                retry=[message for message, _ in items] if error is not None else [],
+                failed=failed,
+            )
+        if error is not None:
+            raise error from None  # the broker's exception may hold its URL: never chained
+
+    def _publish(self, payload: list[dict[str, Any]]) -> RetryableDeliveryError | None:
+        """Publish ``payload`` as one task; the error if the broker (or encoding) failed."""
         queue = self.celery_queue
         with self._lock:
             try:
@@ -268,9 +305,10 @@ class CeleryPublisher:
                 )
             except Exception as exc:
                 self._discard_connection()
-                raise RetryableDeliveryError(
+                return RetryableDeliveryError(
                     f"could not publish to the Celery broker: {safe_error(exc, queue.app)}"
-                ) from None
+                )
+        return None
 
     def _connect(self) -> Any:
         if self._connection is None:
@@ -314,6 +352,34 @@ class CeleryPublisher:
 
     def __repr__(self) -> str:
         return f"CeleryPublisher({self.route!r}, queue={self.celery_queue.queue!r})"
+
+
+def _invalid(exc: BaseException) -> str:
+    """The failure reason of a message that cannot be sent as JSON."""
+    return f"cannot be sent as JSON ({type(exc).__name__}: {describe(exc)}) ({INVALID_MESSAGE})"
+
+
+def _payload(batch: Sequence[Message]) -> tuple[list[Item], list[tuple[Message, str]]]:
+    """Each message with its task form, and the messages that have none (with the reason)."""
+    items: list[Item] = []
+    failed: list[tuple[Message, str]] = []
+    for message in batch:
+        try:
+            items.append((message, message_to_data(message)))
+        except Exception as exc:
+            failed.append((message, _invalid(exc)))
+    return items, failed
+
+
+def _unencodable(items: list[Item]) -> list[tuple[Message, str]]:
+    """The messages whose task form JSON cannot encode, with the reason."""
+    failed: list[tuple[Message, str]] = []
+    for message, data in items:
+        try:
+            json.dumps(data)
+        except Exception as exc:
+            failed.append((message, _invalid(exc)))
+    return failed
 
 
 def _after_fork_in_child() -> None:

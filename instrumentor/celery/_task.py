@@ -42,7 +42,7 @@ from instrumentor.celery._common import (
 )
 from instrumentor.celery._context import report
 from instrumentor.delivery import Destination
-from instrumentor.delivery._attempt import attempt
+from instrumentor.delivery._attempt import attempt, is_invalid
 from instrumentor.exceptions import TOO_LARGE
 
 if TYPE_CHECKING:
@@ -219,6 +219,13 @@ def _run(queue: TaskSettings, task: Any, route: str, batch: _Batch) -> dict[str,
             f"{done.too_large} message(s) too large to send alone were dropped ({TOO_LARGE})",
             site=f"celery:{route}",
         )
+    if done.invalid:  # they fail whenever they are sent: dropped, not dead-lettered
+        report(
+            "invalid_message",
+            f"{len(done.invalid)} message(s) that cannot be encoded were dropped: "
+            f"{'; '.join(sorted(set(done.invalid)))}",
+            site=f"celery:{route}",
+        )
     if done.refused:
         reasons = sorted({reason for _, reason in done.refused})
         _dead_letter(
@@ -232,7 +239,8 @@ def _run(queue: TaskSettings, task: Any, route: str, batch: _Batch) -> dict[str,
     dead = len(done.refused)
     if done.retry:
         dead += _retry_or_park(queue, task, route, done)
-    return {"delivered": done.delivered, "dead_lettered": dead, "dropped": done.too_large}
+    dropped = done.too_large + len(done.invalid)
+    return {"delivered": done.delivered, "dead_lettered": dead, "dropped": dropped}
 
 
 @dataclass
@@ -244,6 +252,7 @@ class _Attempted:
     refused: list[tuple[Any, str]] = field(default_factory=list)
     delivered: int = 0
     too_large: int = 0
+    invalid: list[str] = field(default_factory=list)  # the reasons, one per message
     retry_after: float | None = None
 
 
@@ -264,9 +273,14 @@ def _attempt_payload(route: str, messages: list[Message], payload: list[Any]) ->
     return _Attempted(
         retry=[payload[position[id(m)]] for m in outcome.retry],
         error=outcome.error or "",
-        refused=[(payload[position[id(m)]], reason) for m, reason in outcome.failed],
+        refused=[
+            (payload[position[id(m)]], reason)
+            for m, reason in outcome.failed
+            if not is_invalid(reason)
+        ],
         delivered=len(outcome.delivered),
         too_large=len(outcome.too_large),
+        invalid=[reason for _, reason in outcome.failed if is_invalid(reason)],
         retry_after=outcome.retry_after,
     )
 

@@ -7,7 +7,8 @@ message once, in exactly one list of an :class:`Outcome`:
 
 * ``delivered``: accepted by the provider;
 * ``retry``: worth another attempt (outages, timeouts, 408/429/5xx, a transport bug);
-* ``failed``: refused for good (other 4xx), with the reason;
+* ``failed``: refused for good (other 4xx), with the reason (a reason marked
+  :data:`~instrumentor.exceptions.INVALID_MESSAGE`: the message cannot be encoded);
 * ``too_large``: too large to send even alone (a 413 splits a batch first).
 
 A :class:`~instrumentor.exceptions.PartialDeliveryError` is matched to the batch by
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from instrumentor.exceptions import (
+    INVALID_MESSAGE,
     TOO_LARGE,
     PartialDeliveryError,
     PayloadTooLargeError,
@@ -34,12 +36,24 @@ if TYPE_CHECKING:
     from instrumentor._messages import Message
     from instrumentor._protocols import Transport
 
-__all__ = ["Outcome", "attempt", "describe", "is_too_large"]
+__all__ = ["Outcome", "attempt", "describe", "drop_reason", "is_invalid", "is_too_large"]
 
 
 def is_too_large(reason: str) -> bool:
     """Whether a give-up ``reason`` means "too large to send alone" (a drop, not a failure)."""
     return reason == "too_large" or f"({TOO_LARGE})" in reason
+
+
+def is_invalid(reason: str) -> bool:
+    """Whether a give-up ``reason`` means "this message cannot be encoded" (a drop, too)."""
+    return reason == "invalid_message" or f"({INVALID_MESSAGE})" in reason
+
+
+def drop_reason(reason: str) -> str | None:
+    """The ``dropped`` counter a give-up ``reason`` counts in, or ``None`` for ``failed``."""
+    if is_too_large(reason):
+        return "too_large"
+    return "invalid_message" if is_invalid(reason) else None
 
 
 def describe(exc: BaseException) -> str:

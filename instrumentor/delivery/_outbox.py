@@ -22,11 +22,12 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from instrumentor._messages import Message, message_from_data, message_to_data
+from instrumentor.delivery._attempt import describe
 from instrumentor.delivery._outbox_connection import OutboxConnection
 from instrumentor.delivery._outbox_owner import new_owner, owner_is_dead
 from instrumentor.delivery._outbox_queries import (
@@ -46,6 +47,7 @@ from instrumentor.delivery._outbox_schema import (
     set_meta,
     touch,
 )
+from instrumentor.exceptions import INVALID_MESSAGE
 
 # OutboxError, OutboxStatus, Synchronous, UNSERVED_AFTER and check_path are re-exported: the
 # CLI and the doctor import them from here.
@@ -59,6 +61,8 @@ __all__ = [
     "check_path",
 ]
 
+#: Called with ``(message, reason)`` for a message that cannot be stored as JSON.
+OnInvalid = Callable[[Message, str], None]
 _CLAIMABLE = (
     "channel = ? AND dead IS NULL AND next_attempt_at <= ? "
     "AND (lease_until IS NULL OR lease_until < ?)"
@@ -186,8 +190,16 @@ class OutboxStore:
 
     # --- the queue ---------------------------------------------------------------------------
 
-    def persist(self, messages: Sequence[Message]) -> tuple[int, list[Message]]:
+    def persist(
+        self, messages: Sequence[Message], *, on_invalid: OnInvalid | None = None
+    ) -> tuple[int, list[Message]]:
         """Store ``messages`` in one transaction, as many as ``max_rows`` leaves room for.
+
+        Args:
+            messages: The messages to store.
+            on_invalid: Called with ``(message, reason)`` for each message that cannot be
+                stored as JSON, which is left out (the rest is stored); by default such a
+                message raises ``ValueError`` (or ``TypeError``) and nothing is stored.
 
         Returns:
             How many were stored, and the messages refused because the outbox was full.
@@ -195,14 +207,17 @@ class OutboxStore:
         Raises:
             OutboxError: If nothing could be written (full disk, lock held too long, ...).
         """
-        rows, refused = self._insert(messages, leased=False)
+        rows, refused = self._insert(messages, leased=False, on_invalid=on_invalid)
         return len(rows), refused
 
-    def persist_leased(self, messages: Sequence[Message]) -> tuple[list[OutboxRow], list[Message]]:
+    def persist_leased(
+        self, messages: Sequence[Message], *, on_invalid: OnInvalid | None = None
+    ) -> tuple[list[OutboxRow], list[Message]]:
         """Store ``messages`` already leased to this owner (their first attempt is counted).
 
         The caller delivers the returned rows from memory (no claim, no decoding) and settles
         them; if it dies first, the lease expires and another process delivers them.
+        ``on_invalid`` is as for :meth:`persist`.
 
         Returns:
             The stored rows (with the very message objects given), and the refused messages.
@@ -210,18 +225,16 @@ class OutboxStore:
         Raises:
             OutboxError: If nothing could be written.
         """
-        return self._insert(messages, leased=True)
+        return self._insert(messages, leased=True, on_invalid=on_invalid)
 
     def _insert(
-        self, messages: Sequence[Message], *, leased: bool
+        self, messages: Sequence[Message], *, leased: bool, on_invalid: OnInvalid | None
     ) -> tuple[list[OutboxRow], list[Message]]:
-        if not messages:
+        kept, encoded = _encoded(messages, on_invalid)  # what cannot be JSON is left out
+        if not kept:
             return [], []
         now = time.time()
         owner, until, attempts = (self.owner, now + self.lease, 1) if leased else (None, None, 0)
-        encoded = [
-            (m.message_id, json.dumps(message_to_data(m), separators=(",", ":"))) for m in messages
-        ]
 
         def work(conn: sqlite3.Connection) -> list[int]:
             total = conn.execute(
@@ -252,9 +265,9 @@ class OutboxStore:
         ids = self._db.write(work)
         rows = [
             OutboxRow(row_id, message, attempts, now)
-            for row_id, message in zip(ids, messages, strict=False)
+            for row_id, message in zip(ids, kept, strict=False)
         ]
-        return rows, list(messages[len(ids) :])
+        return rows, kept[len(ids) :]
 
     def pending(self) -> int:
         """Messages of this channel in the file (leased ones included), from a counter."""
@@ -413,6 +426,26 @@ def _bury(conn: sqlite3.Connection, dead: Sequence[tuple[int, str]]) -> None:
     for channel, count in buried.items():
         add_rows(conn, f"rows:{channel}", -count)
         add_rows(conn, f"dead:{channel}", count)
+
+
+def _encoded(
+    messages: Sequence[Message], on_invalid: OnInvalid | None
+) -> tuple[list[Message], list[tuple[str, str]]]:
+    """The messages that can be stored, and their ``(message id, JSON)``; see ``on_invalid``."""
+    kept: list[Message] = []
+    encoded: list[tuple[str, str]] = []
+    for message in messages:
+        try:
+            body = json.dumps(message_to_data(message), separators=(",", ":"))
+        except Exception as exc:  # e.g. an int too long for text: this message only
+            if on_invalid is None:
+                raise
+            text = f"{type(exc).__name__}: {describe(exc)}"[:200]
+            on_invalid(message, f"cannot be stored as JSON ({text}) ({INVALID_MESSAGE})")
+            continue
+        kept.append(message)
+        encoded.append((message.message_id, body))
+    return kept, encoded
 
 
 def _decode(body: str) -> Message | None:

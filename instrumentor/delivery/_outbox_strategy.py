@@ -32,6 +32,7 @@ from instrumentor.delivery._strategy import Worker, deliver_from_memory
 from instrumentor.exceptions import ConfigurationError
 
 if TYPE_CHECKING:
+    from instrumentor._messages import Message
     from instrumentor._protocols import Transport
 
 __all__ = ["OutboxDestination", "OutboxStrategy", "channel_for", "default_lease"]
@@ -273,30 +274,44 @@ class OutboxStrategy:
         stored_total = 0
         while worker.queue_depth:
             batch = worker.next_batch()
-            if not batch:
-                continue
-            try:
-                if self._deliverer.accepts_handoff():
-                    rows, refused = self._writer.persist_leased(batch)
-                    if rows:
-                        self._deliverer.hand_off(StoredBatch(rows, self._writer.identity))
-                    stored = len(rows)
-                else:
-                    stored, refused = self._writer.persist(batch)
-                    self._deliverer.stored_unleased()
-            except OutboxError as exc:
-                self._outbox_error(
-                    "could not write to the outbox; this batch is delivered from memory and "
-                    "the next one tries the outbox again",
-                    exc,
-                )
-                self._deliverer.fall_back(batch)
-                continue
-            record_rows(worker, self._writer, in_hand=len(batch), persisted=stored)
-            for message in refused:
-                worker.drop(message, "outbox_full")
-            stored_total += stored
+            if batch:
+                stored_total += self._persist(worker, batch)
         return stored_total
+
+    def _persist(self, worker: Worker, batch: list[Message]) -> int:
+        """Commit one in-flight batch; return how many messages were stored.
+
+        A message that cannot be stored as JSON is given up alone (``invalid_message``); a
+        batch the file refuses is delivered from memory.
+        """
+        invalid: list[tuple[Message, str]] = []
+
+        def note(message: Message, reason: str) -> None:
+            invalid.append((message, reason))
+
+        try:
+            if self._deliverer.accepts_handoff():
+                rows, refused = self._writer.persist_leased(batch, on_invalid=note)
+                if rows:
+                    self._deliverer.hand_off(StoredBatch(rows, self._writer.identity))
+                stored = len(rows)
+            else:
+                stored, refused = self._writer.persist(batch, on_invalid=note)
+                self._deliverer.stored_unleased()
+        except OutboxError as exc:
+            self._outbox_error(
+                "could not write to the outbox; this batch is delivered from memory and "
+                "the next one tries the outbox again",
+                exc,
+            )
+            self._deliverer.fall_back(batch)  # the invalid too: memory refuses them alone
+            return 0
+        record_rows(worker, self._writer, in_hand=len(batch), persisted=stored)
+        for message in refused:
+            worker.drop(message, "outbox_full")
+        for message, reason in invalid:
+            worker.give_up([message], reason, None, in_flight=False)
+        return stored
 
     def _housekeeping(self) -> None:
         now = time.monotonic()

@@ -129,8 +129,8 @@ class DestinationStats:
         delivered: Messages the provider accepted.
         retried: Message deliveries attempted again.
         failed: Messages given up (refused for good, or retries exhausted).
-        dropped: Events (``queue_full``, ``shutdown``) or messages (``too_large``) dropped, by
-            reason.
+        dropped: Events (``queue_full``, ``shutdown``) or messages (``too_large``,
+            ``invalid_message``: one that cannot be encoded) dropped, by reason.
         queue_depth: Events waiting now.
         in_flight: Messages being delivered or waiting for a retry now.
         last_error: The last delivery error, without secrets.

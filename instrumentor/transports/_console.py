@@ -11,6 +11,7 @@ from typing import Any, TextIO
 
 from instrumentor._messages import Message
 from instrumentor._state import active
+from instrumentor.exceptions import INVALID_MESSAGE, PartialDeliveryError
 
 __all__ = ["ConsoleTransport", "redact"]
 
@@ -51,6 +52,9 @@ def redact(data: Any, secrets: Sequence[str] = ()) -> Any:
 class ConsoleTransport:
     """Prints one readable line per message instead of sending it.
 
+    Debug mode (``ANALYTICS_DEBUG=true``, ``configure(debug=True)``) installs one, in place of
+    every transport given to ``configure()`` that sends: those are held back until debug is off.
+
     Values under sensitive keys (``password``, ``access_token``, ``client_secret``, ``api_key``,
     ...) and the configured API key wherever it appears are replaced with ``[REDACTED]``. It
     prints on the emitting thread: a development tool, not a production transport.
@@ -76,22 +80,40 @@ class ConsoleTransport:
         self._indent = indent
 
     def format(self, message: Message) -> str:
-        """The line printed for ``message``."""
+        """The line printed for ``message`` (a lone surrogate in it is printed as ``?``)."""
         key = active().settings.api_key
         data = redact(message.to_dict(), (key.reveal(),) if key else ())
         body = json.dumps(data, indent=self._indent, ensure_ascii=False, sort_keys=False)
-        return f"[instrumentor debug] {message.type}: {body}"
+        line = f"[instrumentor debug] {message.type}: {body}"
+        return line.encode("utf-8", "replace").decode("utf-8")  # any stream can write it
 
     def deliver(self, batch: Sequence[Message]) -> None:
-        """Print (or log) every message of ``batch``."""
-        lines = [self.format(message) for message in batch]
+        """Print (or log) every message of ``batch``.
+
+        Raises:
+            PartialDeliveryError: After printing the others, if a message could not be
+                formatted (it is marked :data:`~instrumentor.exceptions.INVALID_MESSAGE`).
+        """
+        lines: list[str] = []
+        failed: list[tuple[Message, str]] = []
+        for message in batch:
+            try:
+                lines.append(self.format(message))
+            except Exception as exc:  # that message only
+                reason = f"cannot be printed as JSON ({type(exc).__name__}) ({INVALID_MESSAGE})"
+                failed.append((message, reason))
         if self._logger is not None:
             for line in lines:
                 self._logger.info("%s", line)
-            return
-        stream = self._stream or sys.stderr
-        stream.write("".join(line + "\n" for line in lines))
-        stream.flush()
+        elif lines:
+            stream = self._stream or sys.stderr
+            stream.write("".join(line + "\n" for line in lines))
+            stream.flush()
+        if failed:
+            raise PartialDeliveryError(
+                f"{len(failed)} of {len(batch)} messages could not be printed: {failed[0][1]}",
+                failed=failed,
+            )
 
     def close(self) -> None:
         """Nothing to release."""

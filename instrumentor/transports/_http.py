@@ -30,6 +30,7 @@ import httpx
 
 from instrumentor._settings import Secret
 from instrumentor.exceptions import (
+    INVALID_MESSAGE,
     MAX_RETRY_AFTER,
     TOO_LARGE,
     ConfigurationError,
@@ -47,6 +48,7 @@ __all__ = [
     "encode_json",
     "error_for_exception",
     "error_for_response",
+    "invalid_reason",
     "library_version",
     "parse_retry_after",
 ]
@@ -58,6 +60,19 @@ _encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 def encode_json(data: object) -> bytes:
     """Compact UTF-8 JSON; a lone surrogate in a string becomes ``?`` instead of an error."""
     return _encoder.encode(data).encode("utf-8", "replace")
+
+
+def invalid_reason(exc: BaseException) -> str:
+    """The failure reason of a message that could not be encoded, marked ``INVALID_MESSAGE``.
+
+    Such a message is refused alone (never retried: it would fail again). The reason gives the
+    error's type and text, cut to 200 characters.
+    """
+    try:
+        text = f"{type(exc).__name__}: {exc}"[:200]
+    except Exception:  # an error whose __str__ raises
+        text = type(exc).__name__
+    return f"cannot be encoded as JSON ({text}) ({INVALID_MESSAGE})"
 
 
 def library_version() -> str:

@@ -11,18 +11,27 @@ from typing import Any, Literal
 from opentelemetry import trace as otel_trace
 
 from instrumentor._messages import GroupMessage, IdentifyMessage, Message, TrackMessage
-from instrumentor.exceptions import ConfigurationError
+from instrumentor.exceptions import INVALID_MESSAGE, ConfigurationError, PartialDeliveryError
 
 __all__ = ["OTelTransport"]
 
 _ATTRIBUTE_TYPES = (str, bool, int, float)
+_INT64 = (-(2**63), 2**63 - 1)  # OpenTelemetry's int attributes are 64-bit (OTLP: int64)
 
 
 def _attribute(value: Any) -> Any:
-    """``value`` if OpenTelemetry takes it as an attribute (a primitive, or a list of one)."""
+    """``value`` if OpenTelemetry takes it as an attribute (a primitive, or a list of one).
+
+    An int outside 64 bits becomes its string (an exporter could not encode it, and would
+    lose the whole export with it); so does a list holding one.
+    """
+    if type(value) is int and not _INT64[0] <= value <= _INT64[1]:
+        return str(value)
     if isinstance(value, _ATTRIBUTE_TYPES):
         return value
     if isinstance(value, list) and value and all(type(v) is type(value[0]) for v in value):
+        if type(value[0]) is int and not all(_INT64[0] <= v <= _INT64[1] for v in value):
+            return [str(v) for v in value]
         return value if isinstance(value[0], _ATTRIBUTE_TYPES) else None
     return None
 
@@ -93,22 +102,45 @@ class OTelTransport:
         self._logger = logger or logging.getLogger("instrumentor.events")
 
     def deliver(self, batch: Sequence[Message]) -> None:
-        """Emit each (track) message of ``batch``."""
+        """Emit each (track) message of ``batch``.
+
+        Raises:
+            PartialDeliveryError: After emitting the others, if a message could not be made
+                into attributes (marked :data:`~instrumentor.exceptions.INVALID_MESSAGE`) or
+                emitted.
+        """
+        failed: list[tuple[Message, str]] = []
         for message in batch:
             if not (self.include_calls or isinstance(message, TrackMessage)):
                 continue
-            name = message.event if isinstance(message, TrackMessage) else message.type
-            attributes = _attributes(message, self.include_user)
-            if self.mode == "log":
-                self._logger.info("%s", name, extra=attributes)
-            elif self.mode == "span_event":
-                span = otel_trace.get_current_span()
-                if span.is_recording():
-                    span.add_event(name, attributes, timestamp=_nanoseconds(message.timestamp))
-            else:
-                tracer = otel_trace.get_tracer("instrumentor")
-                when = _nanoseconds(message.timestamp)
-                tracer.start_span(name, start_time=when, attributes=attributes).end(end_time=when)
+            try:
+                attributes = _attributes(message, self.include_user)
+            except Exception as exc:  # that message only
+                reason = f"cannot be made attributes ({type(exc).__name__}) ({INVALID_MESSAGE})"
+                failed.append((message, reason))
+                continue
+            try:
+                self._emit(message, attributes)
+            except Exception as exc:
+                failed.append((message, f"could not be emitted ({type(exc).__name__})"))
+        if failed:
+            raise PartialDeliveryError(
+                f"{len(failed)} of {len(batch)} messages were not emitted: {failed[0][1]}",
+                failed=failed,
+            )
+
+    def _emit(self, message: Message, attributes: dict[str, Any]) -> None:
+        name = message.event if isinstance(message, TrackMessage) else message.type
+        when = _nanoseconds(message.timestamp)
+        if self.mode == "log":
+            self._logger.info("%s", name, extra=attributes)
+        elif self.mode == "span_event":
+            span = otel_trace.get_current_span()
+            if span.is_recording():
+                span.add_event(name, attributes, timestamp=when)
+        else:
+            tracer = otel_trace.get_tracer("instrumentor")
+            tracer.start_span(name, start_time=when, attributes=attributes).end(end_time=when)
 
     def close(self) -> None:
         """Nothing to release (the SDK owns its exporters)."""
