@@ -1,11 +1,27 @@
-"""Bundle state: which identify and group calls this process already sent, and so which are due.
+"""Bundle state: what each user's record at the provider holds, and so which calls are due.
 
-Each track is preceded by an identify of its user and a group call for each level from the top
-of the hierarchy down to the event's level, unless an identical call was made in this process
-within ``bundle_ttl`` seconds. :class:`BundleState` owns that memory (a bounded record of keys
-and their expiry) and the last verdict of each execution context (:data:`last_verdict`), so that
-the contexts themselves stay immutable: while a context's last verdict is fresh, deciding costs
-one context-variable read.
+Accoil, like every destination that links users to groups, attributes a track to the groups its
+user was **last linked to** (by an identify carrying the account, and by group calls carrying the
+user). So the state mirrors that membership, per user:
+
+* the traits and account of the user's last identify;
+* per hierarchy level, the group the user was last linked to, and that group's name, traits and
+  parent as sent.
+
+An identify is due when the user's traits (or account) differ from the last ones sent, changing
+back included. A group call for a level is due when the user's current group there differs from
+the one last linked (a switch, or a switch back), or when that group's traits changed.
+``bundle_ttl`` bounds how long a record is trusted: after it the calls go out again anyway. Only
+the most recently active users are remembered (a capped LRU, :data:`MAX_USERS`).
+
+A call is recorded when it is queued, so that concurrent tracks of a user do not repeat it. When
+a destination drops it or gives it up, :meth:`BundleState.forget` removes the record, and the
+user's next track sends it again.
+
+Each execution context keeps its last verdict (:data:`last_verdict`): while it is fresh, the
+emitter's hot path decides with one context-variable read. A record that changes under other
+contexts (a switch made elsewhere, a rollback) renews the runtime's generation, which makes every
+cached verdict stale at once.
 """
 
 from __future__ import annotations
@@ -13,18 +29,23 @@ from __future__ import annotations
 import contextvars
 import itertools
 import threading
-from typing import Any
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from instrumentor._context import AnalyticsContext, Group
+from instrumentor._messages import GroupMessage, IdentifyMessage
 from instrumentor._registry import EventRegistry, GroupHierarchy
 
+if TYPE_CHECKING:
+    from instrumentor._state import Runtime
+
 __all__ = [
+    "MAX_USERS",
     "NO_BUNDLE",
     "Bundle",
     "BundleState",
     "fingerprint",
-    "group_key",
-    "identify_key",
     "last_verdict",
     "parent_id",
 ]
@@ -33,7 +54,8 @@ __all__ = [
 Bundle = tuple[bool, tuple[str, ...]]
 #: Nothing due: the track goes out alone.
 NO_BUNDLE: Bundle = (False, ())
-_MAX_SEEN = 50_000
+#: The most users whose records are kept; the least recently active are forgotten first.
+MAX_USERS = 50_000
 _unique = itertools.count(1)
 
 
@@ -54,62 +76,95 @@ def parent_id(ctx: AnalyticsContext, hierarchy: GroupHierarchy, level: str) -> s
     return None
 
 
-def identify_key(ctx: AnalyticsContext, hierarchy: GroupHierarchy, user_id: str) -> tuple[Any, ...]:
-    """What makes two identifies the same: user, account and traits."""
+def group_at(ctx: AnalyticsContext, level: str, event_level: str, group_id: str | None) -> Any:
+    """The group a track links its user to at ``level``: the bound one, or the event's own id."""
+    group = ctx.groups.get(level)
+    if level == event_level and group_id is not None and (group is None or group.id != group_id):
+        return Group(group_id)
+    return group
+
+
+def identify_fingerprint(
+    ctx: AnalyticsContext, hierarchy: GroupHierarchy, user_id: str, top_id: str | None = None
+) -> Any:
+    """What an identify of ``user_id`` says: its traits and its account (``top_id`` if named)."""
     top = ctx.groups.get(hierarchy.top)
-    traits = top if user_id != ctx.user_id and top is not None else ctx.user_traits
-    return ("identify", user_id, top.id if top else None, fingerprint(traits))
+    if top_id is not None and (top is None or top.id != top_id):
+        top = Group(top_id)
+    if top is not None and user_id == top.id and ctx.user_id != user_id:
+        return fingerprint("account", top.name, top.traits, top.id)  # instance-level tracking
+    return fingerprint(ctx.user_traits, top.id if top is not None else None)
 
 
-def group_key(
-    ctx: AnalyticsContext, hierarchy: GroupHierarchy, level: str, group: Group, user_id: str | None
-) -> tuple[Any, ...]:
-    """What makes two group calls the same: level, group, parent, user, name and traits.
-
-    The user is part of the key: a group call also links its user to the group, so every user
-    of a workspace gets its own (once per ``bundle_ttl``), not only the first one.
-    """
-    parent = parent_id(ctx, hierarchy, level)
-    return ("group", level, group.id, parent, user_id, fingerprint(group.name, group.traits))
+def group_fingerprint(
+    ctx: AnalyticsContext, hierarchy: GroupHierarchy, level: str, group: Group
+) -> Any:
+    """What a group call for ``group`` at ``level`` says: name, traits and parent."""
+    return fingerprint(group.name, group.traits, parent_id(ctx, hierarchy, level))
 
 
-#: The last verdict in this execution context (thread or task): ``(context serial, owner
-#: generation, hierarchy path key, expiry, traits fingerprint, traced)``. While it names the current
-#: context and runtime, its expiry is ahead and its path is the event's, no identify or group
-#: call is due: the emitter's hot path reads it (one ``ContextVar.get``); only
-#: :meth:`BundleState.due` sets it. Numbers, not objects: it keeps no context (no user's traits)
-#: and no replaced runtime alive. The context itself stays immutable.
-last_verdict: contextvars.ContextVar[tuple[int, int, str, float, Any, bool] | None] = (
+#: The last verdict in this execution context (thread or task): ``(context serial, runtime
+#: generation, hierarchy path key, expiry, traced)``. While it names the current context and
+#: generation, its expiry is ahead and its path is the event's, no identify or group call is
+#: due: the emitter's hot path reads it (one ``ContextVar.get``); only :meth:`BundleState.due`
+#: sets it. Numbers, not objects: it keeps no context (no user's traits) and no runtime alive.
+last_verdict: contextvars.ContextVar[tuple[int, int, str, float, bool] | None] = (
     contextvars.ContextVar("instrumentor_bundle_verdict", default=None)
 )
 
 
+class _Member:
+    """What the provider last received about one user (see the module docstring)."""
+
+    __slots__ = ("identified", "links")
+
+    def __init__(self) -> None:
+        #: ``(fingerprint, expiry)`` of the last identify, or ``None``.
+        self.identified: tuple[Any, float] | None = None
+        #: level -> ``(group id, fingerprint, expiry)`` of the last group call with this user.
+        self.links: dict[str, tuple[str, Any, float]] = {}
+
+
 class BundleState:
-    """The de-duplication memory of one installed configuration.
+    """The membership memory of one installed configuration.
 
     Args:
-        ttl: Seconds a sent identify or group call covers (``0``: nothing is remembered, every
-            track carries its identify and group calls).
+        ttl: Seconds a record is trusted (``0``: nothing is remembered, every track carries its
+            identify and every group call of its path).
+        identify_links_top: Whether an identify links its user to the account it names (true
+            when every destination is Accoil). The account's group call is then due once per
+            account and change of its traits, not once per user.
     """
 
-    __slots__ = ("_lock", "_seen", "owner", "ttl")
+    __slots__ = ("_lock", "_members", "_tops", "identify_links_top", "ttl")
 
-    def __init__(self, ttl: float, owner: int = 0) -> None:
+    def __init__(self, ttl: float, identify_links_top: bool = False) -> None:
         self.ttl = ttl
-        #: The number :data:`last_verdict` entries of this state carry (its runtime's generation).
-        self.owner = owner
-        #: key -> expiry (``time.time()``, the clock the emission reads anyway).
-        self._seen: dict[Any, float] = {}
+        self.identify_links_top = identify_links_top
+        self._members: OrderedDict[str, _Member] = OrderedDict()
+        #: account id -> ``(fingerprint, expiry)`` of its last group call (identify_links_top).
+        self._tops: OrderedDict[str, tuple[Any, float]] = OrderedDict()
         self._lock = threading.Lock()
 
     def remembered(self) -> int:
-        """How many sent calls (and bundles) are remembered now."""
-        return len(self._seen)
+        """How many users' records are kept now."""
+        return len(self._members)
+
+    def accounts(self) -> int:
+        """How many accounts' group calls are remembered once for all their users."""
+        return len(self._tops)
+
+    def linked_group(self, user_id: str, level: str) -> str | None:
+        """The group ``user_id`` was last linked to at ``level``, as far as this state knows."""
+        member = self._members.get(user_id)
+        link = member.links.get(level) if member is not None else None
+        return link[0] if link is not None else None
 
     # --- what the emitter calls ---------------------------------------------------------------
 
     def due(
         self,
+        rt: Runtime,
         ctx: AnalyticsContext,
         event: EventRegistry,
         user_id: str,
@@ -118,48 +173,50 @@ class BundleState:
         explicit: bool,
         traced: bool = False,
     ) -> Bundle:
-        """The identify and group calls due with a track of ``event`` at ``now``.
+        """The identify and group calls due with a track of ``event`` at ``now``, recorded.
 
-        Called when :data:`last_verdict` is not fresh for this context, runtime and path (the
-        emitter checks that first, on its hot path); a verdict of this context still lends its
-        traits fingerprint. ``traced`` is kept with the new verdict (whether tracks of this
-        context look for a span).
+        Called when :data:`last_verdict` is not fresh for this context, generation and path
+        (the emitter checks that first, on its hot path). ``traced`` is kept with the new
+        verdict (whether tracks of this context look for a span).
         """
         routing = event.routing
-        verdict = last_verdict.get()
-        if verdict is not None and (verdict[0] != ctx.serial or verdict[1] != self.owner):
-            verdict = None  # another context's, or another configuration's
-        traits_fp = verdict[4] if verdict is not None else None
-        if traits_fp is None:
-            traits_fp = fingerprint(ctx.user_traits, ctx.groups)
-        fast = (traits_fp, routing.path_key, user_id, group_id)
-        seen = self._seen
-        expiry = seen.get(fast, 0.0)
-        if expiry > now:
-            bundle = NO_BUNDLE
-        else:
-            hierarchy = type(event).hierarchy
-            bundle = self._due_calls(ctx, hierarchy, user_id, routing.level, group_id, now)
-            expiry = now + self.ttl
-            if self.ttl > 0:
-                self._remember(fast, expiry, now)
-        if self.ttl > 0:
-            if not explicit:  # explicit group ids are unbounded: decided on the slow path
-                verdict = (ctx.serial, self.owner, routing.path_key, expiry, traits_fp, traced)
-                last_verdict.set(verdict)
-            elif verdict is None:
-                last_verdict.set((ctx.serial, self.owner, "", 0.0, traits_fp, traced))
+        hierarchy = type(event).hierarchy
+        if self.ttl <= 0:
+            levels = hierarchy.path_to(routing.level)
+            return True, tuple(
+                u for u in levels if group_at(ctx, u, routing.level, group_id) is not None
+            )
+        with self._lock:
+            bundle, changed, fresh_until = self._due_calls(
+                ctx, hierarchy, user_id, routing.level, group_id, now
+            )
+        if changed:
+            rt.renew_generation()
+        if not explicit:  # explicit group ids are unbounded: decided on the slow path
+            last_verdict.set((ctx.serial, rt.generation, routing.path_key, fresh_until, traced))
         return bundle
 
-    def cover_identify(
-        self, ctx: AnalyticsContext, hierarchy: GroupHierarchy, user_id: str, now: float
-    ) -> None:
-        """Record an identify sent outside a track, so tracks do not repeat it."""
-        if self.ttl > 0:
-            self._remember(identify_key(ctx, hierarchy, user_id), now + self.ttl, now)
-
-    def cover_group(
+    def record_identify(
         self,
+        rt: Runtime,
+        ctx: AnalyticsContext,
+        hierarchy: GroupHierarchy,
+        user_id: str,
+        now: float,
+    ) -> None:
+        """Record an identify sent outside a track, so that tracks do not repeat it."""
+        if self.ttl > 0:
+            fp = identify_fingerprint(ctx, hierarchy, user_id)
+            with self._lock:
+                member = self._member(user_id)
+                changed = member.identified is not None and member.identified[0] != fp
+                member.identified = (fp, now + self.ttl)
+            if changed:
+                rt.renew_generation()
+
+    def record_group(
+        self,
+        rt: Runtime,
         ctx: AnalyticsContext,
         hierarchy: GroupHierarchy,
         level: str,
@@ -167,12 +224,80 @@ class BundleState:
         user_id: str | None,
         now: float,
     ) -> None:
-        """Record a group call sent outside a track, so tracks do not repeat it."""
-        if self.ttl > 0:
-            key = group_key(ctx, hierarchy, level, group, user_id)
-            self._remember(key, now + self.ttl, now)
+        """Record a group call sent outside a track (it links ``user_id``, if any, to it)."""
+        if self.ttl > 0 and user_id is not None:
+            fp = group_fingerprint(ctx, hierarchy, level, group)
+            with self._lock:
+                links = self._member(user_id).links
+                old = links.get(level)
+                links[level] = (group.id, fp, now + self.ttl)
+            if old is not None and old[:2] != (group.id, fp):
+                rt.renew_generation()
 
-    # --- the slow path ------------------------------------------------------------------------
+    # --- what destinations call, through the emitter ------------------------------------------
+
+    def forget(self, messages: Iterable[object]) -> bool:
+        """Forget the records of identify and group calls that will never arrive.
+
+        A group call is forgotten only while the record still names its group (a later switch
+        stands). Returns whether anything was forgotten.
+        """
+        forgotten = False
+        with self._lock:
+            for message in messages:
+                if isinstance(message, IdentifyMessage):
+                    forgotten |= self._forget(message.user_id, True, {})
+                elif isinstance(message, GroupMessage):
+                    links = {message.group_type: message.group_id}
+                    forgotten |= self._forget(message.user_id, False, links)
+        return forgotten
+
+    def forget_calls(
+        self, user_id: str | None, identify: bool, links: Mapping[str, str | None]
+    ) -> bool:
+        """Forget the identify (if ``identify``) and the group calls ``links`` (level -> id)."""
+        with self._lock:
+            return self._forget(user_id, identify, links)
+
+    # --- under the lock -----------------------------------------------------------------------
+
+    def _forget(self, user_id: str | None, identify: bool, links: Mapping[str, str | None]) -> bool:
+        """Forget records; a group's only while it names the same id (``None``: any)."""
+        forgotten = False
+        for group_id in links.values():
+            if group_id is not None and self._tops.pop(group_id, None) is not None:
+                forgotten = True
+        member = self._members.get(user_id) if user_id is not None else None
+        if member is None:
+            return forgotten
+        if identify and member.identified is not None:
+            member.identified = None
+            forgotten = True
+        for level, group_id in links.items():
+            link = member.links.get(level)
+            if link is not None and (group_id is None or link[0] == group_id):
+                del member.links[level]
+                forgotten = True
+        return forgotten
+
+    def _member(self, user_id: str) -> _Member:
+        """The record of ``user_id``, made the most recent; the least recent beyond the cap go."""
+        members = self._members
+        member = members.get(user_id)
+        if member is None:
+            member = members[user_id] = _Member()
+            while len(members) > MAX_USERS:
+                members.popitem(last=False)
+        else:
+            members.move_to_end(user_id)
+        return member
+
+    def _remember_top(self, group_id: str, record: tuple[Any, float]) -> None:
+        tops = self._tops
+        tops[group_id] = record
+        tops.move_to_end(group_id)
+        while len(tops) > MAX_USERS:
+            tops.popitem(last=False)
 
     def _due_calls(
         self,
@@ -182,36 +307,40 @@ class BundleState:
         level: str,
         group_id: str | None,
         now: float,
-    ) -> Bundle:
-        """Which identify/group calls the bundle needs: once per key and TTL."""
-        seen = self._seen
-        expiry = now + self.ttl
-        always = self.ttl <= 0
-        key = identify_key(ctx, hierarchy, user_id)
-        identify = always or seen.get(key, 0.0) <= now
-        if identify and not always:
-            self._remember(key, expiry, now)
+    ) -> tuple[Bundle, bool, float]:
+        """The calls due, whether a record changed value, and until when nothing else is due."""
+        member = self._member(user_id)
+        fresh_until = until = now + self.ttl
+        top_id = group_id if level == hierarchy.top else None
+        fp = identify_fingerprint(ctx, hierarchy, user_id, top_id)
+        record = member.identified
+        identify = record is None or record[0] != fp or record[1] <= now
+        changed = identify and record is not None and record[0] != fp
+        if identify:
+            member.identified = (fp, fresh_until)
+        else:
+            until = min(until, record[1])  # type: ignore[index]
         levels: list[str] = []
         for upper in hierarchy.path_to(level):
-            group = ctx.groups.get(upper)
-            if upper == level and group_id is not None and (group is None or group.id != group_id):
-                group = Group(group_id)
+            group = group_at(ctx, upper, level, group_id)
             if group is None:
                 continue
-            gkey = group_key(ctx, hierarchy, upper, group, user_id)
-            if always or seen.get(gkey, 0.0) <= now:
+            gfp = group_fingerprint(ctx, hierarchy, upper, group)
+            if upper == hierarchy.top and self.identify_links_top:
+                # The identify links the user (its fingerprint holds the account id): the
+                # group call is about the account's traits, once for all its users.
+                top = self._tops.get(group.id)
+                if top is None or top[0] != gfp or top[1] <= now:
+                    levels.append(upper)
+                    self._remember_top(group.id, (gfp, fresh_until))
+                else:
+                    until = min(until, top[1])
+                continue
+            link = member.links.get(upper)
+            if link is None or link[0] != group.id or link[1] != gfp or link[2] <= now:
                 levels.append(upper)
-                if not always:
-                    self._remember(gkey, expiry, now)
-        return identify, tuple(levels)
-
-    def _remember(self, key: Any, expiry: float, now: float) -> None:
-        """Record a sent identify/group (or bundle) in the bounded record."""
-        seen = self._seen
-        if len(seen) >= _MAX_SEEN:
-            with self._lock:
-                live = {k: v for k, v in list(seen.items()) if v > now}
-                seen.clear()
-                if len(live) < _MAX_SEEN // 2:
-                    seen.update(live)
-        seen[key] = expiry
+                changed = changed or (link is not None and link[:2] != (group.id, gfp))
+                member.links[upper] = (group.id, gfp, fresh_until)
+            else:
+                until = min(until, link[2])
+        return (identify, tuple(levels)), changed, until

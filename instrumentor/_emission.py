@@ -93,6 +93,11 @@ class Emission(tuple):  # type: ignore[type-arg]
                     messages = cache["messages"] = _expand(self)
         return messages
 
+    def built_messages(self) -> tuple[Message, ...] | None:
+        """The messages if they were built already, else ``None`` (never builds them)."""
+        built: tuple[Message, ...] | None = self.__dict__.get("messages")
+        return built
+
     def __repr__(self) -> str:
         event = self.event
         name = event.routing.name if event is not None else "-"
@@ -153,6 +158,17 @@ def identify_message(
     return IdentifyMessage(user_id, top.id if top is not None else None, traits, when)
 
 
+def _properties_of(emission: Emission) -> dict[str, Any]:
+    """A copy of the emission's properties; none if they cannot be read (the rest still goes)."""
+    properties = emission.properties
+    if type(properties) is dict:  # what the emitter always makes
+        return dict(properties)
+    try:
+        return dict(properties or _EMPTY)
+    except Exception:  # an emission built elsewhere, with a mapping that cannot be read
+        return {}
+
+
 def _expand(emission: Emission) -> tuple[Message, ...]:
     ctx = emission.context
     event = emission.event
@@ -180,12 +196,27 @@ def _expand(emission: Emission) -> tuple[Message, ...]:
                 group_id=emission.group_id,
                 group_type=emission.group_level,
                 category=spec.category,
-                properties=dict(emission.properties or _EMPTY),
+                properties=_properties_of(emission),
                 timestamp=when,
                 context={"traceId": trace[0], "spanId": trace[1]} if trace is not None else {},
+                groups=_path_groups(ctx, hierarchy, emission.group_level, emission.group_id),
             )
         )
     return tuple(out)
+
+
+def _path_groups(
+    ctx: AnalyticsContext, hierarchy: GroupHierarchy, level: str, group_id: str | None
+) -> dict[str, str]:
+    """The bound group id of each level from the top down to ``level`` (the event's own id last)."""
+    groups = {
+        upper: ctx.group_ids[upper]
+        for upper in hierarchy.path_to(level)[:-1]
+        if upper in ctx.group_ids
+    }
+    if group_id is not None:
+        groups[level] = group_id
+    return groups
 
 
 def _after_fork_in_child() -> None:

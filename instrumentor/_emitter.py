@@ -11,11 +11,11 @@ import datetime as _dt
 import os
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from instrumentor import _state
-from instrumentor._bundle import NO_BUNDLE, BundleState, last_verdict
+from instrumentor._bundle import NO_BUNDLE, BundleState, group_at, last_verdict
 from instrumentor._context import AnalyticsContext, Group, context_var, current_context
 from instrumentor._diagnostics import Incident
 from instrumentor._emission import Emission, group_message, identify_message
@@ -38,6 +38,7 @@ __all__ = [
     "bundle_state",
     "emit_track",
     "establish_group_hierarchy",
+    "forget_undelivered",
     "group",
     "identify",
     "internal_error",
@@ -60,13 +61,52 @@ def _bundle_state_of(rt: Runtime) -> BundleState:
     """The bundle state of ``rt``, made on its first track (each runtime remembers its own)."""
     state: BundleState | None = rt.bundles
     if state is None:
-        state = rt.bundles = BundleState(rt.bundle_ttl, owner=rt.generation)
+        state = rt.bundles = BundleState(rt.bundle_ttl, rt.identify_links_top)
     return state
 
 
 def bundle_state() -> BundleState:
     """The bundle state of the installed configuration (what it remembers as sent)."""
     return _bundle_state_of(_active())
+
+
+def forget_undelivered(items: Iterable[object]) -> None:
+    """Roll the bundle memory back for identify and group calls that will never arrive.
+
+    Destinations call it for what they drop or give up (emissions or messages); the user's next
+    track then sends those calls again. Never raises.
+    """
+    try:
+        rt = _state.installed
+        state: BundleState | None = rt.bundles if rt is not None else None
+        if rt is None or state is None:
+            return
+        forgotten = False
+        for item in items:
+            if isinstance(item, Emission):
+                built = item.built_messages()
+                if built is not None or item.event is None:
+                    forgotten |= state.forget(built or ())
+                else:
+                    identify, levels = item.bundle
+                    links = _links_of(item, levels)
+                    forgotten |= state.forget_calls(item.user_id, identify, links)
+            else:
+                forgotten |= state.forget((item,))
+        if forgotten:
+            rt.renew_generation()  # verdicts cached before the rollback are stale
+    except Exception:  # pragma: no cover - a rollback must never break delivery
+        pass
+
+
+def _links_of(emission: Emission, levels: tuple[str, ...]) -> dict[str, str | None]:
+    """The group id of each of ``levels`` that ``emission``'s group calls would have linked."""
+    level = emission.group_level
+    links: dict[str, str | None] = {}
+    for upper in levels:
+        group = group_at(emission.context, upper, level, emission.group_id)
+        links[upper] = group.id if group is not None else None
+    return links
 
 
 def _report(
@@ -124,13 +164,13 @@ def emit_track(
         and verdict[2] == path_key
     ):
         bundle = NO_BUNDLE
-        traced = verdict[5]
+        traced = verdict[4]
     else:
         # Whether to look for a span is decided with the verdict, once per context and
         # configuration (an SDK is installed at start-up, before the requests it traces).
         traced = rt.span_events and sdk_installed()
         bundle = (rt.bundles or _bundle_state_of(rt)).due(
-            ctx, event, user_id, group_id, now, explicit, traced
+            rt, ctx, event, user_id, group_id, now, explicit, traced
         )
     trace = span_event(event, group_id, user_id, rt.span_event_user) if traced else None
     emission = _make(Emission, (event, user_id, group_id, now, ctx, properties, bundle, trace))
@@ -140,19 +180,36 @@ def emit_track(
 def _snapshot_properties(
     rt: Runtime, properties: Any, event: EventRegistry, site: str | None
 ) -> Mapping[str, Any] | None:
-    """Properties as JSON data, taken now; anything but a mapping is reported and dropped."""
+    """Properties as a dict of JSON data, taken now; anything else is reported and dropped.
+
+    Always a dict or ``None``: properties that are not a mapping, or a mapping that cannot be
+    read (its ``items()`` raises), are reported (``invalid_properties``) and the event, with
+    its identify and group calls, is sent without them.
+    """
+    problem, error = "properties must be a mapping", None
     if isinstance(properties, Mapping):
-        snapshot: dict[str, Any] = to_json_compatible(properties)
-        return snapshot
+        snapshot = to_json_compatible(properties)  # never raises; a dict unless unreadable
+        if type(snapshot) is not dict:
+            try:  # once more, to say what failed (or a dict another thread changed meanwhile)
+                snapshot = to_json_compatible(dict(properties.items()))
+            except Exception as exc:
+                error = exc
+        if type(snapshot) is dict:
+            return snapshot
+        what = type(error).__name__ if error is not None else "an error"
+        problem = (
+            f"reading them raised {what}: make items() work, and pass a copy of a dict another "
+            "thread changes"
+        )
     site = site or _caller_site()
     message = (
         f"{event.routing.name} tracked at {site} with properties of type "
-        f"{type(properties).__qualname__}; properties must be a mapping. The event is sent "
-        "without them"
+        f"{type(properties).__qualname__}; {problem}. The event is sent without them"
     )
-    rt.report(Incident("invalid_properties", message, event=event.routing.name, site=site))
+    name = event.routing.name
+    rt.report(Incident("invalid_properties", message, event=name, site=site, error=error))
     if rt.strict:
-        raise TrackingUsageError(message)
+        raise TrackingUsageError(message) from error
     return None
 
 
@@ -197,7 +254,11 @@ def _deprecated(rt: Runtime, event: EventRegistry, site: str | None) -> None:
 
 
 def internal_error(exc: Exception, event: EventRegistry | None, site: str) -> None:
-    """Report an unexpected exception inside instrumentor; never raises."""
+    """Report an unexpected exception inside instrumentor; never raises.
+
+    Except at the recursion limit, where calling it raises RecursionError before its body runs:
+    callers put the call itself in a ``try`` too, so that error never reaches business code.
+    """
     try:
         rt = _active()
         rt.report(
@@ -259,7 +320,10 @@ def track(
     except STRICT_ERRORS:
         raise
     except Exception as exc:
-        internal_error(exc, event if isinstance(event, EventRegistry) else None, "track()")
+        try:  # noqa: SIM105 - suppress() is a call, which fails at the recursion limit too
+            internal_error(exc, event if isinstance(event, EventRegistry) else None, "track()")
+        except Exception:  # at the recursion limit even the report fails: never raise
+            pass
 
 
 def _send_messages(ctx: AnalyticsContext, level: str, messages: tuple[Message, ...]) -> None:
@@ -322,12 +386,15 @@ def identify(
             message = IdentifyMessage(
                 message.user_id, message.group_id, {**message.traits, **traits}, when
             )
-        _bundle_state_of(rt).cover_identify(ctx, hierarchy, user_id, time.time())  # tracks skip it
+        _bundle_state_of(rt).record_identify(rt, ctx, hierarchy, user_id, time.time())
         _send_messages(ctx, hierarchy.top, (message,))
     except STRICT_ERRORS:
         raise
     except Exception as exc:
-        internal_error(exc, None, "identify()")
+        try:  # noqa: SIM105 - suppress() is a call, which fails at the recursion limit too
+            internal_error(exc, None, "identify()")
+        except Exception:  # at the recursion limit even the report fails: never raise
+            pass
 
 
 def group(
@@ -376,11 +443,17 @@ def group(
         )
         when = _dt.datetime.now(_UTC)
         message = group_message(ctx, hierarchy, level, merged, ctx.user_id, when)
+        _bundle_state_of(rt).record_group(
+            rt, ctx, hierarchy, level, merged, ctx.user_id, time.time()
+        )
         _send_messages(ctx, level, (message,))
     except STRICT_ERRORS:
         raise
     except Exception as exc:
-        internal_error(exc, None, "group()")
+        try:  # noqa: SIM105 - suppress() is a call, which fails at the recursion limit too
+            internal_error(exc, None, "group()")
+        except Exception:  # at the recursion limit even the report fails: never raise
+            pass
 
 
 def establish_group_hierarchy(hierarchy: GroupHierarchy | None = None) -> None:
@@ -403,10 +476,13 @@ def establish_group_hierarchy(hierarchy: GroupHierarchy | None = None) -> None:
             if bound is None:
                 continue
             messages.append(group_message(ctx, hierarchy, level, bound, ctx.user_id, when))
-            state.cover_group(ctx, hierarchy, level, bound, ctx.user_id, now)
+            state.record_group(rt, ctx, hierarchy, level, bound, ctx.user_id, now)
         _send_messages(ctx, hierarchy.top, tuple(messages))
     except Exception as exc:
-        internal_error(exc, None, "establish_group_hierarchy()")
+        try:  # noqa: SIM105 - suppress() is a call, which fails at the recursion limit too
+            internal_error(exc, None, "establish_group_hierarchy()")
+        except Exception:  # at the recursion limit even the report fails: never raise
+            pass
 
 
 set_tracker(track)  # ``Events.X.track()``: the registry calls back into this layer

@@ -13,6 +13,7 @@ import enum
 import logging
 import math
 import os
+import sys
 import threading
 import uuid
 from collections.abc import Callable, Mapping
@@ -161,6 +162,9 @@ class TrackMessage:
         timestamp: When the action happened (UTC).
         context: Extra context, e.g. trace ids; ``groupId`` is added when sent.
         message_id: Stable id for de-duplication.
+        groups: The group id of each bound level from the top of the hierarchy down to the
+            event's level (``{"account": "acc_1", "workspace": "ws_1"}``), for destinations
+            that take every level on the event (PostHog, Mixpanel, Amplitude).
     """
 
     type: ClassVar[Literal["track"]] = "track"
@@ -173,6 +177,7 @@ class TrackMessage:
     timestamp: _dt.datetime
     context: Mapping[str, Any] = field(default_factory=dict)
     message_id: str = field(default_factory=new_message_id)
+    groups: Mapping[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """The message as JSON-compatible data, the group in ``context.groupId``."""
@@ -197,7 +202,33 @@ Message = Union[IdentifyMessage, GroupMessage, TrackMessage]
 
 
 _warned_types: set[str] = set()
-_PLAIN = frozenset({str, int, bool, type(None)})
+_PLAIN = frozenset({str, bool, type(None)})  # kept as they are (ints and floats are checked)
+_int_limit: Callable[[], int] = getattr(sys, "get_int_max_str_digits", lambda: 0)  # 3.10.7+
+#: ``(digit limit, low, high)`` as :func:`_checked_int` last read them; until then no int is
+#: between low and high, so the first one takes the slow path, which reads the limit.
+_int_bounds: tuple[int, float, float] = (-1, 0, 0)
+
+
+def _checked_int(value: int) -> int | str:
+    """``value``, or ``"<int of N digits>"`` if it has more digits than JSON text may hold."""
+    global _int_bounds
+    limit = _int_limit()  # read each time: sys.set_int_max_str_digits() may change it
+    if limit != _int_bounds[0]:
+        high = 10**limit if limit > 0 else math.inf
+        _int_bounds = (limit, -high, high)
+    if _int_bounds[1] < value < _int_bounds[2]:
+        return value
+    bits = value.bit_length()
+    guess = int(bits * 0.30102999566398120)  # the digits are this or one more
+    digits = f"about {guess + 1}" if bits > 200_000 else str(guess + (abs(value) >= 10**guess))
+    if "builtins.int" not in _warned_types:
+        _warned_types.add("builtins.int")
+        _log.warning(
+            "instrumentor: an int of %s digits is longer than Python turns into text; it is "
+            'sent as "<int of N digits>". Send such numbers as strings (logged once)',
+            digits,
+        )
+    return f"<int of {digits} digits>"
 
 
 def _fallback(value: object) -> str:
@@ -221,15 +252,26 @@ def to_json_compatible(value: Any) -> Any:
 
     Datetimes and dates become ISO 8601 strings (naive datetimes are taken as UTC), UUIDs and
     Decimals strings, Enums their value, bytes UTF-8 text (or hex), sets and tuples lists,
-    dataclasses dicts; NaN and infinities become ``None``; non-string keys become strings; cycles
-    and nesting deeper than 32 become ``"<cycle>"`` / ``"<too deep>"``; anything else its ``str()``.
+    dataclasses dicts; NaN and infinities become ``None``, ints too long for text (see
+    ``sys.get_int_max_str_digits()``) ``"<int of N digits>"``; non-string keys become strings;
+    cycles and nesting deeper than 32 become ``"<cycle>"`` / ``"<too deep>"``; anything else
+    its ``str()``.
     """
     if type(value) is dict:  # the common case: a flat dict of plain values, copied as is
-        for key, item in value.items():
-            if type(key) is not str or type(item) not in _PLAIN:
-                break
-        else:
-            return dict(value)
+        _, low, high = _int_bounds
+        try:  # a dict another thread changes meanwhile raises: the slow path copies it then
+            for key, item in value.items():
+                if type(key) is not str:
+                    break
+                kind = type(item)
+                if kind is str or (low < item < high if kind is int else kind in _PLAIN):
+                    continue
+                if kind is not float or item - item != 0.0:  # NaN and infinities give NaN
+                    break
+            else:
+                return dict(value)
+        except Exception:
+            pass
     try:
         return _convert(value, 0, frozenset())
     except Exception:  # e.g. an int subclass whose __int__ raises, a broken tzinfo
@@ -253,6 +295,8 @@ def _convert(value: Any, depth: int, seen: frozenset[int]) -> Any:
     kind = type(value)
     if kind in _PLAIN:
         return value
+    if kind is int:
+        return _checked_int(value)
     if kind is float:
         return value if math.isfinite(value) else None
     if isinstance(value, (int, str, float)):  # subclasses, IntEnum and str Enums included
@@ -265,8 +309,8 @@ def _convert(value: Any, depth: int, seen: frozenset[int]) -> Any:
 
 def _plain_scalar(value: int | str | float) -> Any:
     """An int, str or float subclass as the plain type (non-finite floats as ``None``)."""
-    if isinstance(value, int):
-        return value if isinstance(value, bool) else int(value)  # bool: a mock posing as one
+    if isinstance(value, int):  # bool: a mock posing as one
+        return value if isinstance(value, bool) else _checked_int(int(value))
     if isinstance(value, str):
         return str.__str__(value)
     return float(value) if math.isfinite(value) else None
@@ -314,7 +358,7 @@ def _mapping(value: Mapping[Any, Any], depth: int, seen: frozenset[int]) -> Any:
         return _fallback(value)
     out: dict[str, Any] = {}
     for key, item in items:
-        k = key if isinstance(key, str) else str(_convert(key, depth + 1, seen))
+        k = key if isinstance(key, str) else str(_child(key, depth + 1, seen))
         out[k] = _child(item, depth + 1, seen)
     return out
 
@@ -394,7 +438,9 @@ _MESSAGE_TYPES: dict[str, type[IdentifyMessage] | type[GroupMessage] | type[Trac
     "group": GroupMessage,
     "track": TrackMessage,
 }
-_MAPPING_FIELDS = frozenset({"traits", "properties", "context"})
+_MAPPING_FIELDS = frozenset({"traits", "properties", "context", "groups"})
+#: Fields added after rows were first written: an older row without them gets the default.
+_ADDED_LATER = frozenset({"groups"})
 
 
 def message_to_data(message: Message) -> dict[str, Any]:
@@ -430,6 +476,8 @@ def message_from_data(data: Mapping[str, Any]) -> Message:
     values: dict[str, Any] = {}
     for item in dataclasses.fields(kind):
         if item.name not in data:
+            if item.name in _ADDED_LATER:
+                continue
             raise ValueError(f"a {kind.type} message needs {item.name!r}")
         value = data[item.name]
         if item.name == "timestamp":

@@ -40,6 +40,7 @@ class Runtime:
         "enabled",
         "from_bad_env",
         "generation",
+        "identify_links_top",
         "instance_level",
         "on_error",
         "outbox_problems",
@@ -66,15 +67,27 @@ class Runtime:
         self.span_event_user = settings.span_event_user
         self.on_error = settings.on_error
         self.receivers = receivers
-        #: A number no other runtime of this process has (caches key on it, not on the runtime).
+        #: A number no other runtime of this process has (caches key on it, not on the runtime);
+        #: renewed when the bundle memory changes in a way cached verdicts cannot see.
         self.generation = next(_generations)
         #: The emitter's memory of what this runtime already sent (made on the first track).
         self.bundles: Any = None
+        #: Whether every receiver's transport links a user to the account named by an identify
+        #: (Accoil does): the account's group call is then needed once per account, for its
+        #: traits, not once per user.
+        self.identify_links_top = bool(receivers) and all(
+            getattr(getattr(r, "transport", None), "identify_links_account", False)
+            for r in receivers
+        )
         self.owned: list[Any] = owned if owned is not None else []
         #: True when the environment could not be read at first use (tracking is off).
         self.from_bad_env = False
         #: Outboxes that could not be opened (their destinations deliver from memory).
         self.outbox_problems: list[str] = []
+
+    def renew_generation(self) -> None:
+        """Take a new generation: every verdict cached under the old one is stale at once."""
+        self.generation = next(_generations)
 
     def report(self, incident: Incident, key: str | None = None, *, sampled: bool = False) -> None:
         """Count, log (rate-limited per ``key``, by default the site) and call ``on_error``.

@@ -77,7 +77,8 @@ class Request:
     json: Any
     """The body parsed as JSON, or ``None`` when the body is empty or not JSON."""
     message_ids: tuple[str, ...]
-    """Every ``messageId`` in the body: the batch items' ids, or the single object's id."""
+    """Every ``messageId`` in the body (the batch items' ids, or the single object's id), or
+    the ``Idempotency-Key`` header of a single-message request."""
     fault: Fault | None = None
     """The fault injected or the rule applied: ``None`` for a plain answer."""
     status: int | None = None
@@ -661,7 +662,7 @@ class _Handler(BaseHTTPRequestHandler):
                     body=body,
                     wire_size=len(raw),
                     json=payload,
-                    message_ids=_message_ids(payload) if problem is None else (),
+                    message_ids=_message_ids(payload, headers) if problem is None else (),
                     fault=_FAULT_OF[type(action)] if action is not None else None,
                 )
             )
@@ -806,7 +807,14 @@ def _decode(raw: bytes, content_encoding: str) -> bytes:
     raise _BadRequestError(415, f"unsupported Content-Encoding {encoding!r}")
 
 
-def _message_ids(payload: Any) -> tuple[str, ...]:
+def _message_ids(payload: Any, headers: Mapping[str, str]) -> tuple[str, ...]:
+    """The batch items' ``messageId``s, or the one of a single-message request.
+
+    Accoil's calls carry no id in the body; the transport sends it as ``Idempotency-Key``.
+    """
+    key = headers.get("idempotency-key")
+    if key is not None and not (isinstance(payload, dict) and "batch" in payload):
+        return (key,)
     if isinstance(payload, dict):
         batch = payload.get("batch")
         items = batch if isinstance(batch, list) else [payload]

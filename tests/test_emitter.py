@@ -245,11 +245,11 @@ class TestBundleMemory:
         assert len(tracked.tracks) == 2000
 
     def test_process_record_is_bounded(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        """The record of sent calls stays under its cap, keeping live entries first."""
+        """The record of users stays under its cap, forgetting the least recently active."""
         import instrumentor._bundle as bundle
         import instrumentor._emitter as emitter
 
-        monkeypatch.setattr(bundle, "_MAX_SEEN", 100)
+        monkeypatch.setattr(bundle, "MAX_USERS", 100)
         with capture_events():
             for i in range(500):
                 with bound_context(user_id=f"u_{i}", account_id="acc_1"):

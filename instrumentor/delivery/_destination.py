@@ -18,9 +18,10 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from instrumentor._emitter import forget_undelivered
 from instrumentor._otel import suppress_instrumentation
 from instrumentor._state import reporter
-from instrumentor.delivery._attempt import is_too_large
+from instrumentor.delivery._attempt import drop_reason
 from instrumentor.delivery._retry import RetryPolicy
 from instrumentor.delivery._retrying import attempt_until_settled
 from instrumentor.delivery._stats import DestinationStats, FlushResult, new_counts, snapshot
@@ -144,6 +145,7 @@ class Destination:
         The first drop of each reason is reported (``delivery_dropped``); each is handed to
         ``on_drop``.
         """
+        forget_undelivered((item,))  # its identify and group calls are due again
         with self._lock:
             self._counts.dropped[reason] += count
             first = self._counts.dropped[reason] == count
@@ -263,6 +265,7 @@ class Destination:
                     messages.extend(emission.messages)
                 except Exception:  # an emission that cannot become messages
                     invalid += 1
+                    forget_undelivered((emission,))
             self._counts.dequeued += taken
             self._counts.in_flight += len(messages)
             self._counts.dropped["invalid"] += invalid
@@ -331,26 +334,27 @@ class Destination:
     ) -> None:
         """Give ``messages`` up for ``reason``: counted, reported, handed to ``on_drop``.
 
-        A reason meaning "too large to send alone" counts as ``dropped.too_large``, any other
-        as ``failed`` (a ``delivery_failed`` incident).
+        Counted in ``dropped.too_large`` or ``dropped.invalid_message`` (an ``invalid_message``
+        incident) if the reason says so (:func:`drop_reason`), else ``failed``.
         """
         if not messages:
             return
-        too_large = is_too_large(reason)
+        forget_undelivered(messages)  # identify and group calls given up are due again
+        dropped = drop_reason(reason)
         with self._lock:
             if in_flight:
                 self._counts.in_flight -= len(messages)
-            if too_large:
-                self._counts.dropped["too_large"] += len(messages)
+            if dropped:
+                self._counts.dropped[dropped] += len(messages)
             else:
                 self._counts.failed += len(messages)
-        if too_large:
-            self._metrics.dropped(len(messages), "too_large")
+        if dropped:
+            self._metrics.dropped(len(messages), dropped)
         else:
             self._metrics.failed(len(messages))
         if self.report is not None:
             self.report(
-                "delivery_failed",
+                "invalid_message" if dropped == "invalid_message" else "delivery_failed",
                 f"destination {self.name} gave up {len(messages)} message(s): {reason}",
                 error,
             )

@@ -5,6 +5,10 @@ up to ``max_in_flight`` requests at once. A batch is split into one sequence per
 without a user is its own sequence); sequences run concurrently, the messages of one sequence
 one after the other, in batch order. A retryable failure stops its sequence (the rest of it is
 retried later, in order); a permanent refusal drops that message only.
+
+Each body holds exactly the fields Accoil documents. The message id travels in an
+``Idempotency-Key`` header instead (the IETF HTTP draft's name for it), the same on every retry
+of that message, for a proxy or a provider that de-duplicates.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from instrumentor.exceptions import (
     DeliveryError,
     PartialDeliveryError,
     PayloadTooLargeError,
+    PermanentDeliveryError,
     RetryableDeliveryError,
 )
 from instrumentor.transports._http import (
@@ -33,6 +38,7 @@ from instrumentor.transports._http import (
     encode_json,
     error_for_exception,
     error_for_response,
+    invalid_reason,
     library_version,
 )
 
@@ -42,6 +48,11 @@ if TYPE_CHECKING:
 __all__ = ["AccoilTransport"]
 
 _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
+#: The production ingress, and the staging one that keys marked ``stg_`` belong to (the prefix
+#: is a marker, not part of the key: Accoil's own integrations strip it before sending).
+PRODUCTION_ENDPOINT = "https://in.accoil.com"
+STAGING_ENDPOINT = "https://instaging.accoil.com"
+_STAGING_PREFIX = "stg_"
 _MILLISECOND = _dt.timedelta(milliseconds=1)
 
 
@@ -63,40 +74,40 @@ def _pick(data: dict[str, Any], keys: Sequence[str]) -> dict[str, Any]:
 
 
 def _v2_request(message: Message) -> tuple[str, dict[str, Any]]:
+    """The v2 call: exactly the documented fields (``/v2/track`` takes no properties or context)."""
     data = message.to_dict()
     if isinstance(message, TrackMessage):
-        body = _pick(data, ("userId", "event", "timestamp"))
-        if message.group_id is not None:
-            body["context"] = {"groupId": message.group_id}
-        path = "/v2/track"
-    elif isinstance(message, IdentifyMessage):
-        body, path = _pick(data, ("userId", "groupId", "traits", "timestamp")), "/v2/identify"
-    else:
-        body, path = _pick(data, ("groupId", "userId", "traits", "timestamp")), "/v2/group"
-    body["messageId"] = message.message_id
-    return path, body
+        return "/v2/track", _pick(data, ("userId", "event", "timestamp"))
+    if isinstance(message, IdentifyMessage):
+        return "/v2/identify", _pick(data, ("userId", "groupId", "traits", "timestamp"))
+    return "/v2/group", _pick(data, ("groupId", "userId", "traits", "timestamp"))
 
 
 def _v1_request(message: Message, api_key: str) -> tuple[str, dict[str, Any]]:
-    data = message.to_dict()
-    body: dict[str, Any] = {"api_key": api_key}
+    """The legacy v1 call: the key in the body, snake_case, Unix milliseconds."""
+    body: dict[str, Any] = {"api_key": api_key, "timestamp": _unix_ms(message.timestamp)}
     if isinstance(message, TrackMessage):
         body.update(user_id=message.user_id, event=message.event)
-        if message.group_id is not None:
-            body["context"] = {"groupId": message.group_id}
-        path = "/v1/events"
-    elif isinstance(message, IdentifyMessage):
+        return "/v1/events", body
+    if isinstance(message, IdentifyMessage):
+        path = "/v1/users"
         body["user_id"] = message.user_id
         if message.group_id is not None:
             body["group_id"] = message.group_id
-        path = "/v1/users"
     else:
-        body["group_id"] = message.group_id
         path = "/v1/groups"
-    if not isinstance(message, TrackMessage) and data.get("traits"):
-        body["traits"] = data["traits"]
-    body["timestamp"] = _unix_ms(message.timestamp)
+        body["group_id"] = message.group_id
+        if message.user_id is not None:  # links the user to the group, as on v2
+            body["user_id"] = message.user_id
+    traits = message.to_dict().get("traits")
+    if traits:
+        body["traits"] = traits
     return path, body
+
+
+def _staging(api_key: str) -> bool:
+    """Whether ``api_key`` is marked for Accoil's staging ingress (a ``stg_`` prefix, any case)."""
+    return api_key[: len(_STAGING_PREFIX)].lower() == _STAGING_PREFIX
 
 
 def _sequence_key(message: Message) -> tuple[str, str]:
@@ -120,7 +131,10 @@ class AccoilTransport:
 
     Args:
         api_key: The Accoil API key; kept as a :class:`~instrumentor.Secret`, never shown.
-        endpoint: The base URL (a trailing slash is ignored).
+        endpoint: The base URL (a trailing slash is ignored); by default Accoil's production
+            ingress, or its staging ingress (``https://instaging.accoil.com``) for a key marked with
+            a ``stg_`` prefix. The prefix is a marker, never sent: Accoil's own integrations
+            (its Segment and PostHog destinations) strip it the same way.
         api_version: ``"v2"`` (``Authorization`` header, ISO times) or ``"v1"`` (key in the
             body, snake_case, Unix milliseconds).
         timeout: Seconds for connecting, each read and write, and waiting for a connection.
@@ -131,11 +145,16 @@ class AccoilTransport:
         ConfigurationError: If the key is empty or unusable, or another argument is invalid.
     """
 
+    #: Accoil links a user to the account named by an identify's ``groupId``: with only Accoil
+    #: destinations, the account's group call goes once per account (for its traits) rather
+    #: than once per user.
+    identify_links_account = True
+
     def __init__(
         self,
         api_key: str | Secret,
         *,
-        endpoint: str = "https://in.accoil.com",
+        endpoint: str | None = None,
         api_version: Literal["v2", "v1"] = "v2",
         timeout: float = 10.0,
         max_in_flight: int = 8,
@@ -150,6 +169,13 @@ class AccoilTransport:
             raise ConfigurationError(f"max_in_flight must be at least 1, not {max_in_flight}")
         if not timeout > 0:
             raise ConfigurationError(f"timeout must be a positive number of seconds, not {timeout}")
+        staging = _staging(self._key.reveal())
+        if staging:
+            self._key = checked_secret(
+                self._key.reveal()[len(_STAGING_PREFIX) :], "the Accoil API key after 'stg_'"
+            )
+        if endpoint is None:
+            endpoint = STAGING_ENDPOINT if staging else PRODUCTION_ENDPOINT
         self._endpoint = _checked_endpoint(endpoint)
         self._api_version = api_version
         self._timeout = float(timeout)
@@ -254,9 +280,8 @@ class AccoilTransport:
         for position, index in enumerate(indexes):
             try:
                 error = self._send(client, batch[index])
-            except Exception as exc:  # a bug or an unencodable message: that message only
-                outcome.failed.append((index, f"could not send: {type(exc).__name__}"))
-                continue
+            except Exception as exc:  # a bug: that message only, refused with the error
+                error = PermanentDeliveryError(f"could not send: {type(exc).__name__}")
             if error is None:
                 continue
             outcome.errors.append(error)
@@ -270,14 +295,21 @@ class AccoilTransport:
         return outcome
 
     def _send(self, client: httpx.Client, message: Message) -> DeliveryError | None:
-        if self._api_version == "v2":
-            path, body = _v2_request(message)
-        else:
-            path, body = _v1_request(message, self._key.reveal())
+        try:  # encoded before anything is sent: a message that cannot be is refused alone
+            if self._api_version == "v2":
+                path, body = _v2_request(message)
+            else:
+                path, body = _v1_request(message, self._key.reveal())
+            content = encode_json(body)
+        except Exception as exc:
+            return PermanentDeliveryError(f"message {message.message_id} {invalid_reason(exc)}")
         what = f"POST {path}"
-        content = encode_json(body)
         try:
-            response = client.post(self._endpoint + path, content=content)
+            response = client.post(
+                self._endpoint + path,
+                content=content,
+                headers={"Idempotency-Key": message.message_id},  # the same on every retry
+            )
         except Exception as exc:  # refused, reset, timed out, or closed under us: retry later
             return error_for_exception(exc, what)
         return error_for_response(response, what)

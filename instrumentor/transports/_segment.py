@@ -9,13 +9,15 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import gzip as _gzip
+import uuid
 from collections import deque
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import httpx
 
-from instrumentor._messages import IdentifyMessage, Message, TrackMessage
+from instrumentor._messages import GroupMessage, Message, TrackMessage
 from instrumentor.exceptions import (
     ConfigurationError,
     DeliveryError,
@@ -31,6 +33,7 @@ from instrumentor.transports._http import (
     encode_json,
     error_for_exception,
     error_for_response,
+    invalid_reason,
     library_version,
 )
 
@@ -60,24 +63,72 @@ def _now_iso() -> str:
     return now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _spec_form(message: Message, library: dict[str, str]) -> dict[str, Any]:
-    """``message`` as a Segment spec call, with the library in ``context``."""
+#: How a track is attributed to its groups (see :class:`SegmentTransport`).
+GroupAttribution = Literal["none", "context", "posthog", "mixpanel", "amplitude"]
+_ATTRIBUTIONS: tuple[str, ...] = get_args(GroupAttribution)
+# Names the anonymousId of a group call made without a user (see _spec_form).
+_GROUP_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:instrumentor:group")
+
+
+@dataclass(frozen=True)
+class _Form:
+    """What the spec form of a transport's messages depends on."""
+
+    library: dict[str, str]
+    """The library named in each call's ``context.library``."""
+    attribution: GroupAttribution = "none"
+    """How a track is attributed to its groups."""
+
+
+def _spec_form(message: Message, form: _Form) -> dict[str, Any]:
+    """``message`` as a Segment spec call, with the library in ``context``.
+
+    ``context.groupId`` is sent with ``form.attribution == "context"`` only (on the identify as
+    on the track); the other attributions put the groups where their destination reads them.
+    A group call made without a user gets an ``anonymousId`` derived from the group id, since
+    the API takes no call without a ``userId`` or an ``anonymousId``.
+    """
     data = message.to_dict()
-    context: dict[str, Any]
-    if isinstance(message, TrackMessage):
-        context = dict(data.get("context", {}))  # the group, and any extra context
-        keys: tuple[str, ...] = ("userId", "event", "properties")
-    elif isinstance(message, IdentifyMessage):
-        context = {"groupId": message.group_id} if message.group_id is not None else {}
-        keys = ("userId", "traits")
-    else:
-        context = {}
-        keys = ("groupId", "userId", "traits")
-    context["library"] = library
+    context: dict[str, Any] = dict(data.get("context", {}))  # a track's extra context
+    context.pop("groupId", None)  # to_dict's; sent below only when asked for
     call: dict[str, Any] = {"type": message.type, "messageId": message.message_id}
-    call.update((k, data[k]) for k in keys if k in data)
+    if isinstance(message, GroupMessage):
+        call.update((k, data[k]) for k in ("groupId", "userId", "traits") if k in data)
+        if message.user_id is None:
+            call["anonymousId"] = str(uuid.uuid5(_GROUP_NAMESPACE, message.group_id))
+    else:
+        if form.attribution == "context" and message.group_id is not None:
+            context["groupId"] = message.group_id
+        keys = ("userId", "event", "properties", "traits")  # a track's, or an identify's
+        call.update((k, data[k]) for k in keys if k in data)
+        if isinstance(message, TrackMessage):
+            _attribute(call, _track_groups(message), form.attribution)
+    context["library"] = form.library
     call.update(timestamp=data["timestamp"], context=context)
     return call
+
+
+def _track_groups(message: TrackMessage) -> Mapping[str, str]:
+    """The track's groups, top first; the event's own level alone for a message without them."""
+    if message.groups or message.group_id is None:
+        return message.groups
+    return {message.group_type: message.group_id}  # e.g. an outbox row written before groups
+
+
+def _attribute(call: dict[str, Any], groups: Mapping[str, str], attribution: str) -> None:
+    """Put ``groups`` in the track ``call`` where ``attribution``'s destination reads them."""
+    if not groups or attribution in ("none", "context"):
+        return
+    if attribution == "amplitude":
+        call["integrations"] = {"Amplitude": {"groups": dict(groups)}}
+        return
+    properties = dict(call.get("properties", {}))
+    if attribution == "posthog":
+        properties.setdefault("$groups", dict(groups))
+    else:  # mixpanel: one group key per level, e.g. account_id
+        for level, group_id in groups.items():
+            properties.setdefault(f"{level}_id", group_id)
+    call["properties"] = properties
 
 
 def _chunks(encoded: list[tuple[int, bytes]]) -> list[list[tuple[int, bytes]]]:
@@ -116,12 +167,29 @@ def _partial(
 class SegmentTransport:
     """Delivers to a Segment-compatible HTTP tracking API through its batch endpoint.
 
+    Users are linked to their groups by the group calls, as Segment's spec does; how a track
+    is attributed to its groups is the destination's own business, so ``group_attribution``
+    chooses whose mechanism the track carries (``groups`` are the track's bound group ids, top
+    level first, e.g. ``{"account": "acc_1", "workspace": "ws_1", "project": "p_1"}``):
+
+    - ``"none"`` (the default): nothing; no call's ``context`` has a ``groupId``.
+    - ``"context"``: ``context.groupId`` = the event's group id (and the account's on the
+      identify), for a destination mapped to read it (e.g. Mixpanel (Actions)' default
+      ``$group_id`` key).
+    - ``"posthog"``: ``properties.$groups`` = ``groups``, PostHog's event-level groups.
+    - ``"mixpanel"``: one Mixpanel group key per level as an event property, ``<level>_id``
+      (``account_id``, ``workspace_id``, ``project_id``); a property the event already sets
+      under that name is kept, never overwritten (so is a ``$groups`` under ``"posthog"``).
+    - ``"amplitude"``: ``integrations.Amplitude.groups`` = ``groups``, Amplitude's event-level
+      groups.
+
     Args:
         write_key: The source's write key; kept as a :class:`~instrumentor.Secret`.
         endpoint: The base URL, e.g. a RudderStack data plane (a trailing slash is ignored).
         gzip: Compress request bodies (``Content-Encoding: gzip``).
         timeout: Seconds for connecting, each read and write, and waiting for a connection.
         http_transport: An ``httpx`` transport to send through (tests pass a ``MockTransport``).
+        group_attribution: How a track is attributed to its groups (above).
 
     Raises:
         ConfigurationError: If the write key is empty or another argument is invalid.
@@ -139,8 +207,14 @@ class SegmentTransport:
         gzip: bool = False,
         timeout: float = 10.0,
         http_transport: httpx.BaseTransport | None = None,
+        group_attribution: GroupAttribution = "none",
     ) -> None:
         self._key = checked_secret(write_key, "the Segment write key")
+        if group_attribution not in _ATTRIBUTIONS:
+            allowed = ", ".join(repr(a) for a in _ATTRIBUTIONS)
+            raise ConfigurationError(
+                f"group_attribution must be one of {allowed}, not {group_attribution!r}"
+            )
         url = httpx.URL(endpoint)
         if url.scheme not in ("http", "https") or not url.host:
             raise ConfigurationError("the endpoint must be an http:// or https:// URL")
@@ -151,7 +225,8 @@ class SegmentTransport:
         self._timeout = float(timeout)
         self._http_transport = http_transport
         version = library_version()
-        self._library = {"name": "instrumentor", "version": version}
+        library = {"name": "instrumentor", "version": version}
+        self._form = _Form(library, group_attribution)  # what _spec_form builds with
         self._user_agent = f"instrumentor/{version}"
         self._holder = ClientHolder(self._new_client)
 
@@ -191,7 +266,11 @@ class SegmentTransport:
         failed: list[tuple[int, str]] = []
         encoded: list[tuple[int, bytes]] = []
         for index, message in enumerate(batch):
-            data = _dumps(_spec_form(message, self._library))
+            try:  # a message that cannot be encoded is refused alone; the rest is sent
+                data = _dumps(_spec_form(message, self._form))
+            except Exception as exc:
+                failed.append((index, invalid_reason(exc)))
+                continue
             if len(data) > MAX_MESSAGE_BYTES:
                 failed.append((index, f"message over 32 KB ({TOO_LARGE})"))
             else:
@@ -238,4 +317,7 @@ class SegmentTransport:
         self._holder.close()
 
     def __repr__(self) -> str:
-        return f"SegmentTransport(endpoint={self._endpoint!r}, gzip={self._gzip})"
+        return (
+            f"SegmentTransport(endpoint={self._endpoint!r}, gzip={self._gzip}, "
+            f"group_attribution={self._form.attribution!r})"
+        )

@@ -131,7 +131,7 @@ class TestAccoil:
         received: dict[str, list[str]] = {}
         for request in server.received():
             if request.path == "/v2/track":
-                received.setdefault(request.json["userId"], []).append(request.json["messageId"])
+                received.setdefault(request.json["userId"], []).append(request.message_ids[0])
         made: dict[str, list[str]] = {}
         for message in memory.tracks:
             made.setdefault(message.user_id, []).append(message.message_id)

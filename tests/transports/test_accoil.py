@@ -98,7 +98,7 @@ def partial(transport: AccoilTransport, batch: list[Message]) -> PartialDelivery
 
 class TestV2Requests:
     def test_identify(self, make: Factory) -> None:
-        """Identify posts userId, groupId, traits, ISO timestamp and messageId to /v2/identify."""
+        """Identify posts userId, groupId, traits and an ISO timestamp to /v2/identify, no more."""
         recorder = Recorder()
         message = identify(email="a@example.com")
         make(recorder).deliver([message])
@@ -110,8 +110,8 @@ class TestV2Requests:
             "groupId": "acme",
             "traits": {"email": "a@example.com"},
             "timestamp": NOW_ISO,
-            "messageId": message.message_id,
         }
+        assert request.headers["idempotency-key"] == message.message_id  # not in the body
 
     def test_headers(self, make: Factory) -> None:
         """The raw key goes in Authorization: Basic, with JSON content type and user agent."""
@@ -140,11 +140,10 @@ class TestV2Requests:
             "userId": "u1",
             "traits": {"name": "Workspace", "group_type": "workspace", "parent_group_id": "acme"},
             "timestamp": NOW_ISO,
-            "messageId": message.message_id,
         }
 
     def test_track(self, make: Factory) -> None:
-        """Track posts the event name only (no properties), the group in context.groupId."""
+        """Track posts userId, the event name and the time: no properties, context, messageId."""
         recorder = Recorder()
         message = track()
         make(recorder).deliver([message])
@@ -154,8 +153,6 @@ class TestV2Requests:
             "userId": "u1",
             "event": "Report_Created",
             "timestamp": NOW_ISO,
-            "context": {"groupId": "ws1"},
-            "messageId": message.message_id,
         }
 
     def test_unset_fields_are_omitted(self, make: Factory) -> None:
@@ -164,9 +161,9 @@ class TestV2Requests:
         batch: list[Message] = [identify(group=None), group(user=None), track(group_id=None)]
         make(recorder).deliver(batch)
         bodies = {str(r.url.path): body_of(r) for r in recorder.requests}
-        assert set(bodies["/v2/identify"]) == {"userId", "timestamp", "messageId"}
+        assert set(bodies["/v2/identify"]) == {"userId", "timestamp"}
         assert "userId" not in bodies["/v2/group"]
-        assert set(bodies["/v2/track"]) == {"userId", "event", "timestamp", "messageId"}
+        assert set(bodies["/v2/track"]) == {"userId", "event", "timestamp"}
 
     def test_endpoint_trailing_slash(self, make: Factory) -> None:
         """A trailing slash on the endpoint is tolerated, a path prefix kept."""
@@ -193,7 +190,7 @@ class TestV1Requests:
         }
 
     def test_groups(self, make: Factory) -> None:
-        """Group posts group_id and traits to /v1/groups."""
+        """Group posts group_id, the user it links and traits to /v1/groups."""
         recorder = Recorder()
         make(recorder, api_version="v1").deliver([group()])
         (request,) = recorder.requests
@@ -201,12 +198,13 @@ class TestV1Requests:
         assert body_of(request) == {
             "api_key": KEY,
             "group_id": "ws1",
+            "user_id": "u1",
             "traits": {"name": "Workspace", "group_type": "workspace", "parent_group_id": "acme"},
             "timestamp": NOW_MS,
         }
 
     def test_events(self, make: Factory) -> None:
-        """Track posts user_id, event and context.groupId to /v1/events."""
+        """Track posts user_id and event to /v1/events: no context."""
         recorder = Recorder()
         make(recorder, api_version="v1").deliver([track()])
         (request,) = recorder.requests
@@ -215,7 +213,6 @@ class TestV1Requests:
             "api_key": KEY,
             "user_id": "u1",
             "event": "Report_Created",
-            "context": {"groupId": "ws1"},
             "timestamp": NOW_MS,
         }
 

@@ -7,6 +7,7 @@ import email.utils
 import gzip
 import json
 import time
+import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -143,7 +144,7 @@ class TestRequestShape:
         assert recorder.requests[0].headers["authorization"] == f"Basic {TOKEN}"
 
     def test_messages_in_spec_form(self, make: Factory) -> None:
-        """Identify, group and track are sent in the Segment spec form, in order."""
+        """Identify, group and track go in the spec form, in order, without context.groupId."""
         recorder = Recorder()
         first, second, third = identify(), group(), track(traceId="abc")
         make(recorder).deliver([first, second, third])
@@ -154,7 +155,7 @@ class TestRequestShape:
                 "userId": "u1",
                 "traits": {"plan": "pro"},
                 "timestamp": NOW_ISO,
-                "context": {"groupId": "acme", "library": LIBRARY},
+                "context": {"library": LIBRARY},
             },
             {
                 "type": "group",
@@ -176,18 +177,43 @@ class TestRequestShape:
                 "event": "Report_Created",
                 "properties": {"size": 3, "blob": ""},
                 "timestamp": NOW_ISO,
-                "context": {"traceId": "abc", "groupId": "ws1", "library": LIBRARY},
+                "context": {"traceId": "abc", "library": LIBRARY},
             },
+        ]
+
+    def test_context_attribution_sends_group_id_in_context(self, make: Factory) -> None:
+        """group_attribution="context" puts the group in context.groupId of identify and track."""
+        recorder = Recorder()
+        make(recorder, group_attribution="context").deliver([identify(), group(), track()])
+        batch = body_of(recorder.requests[0])["batch"]
+        assert [call["context"] for call in batch] == [
+            {"groupId": "acme", "library": LIBRARY},
+            {"library": LIBRARY},
+            {"groupId": "ws1", "library": LIBRARY},
         ]
 
     def test_unset_fields_are_omitted(self, make: Factory) -> None:
         """A missing user or group is left out, never sent as null."""
         recorder = Recorder()
-        make(recorder).deliver([identify(group=None), group(user=None), track(group_id=None)])
+        transport = make(recorder, group_attribution="context")
+        transport.deliver([identify(group=None), group(user=None), track(group_id=None)])
         batch = body_of(recorder.requests[0])["batch"]
         assert batch[0]["context"] == {"library": LIBRARY}
         assert "userId" not in batch[1]
         assert batch[2]["context"] == {"library": LIBRARY}
+
+    def test_group_without_user_has_a_stable_anonymous_id(self, make: Factory) -> None:
+        """A group call without a user carries an anonymousId (the API needs one), per group."""
+        recorder = Recorder()
+        transport = make(recorder)
+        transport.deliver([group(user=None), group(user=None), group()])
+        first, again, with_user = body_of(recorder.requests[0])["batch"]
+        assert first["anonymousId"] == str(uuid.UUID(first["anonymousId"]))
+        assert again["anonymousId"] == first["anonymousId"]
+        assert "anonymousId" not in with_user
+        other = GroupMessage("ws2", "workspace", "acme", None, {}, NOW)
+        transport.deliver([other])
+        assert body_of(recorder.requests[1])["batch"][0]["anonymousId"] != first["anonymousId"]
 
     def test_gzip(self, make: Factory) -> None:
         """gzip=True sends a gzip-compressed body with Content-Encoding: gzip."""
@@ -397,7 +423,10 @@ class TestSecretsAndLifecycle:
     def test_repr_has_no_key(self, make: Factory) -> None:
         """repr and str name the endpoint, never the key."""
         transport = make(Recorder())
-        assert repr(transport) == "SegmentTransport(endpoint='https://api.segment.io', gzip=False)"
+        assert repr(transport) == (
+            "SegmentTransport(endpoint='https://api.segment.io', gzip=False, "
+            "group_attribution='none')"
+        )
         assert KEY not in str(transport)
         assert TOKEN not in str(transport)
 
@@ -424,6 +453,14 @@ class TestSecretsAndLifecycle:
         """A bad timeout or endpoint raises ConfigurationError."""
         with pytest.raises(ConfigurationError):
             SegmentTransport(KEY, **kwargs)
+
+    def test_unknown_group_attribution_names_the_allowed_values(self) -> None:
+        """An unknown group_attribution raises ConfigurationError listing the allowed ones."""
+        with pytest.raises(ConfigurationError) as info:
+            SegmentTransport(KEY, group_attribution="segment")  # type: ignore[arg-type]
+        for allowed in ("'none'", "'context'", "'posthog'", "'mixpanel'", "'amplitude'"):
+            assert allowed in str(info.value)
+        assert "'segment'" in str(info.value)
 
     def test_close_then_reuse_opens_a_new_client(self, make: Factory) -> None:
         """After close() the client is closed; the next delivery opens a new one."""
