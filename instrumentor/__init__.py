@@ -26,7 +26,8 @@ from instrumentor._context import (
 )
 from instrumentor._decorators import Call, tracks
 from instrumentor._diagnostics import Incident, IncidentKind, reset_stats
-from instrumentor._emitter import establish_group_hierarchy, group, identify, track
+from instrumentor._emitter import track
+from instrumentor._explicit import establish_group_hierarchy, group, identify
 from instrumentor._registry import EventRegistry, event
 from instrumentor._wiring import (
     Secret,

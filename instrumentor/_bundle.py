@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import contextvars
 import itertools
+import os
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -121,12 +123,27 @@ class _Member:
     def __init__(self) -> None:
         #: ``(fingerprint, expiry)`` of the last identify, or ``None``.
         self.identified: tuple[Any, float] | None = None
-        #: level -> ``(group id, fingerprint, expiry)`` of the last group call with this user.
+        #: level -> ``(group id, fingerprint, expiry)`` of the last call linking this user
+        #: there (at the top, with ``identify_links_top``: the identify's account, no print).
         self.links: dict[str, tuple[str, Any, float]] = {}
+
+    def live(self, now: float) -> bool:
+        """Whether any of its records is still trusted at ``now`` (a verdict may rest on it)."""
+        if self.identified is not None and self.identified[1] > now:
+            return True
+        return any(link[2] > now for link in self.links.values())
+
+
+_states: weakref.WeakSet[BundleState] = weakref.WeakSet()
 
 
 class BundleState:
     """The membership memory of one installed configuration.
+
+    Deciding and queuing a bundle happen under :attr:`lock` (the emitter holds it from
+    :meth:`due` through the dispatch), so that the order in which one user's calls are queued
+    is the order in which they were recorded; rollbacks and explicit calls take it too, and
+    renew the runtime's generation under it.
 
     Args:
         ttl: Seconds a record is trusted (``0``: nothing is remembered, every track carries its
@@ -136,7 +153,7 @@ class BundleState:
             account and change of its traits, not once per user.
     """
 
-    __slots__ = ("_lock", "_members", "_tops", "identify_links_top", "ttl")
+    __slots__ = ("__weakref__", "_members", "_renew", "_tops", "identify_links_top", "lock", "ttl")
 
     def __init__(self, ttl: float, identify_links_top: bool = False) -> None:
         self.ttl = ttl
@@ -144,7 +161,11 @@ class BundleState:
         self._members: OrderedDict[str, _Member] = OrderedDict()
         #: account id -> ``(fingerprint, expiry)`` of its last group call (identify_links_top).
         self._tops: OrderedDict[str, tuple[Any, float]] = OrderedDict()
-        self._lock = threading.Lock()
+        #: Set when a record that a cached verdict may rest on was evicted.
+        self._renew = False
+        #: Held from a decision through its dispatch, by rollbacks and by explicit calls.
+        self.lock = threading.RLock()
+        _states.add(self)
 
     def remembered(self) -> int:
         """How many users' records are kept now."""
@@ -176,8 +197,8 @@ class BundleState:
         """The identify and group calls due with a track of ``event`` at ``now``, recorded.
 
         Called when :data:`last_verdict` is not fresh for this context, generation and path
-        (the emitter checks that first, on its hot path). ``traced`` is kept with the new
-        verdict (whether tracks of this context look for a span).
+        (the emitter checks that first, on its hot path), with :attr:`lock` held until the
+        emission is dispatched. ``traced`` is kept with the new verdict.
         """
         routing = event.routing
         hierarchy = type(event).hierarchy
@@ -186,14 +207,16 @@ class BundleState:
             return True, tuple(
                 u for u in levels if group_at(ctx, u, routing.level, group_id) is not None
             )
-        with self._lock:
+        with self.lock:
             bundle, changed, fresh_until = self._due_calls(
                 ctx, hierarchy, user_id, routing.level, group_id, now
             )
-        if changed:
-            rt.renew_generation()
-        if not explicit:  # explicit group ids are unbounded: decided on the slow path
-            last_verdict.set((ctx.serial, rt.generation, routing.path_key, fresh_until, traced))
+            if changed or self._renew:
+                self._renew = False
+                rt.renew_generation()
+            if not explicit:  # explicit group ids are unbounded: decided on the slow path
+                verdict = (ctx.serial, rt.generation, routing.path_key, fresh_until, traced)
+                last_verdict.set(verdict)
         return bundle
 
     def record_identify(
@@ -205,14 +228,16 @@ class BundleState:
         now: float,
     ) -> None:
         """Record an identify sent outside a track, so that tracks do not repeat it."""
-        if self.ttl > 0:
-            fp = identify_fingerprint(ctx, hierarchy, user_id)
-            with self._lock:
-                member = self._member(user_id)
-                changed = member.identified is not None and member.identified[0] != fp
-                member.identified = (fp, now + self.ttl)
-            if changed:
-                rt.renew_generation()
+        if self.ttl <= 0:
+            return
+        fp = identify_fingerprint(ctx, hierarchy, user_id)
+        top = ctx.groups.get(hierarchy.top)
+        with self.lock:
+            member = self._member(user_id, now)
+            member.identified = (fp, now + self.ttl)
+            if self.identify_links_top and top is not None:
+                member.links[hierarchy.top] = (top.id, None, now + self.ttl)
+            rt.renew_generation()  # an explicit call: rare, and other contexts must see it
 
     def record_group(
         self,
@@ -225,16 +250,19 @@ class BundleState:
         now: float,
     ) -> None:
         """Record a group call sent outside a track (it links ``user_id``, if any, to it)."""
-        if self.ttl > 0 and user_id is not None:
-            fp = group_fingerprint(ctx, hierarchy, level, group)
-            with self._lock:
-                links = self._member(user_id).links
-                old = links.get(level)
-                links[level] = (group.id, fp, now + self.ttl)
-            if old is not None and old[:2] != (group.id, fp):
-                rt.renew_generation()
+        if self.ttl <= 0:
+            return
+        fp = group_fingerprint(ctx, hierarchy, level, group)
+        expiry = now + self.ttl
+        with self.lock:
+            if level == hierarchy.top and self.identify_links_top:
+                self._remember_top(group.id, (fp, expiry))
+                fp = None  # the user's account link, as an identify records it
+            if user_id is not None:
+                self._member(user_id, now).links[level] = (group.id, fp, expiry)
+            rt.renew_generation()  # an explicit call: rare, and other contexts must see it
 
-    # --- what destinations call, through the emitter ------------------------------------------
+    # --- what destinations call, through the emitter (with the lock held) ---------------------
 
     def forget(self, messages: Iterable[object]) -> bool:
         """Forget the records of identify and group calls that will never arrive.
@@ -243,7 +271,7 @@ class BundleState:
         stands). Returns whether anything was forgotten.
         """
         forgotten = False
-        with self._lock:
+        with self.lock:
             for message in messages:
                 if isinstance(message, IdentifyMessage):
                     forgotten |= self._forget(message.user_id, True, {})
@@ -256,7 +284,7 @@ class BundleState:
         self, user_id: str | None, identify: bool, links: Mapping[str, str | None]
     ) -> bool:
         """Forget the identify (if ``identify``) and the group calls ``links`` (level -> id)."""
-        with self._lock:
+        with self.lock:
             return self._forget(user_id, identify, links)
 
     # --- under the lock -----------------------------------------------------------------------
@@ -280,14 +308,15 @@ class BundleState:
                 forgotten = True
         return forgotten
 
-    def _member(self, user_id: str) -> _Member:
+    def _member(self, user_id: str, now: float) -> _Member:
         """The record of ``user_id``, made the most recent; the least recent beyond the cap go."""
         members = self._members
         member = members.get(user_id)
         if member is None:
             member = members[user_id] = _Member()
             while len(members) > MAX_USERS:
-                members.popitem(last=False)
+                _, evicted = members.popitem(last=False)
+                self._renew = self._renew or evicted.live(now)
         else:
             members.move_to_end(user_id)
         return member
@@ -309,15 +338,21 @@ class BundleState:
         now: float,
     ) -> tuple[Bundle, bool, float]:
         """The calls due, whether a record changed value, and until when nothing else is due."""
-        member = self._member(user_id)
+        member = self._member(user_id, now)
         fresh_until = until = now + self.ttl
         top_id = group_id if level == hierarchy.top else None
         fp = identify_fingerprint(ctx, hierarchy, user_id, top_id)
         record = member.identified
-        identify = record is None or record[0] != fp or record[1] <= now
-        changed = identify and record is not None and record[0] != fp
+        top = group_at(ctx, hierarchy.top, level, group_id)
+        top_link = member.links.get(hierarchy.top) if self.identify_links_top else None
+        # Linked to another account by a group call made elsewhere: the identify re-links.
+        relinked = top is not None and top_link is not None and top_link[0] != top.id
+        identify = relinked or record is None or record[0] != fp or record[1] <= now
+        changed = relinked or (record is not None and record[0] != fp)
         if identify:
             member.identified = (fp, fresh_until)
+            if self.identify_links_top and top is not None:
+                member.links[hierarchy.top] = (top.id, None, fresh_until)
         else:
             until = min(until, record[1])  # type: ignore[index]
         levels: list[str] = []
@@ -329,12 +364,12 @@ class BundleState:
             if upper == hierarchy.top and self.identify_links_top:
                 # The identify links the user (its fingerprint holds the account id): the
                 # group call is about the account's traits, once for all its users.
-                top = self._tops.get(group.id)
-                if top is None or top[0] != gfp or top[1] <= now:
+                known = self._tops.get(group.id)
+                if known is None or known[0] != gfp or known[1] <= now:
                     levels.append(upper)
                     self._remember_top(group.id, (gfp, fresh_until))
                 else:
-                    until = min(until, top[1])
+                    until = min(until, known[1])
                 continue
             link = member.links.get(upper)
             if link is None or link[0] != group.id or link[1] != gfp or link[2] <= now:
@@ -344,3 +379,14 @@ class BundleState:
             else:
                 until = min(until, link[2])
         return (identify, tuple(levels)), changed, until
+
+
+def _after_fork_in_child() -> None:
+    # A thread of the parent (a caller deciding, a worker rolling back) may have held a state's
+    # lock at fork time: in the child that thread is gone and the lock would stay held for ever.
+    for state in list(_states):
+        state.lock = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

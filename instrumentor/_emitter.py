@@ -7,7 +7,6 @@ and one signal dispatch. Messages are built later (:mod:`instrumentor._emission`
 
 from __future__ import annotations
 
-import datetime as _dt
 import os
 import sys
 import time
@@ -16,16 +15,14 @@ from typing import Any
 
 from instrumentor import _state
 from instrumentor._bundle import NO_BUNDLE, BundleState, group_at, last_verdict
-from instrumentor._context import AnalyticsContext, Group, context_var, current_context
+from instrumentor._context import AnalyticsContext, context_var
 from instrumentor._diagnostics import Incident
-from instrumentor._emission import Emission, group_message, identify_message
-from instrumentor._messages import IdentifyMessage, Message, to_json_compatible
+from instrumentor._emission import Emission
+from instrumentor._messages import to_json_compatible
 from instrumentor._otel import sdk_installed, span_event
 from instrumentor._registry import (
     EventRegistry,
-    GroupHierarchy,
     PropertiesArg,
-    plan_hierarchy,
     set_tracker,
 )
 from instrumentor._signals import event_emitted
@@ -37,16 +34,13 @@ __all__ = [
     "Emission",
     "bundle_state",
     "emit_track",
-    "establish_group_hierarchy",
     "forget_undelivered",
-    "group",
-    "identify",
     "internal_error",
     "report_problem",
+    "state_of",
     "track",
 ]
 
-_UTC = _dt.timezone.utc
 #: The only errors raised into callers at run time, and only in strict mode.
 STRICT_ERRORS = (MissingContextError, TrackingUsageError)
 _now = time.time
@@ -57,7 +51,7 @@ _last_verdict = last_verdict.get
 _make = tuple.__new__  # an Emission is a tuple: made in one C call (see _emission)
 
 
-def _bundle_state_of(rt: Runtime) -> BundleState:
+def state_of(rt: Runtime) -> BundleState:
     """The bundle state of ``rt``, made on its first track (each runtime remembers its own)."""
     state: BundleState | None = rt.bundles
     if state is None:
@@ -67,7 +61,7 @@ def _bundle_state_of(rt: Runtime) -> BundleState:
 
 def bundle_state() -> BundleState:
     """The bundle state of the installed configuration (what it remembers as sent)."""
-    return _bundle_state_of(_active())
+    return state_of(_active())
 
 
 def forget_undelivered(items: Iterable[object]) -> None:
@@ -81,22 +75,28 @@ def forget_undelivered(items: Iterable[object]) -> None:
         state: BundleState | None = rt.bundles if rt is not None else None
         if rt is None or state is None:
             return
-        forgotten = False
-        for item in items:
-            if isinstance(item, Emission):
-                built = item.built_messages()
-                if built is not None or item.event is None:
-                    forgotten |= state.forget(built or ())
-                else:
-                    identify, levels = item.bundle
-                    links = _links_of(item, levels)
-                    forgotten |= state.forget_calls(item.user_id, identify, links)
-            else:
-                forgotten |= state.forget((item,))
-        if forgotten:
-            rt.renew_generation()  # verdicts cached before the rollback are stale
+        with state.lock:  # a decision in flight sees the rollback, or is seen by it
+            _forget(rt, state, items)
     except Exception:  # pragma: no cover - a rollback must never break delivery
         pass
+
+
+def _forget(rt: Runtime, state: BundleState, items: Iterable[object]) -> None:
+    """Forget what ``items`` (emissions or messages) recorded; renew the generation if any."""
+    forgotten = False
+    for item in items:
+        if isinstance(item, Emission):
+            built = item.built_messages()
+            if built is not None or item.event is None:
+                forgotten |= state.forget(built or ())
+            else:
+                identify, levels = item.bundle
+                links = _links_of(item, levels)
+                forgotten |= state.forget_calls(item.user_id, identify, links)
+        else:
+            forgotten |= state.forget((item,))
+    if forgotten:
+        rt.renew_generation()  # verdicts cached before the rollback are stale
 
 
 def _links_of(emission: Emission, levels: tuple[str, ...]) -> dict[str, str | None]:
@@ -163,18 +163,35 @@ def emit_track(
         and verdict[3] > now
         and verdict[2] == path_key
     ):
-        bundle = NO_BUNDLE
-        traced = verdict[4]
-    else:
-        # Whether to look for a span is decided with the verdict, once per context and
-        # configuration (an SDK is installed at start-up, before the requests it traces).
-        traced = rt.span_events and sdk_installed()
-        bundle = (rt.bundles or _bundle_state_of(rt)).due(
-            rt, ctx, event, user_id, group_id, now, explicit, traced
+        trace = span_event(event, group_id, user_id, rt.span_event_user) if verdict[4] else None
+        emission = _make(
+            Emission, (event, user_id, group_id, now, ctx, properties, NO_BUNDLE, trace)
         )
+        _dispatch(type(event), emission)
+        return
+    _decide_and_emit(rt, ctx, event, user_id, group_id, now, explicit, properties)
+
+
+def _decide_and_emit(
+    rt: Runtime,
+    ctx: AnalyticsContext,
+    event: EventRegistry,
+    user_id: str,
+    group_id: str | None,
+    now: float,
+    explicit: bool,
+    properties: Mapping[str, Any] | None,
+) -> None:
+    """The slow path of :func:`emit_track`: decide the bundle, record it and queue it at once."""
+    # Whether to look for a span is decided with the verdict, once per context and
+    # configuration (an SDK is installed at start-up, before the requests it traces).
+    traced = rt.span_events and sdk_installed()
     trace = span_event(event, group_id, user_id, rt.span_event_user) if traced else None
-    emission = _make(Emission, (event, user_id, group_id, now, ctx, properties, bundle, trace))
-    _dispatch(type(event), emission)
+    state = rt.bundles or state_of(rt)
+    with state.lock:  # queued in the order recorded: a user's calls cannot overtake each other
+        bundle = state.due(rt, ctx, event, user_id, group_id, now, explicit, traced)
+        emission = _make(Emission, (event, user_id, group_id, now, ctx, properties, bundle, trace))
+        _dispatch(type(event), emission)
 
 
 def _snapshot_properties(
@@ -326,14 +343,6 @@ def track(
             pass
 
 
-def _send_messages(ctx: AnalyticsContext, level: str, messages: tuple[Message, ...]) -> None:
-    if messages:
-        emission = Emission(
-            None, ctx.user_id, None, time.time(), ctx, None, (False, (level,)), messages
-        )
-        event_emitted.dispatch(None, emission)
-
-
 def report_problem(
     kind: str,
     message: str,
@@ -349,140 +358,6 @@ def report_problem(
     rt.report(Incident(kind, message, event=name, site=site or _caller_site(), error=error))
     if rt.strict:
         raise error_type(message) from error
-
-
-def _active_runtime() -> Runtime | None:
-    rt = _active()
-    return rt if rt.enabled and (event_emitted.receivers or rt.strict) else None
-
-
-def identify(
-    traits: Mapping[str, Any] | None = None, *, hierarchy: GroupHierarchy | None = None
-) -> None:
-    """Send an identify for the bound user now, with the top-level group (account) as its group.
-
-    Args:
-        traits: Traits to send, merged over the context's user traits.
-        hierarchy: The hierarchy whose top level is the account; by default the plan's (see
-            :func:`~instrumentor._registry.plan_hierarchy`).
-    """
-    try:
-        rt = _active_runtime()
-        if rt is None:
-            return
-        hierarchy = hierarchy or plan_hierarchy()
-        ctx = current_context()
-        user_id = ctx.group_id(hierarchy.top) if rt.instance_level else ctx.user_id
-        if user_id is None:
-            report_problem(
-                "missing_user",
-                "identify() called with no user bound; nothing sent",
-                MissingContextError,
-            )
-            return
-        when = _dt.datetime.now(_UTC)
-        message = identify_message(ctx, hierarchy, user_id, when)
-        if traits:
-            message = IdentifyMessage(
-                message.user_id, message.group_id, {**message.traits, **traits}, when
-            )
-        _bundle_state_of(rt).record_identify(rt, ctx, hierarchy, user_id, time.time())
-        _send_messages(ctx, hierarchy.top, (message,))
-    except STRICT_ERRORS:
-        raise
-    except Exception as exc:
-        try:  # noqa: SIM105 - suppress() is a call, which fails at the recursion limit too
-            internal_error(exc, None, "identify()")
-        except Exception:  # at the recursion limit even the report fails: never raise
-            pass
-
-
-def group(
-    level: str | None = None,
-    *,
-    group_id: str | int | None = None,
-    name: str | None = None,
-    traits: Mapping[str, Any] | None = None,
-    hierarchy: GroupHierarchy | None = None,
-) -> None:
-    """Send one group call now for ``level`` (``group_type`` and ``parent_group_id`` included).
-
-    Args:
-        level: The hierarchy level of the group; by default the top (the account).
-        group_id: The group's id; by default the one bound at ``level``.
-        name: The group's readable name; by default the bound one.
-        traits: Further traits, merged over the bound ones.
-        hierarchy: The hierarchy ``level`` belongs to; by default the plan's.
-    """
-    try:
-        rt = _active_runtime()
-        if rt is None:
-            return
-        hierarchy = hierarchy or plan_hierarchy()
-        level = level or hierarchy.top
-        if level not in hierarchy.levels:
-            report_problem(
-                "invalid_group_level",
-                f"group({level!r}): unknown level; the hierarchy is {' > '.join(hierarchy.levels)}",
-                TrackingUsageError,
-            )
-            return
-        ctx = current_context()
-        bound = ctx.groups.get(level)
-        gid = str(group_id) if group_id is not None else (bound.id if bound else None)
-        if gid is None:
-            report_problem(
-                "missing_group",
-                f"group({level!r}) called with no {level} id bound or given; nothing sent",
-                MissingContextError,
-            )
-            return
-        base = bound if bound is not None and bound.id == gid else Group(gid)
-        merged = Group(
-            gid, name if name is not None else base.name, {**base.traits, **(traits or {})}
-        )
-        when = _dt.datetime.now(_UTC)
-        message = group_message(ctx, hierarchy, level, merged, ctx.user_id, when)
-        _bundle_state_of(rt).record_group(
-            rt, ctx, hierarchy, level, merged, ctx.user_id, time.time()
-        )
-        _send_messages(ctx, level, (message,))
-    except STRICT_ERRORS:
-        raise
-    except Exception as exc:
-        try:  # noqa: SIM105 - suppress() is a call, which fails at the recursion limit too
-            internal_error(exc, None, "group()")
-        except Exception:  # at the recursion limit even the report fails: never raise
-            pass
-
-
-def establish_group_hierarchy(hierarchy: GroupHierarchy | None = None) -> None:
-    """Send a group call for every level bound in the context, top first, each with its parent.
-
-    Call it on login or when the user enters a new group; later tracks then skip those calls
-    for ``bundle_ttl`` seconds. ``hierarchy`` defaults to the plan's.
-    """
-    try:
-        rt = _active_runtime()
-        if rt is None:
-            return
-        hierarchy = hierarchy or plan_hierarchy()
-        ctx = current_context()
-        when = _dt.datetime.now(_UTC)
-        messages: list[Message] = []
-        state, now = _bundle_state_of(rt), time.time()
-        for level in hierarchy.levels:
-            bound = ctx.groups.get(level)
-            if bound is None:
-                continue
-            messages.append(group_message(ctx, hierarchy, level, bound, ctx.user_id, when))
-            state.record_group(rt, ctx, hierarchy, level, bound, ctx.user_id, now)
-        _send_messages(ctx, hierarchy.top, tuple(messages))
-    except Exception as exc:
-        try:  # noqa: SIM105 - suppress() is a call, which fails at the recursion limit too
-            internal_error(exc, None, "establish_group_hierarchy()")
-        except Exception:  # at the recursion limit even the report fails: never raise
-            pass
 
 
 set_tracker(track)  # ``Events.X.track()``: the registry calls back into this layer

@@ -39,6 +39,7 @@ __all__ = [
     "current_settings",
     "default_transports",
     "destinations",
+    "receiving_in_debug",
     "reset_configuration",
     "runtime",
     "stats",
@@ -143,6 +144,11 @@ def _receivers(settings: Settings, *, lazy: bool) -> tuple[tuple[Any, ...], list
     given = {id(t) for t in transports}
     owned = [r for r in receivers if isinstance(r, Destination) and id(r) not in given]
     return tuple(receivers), owned
+
+
+def receiving_in_debug(transports: Sequence[Any]) -> list[Any]:
+    """Of ``transports``, those that receive in debug mode (a console added if any is held)."""
+    return _debug_split(transports)[0]
 
 
 def _same_receivers(old: Settings, new: Settings) -> bool:

@@ -8,6 +8,8 @@ and check that rule after switches, switches back, trait changes and lost calls.
 from __future__ import annotations
 
 import contextvars
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -196,3 +198,104 @@ class TestLostCallsAreSentAgain:
         assert instrumentor.flush(10).pending == 0
         sent_for_c = [path for path, user in _paths(server) if user == "u_c"]
         assert sent_for_c == ["/v2/identify", "/v2/track"]  # acc_1 was described by u_a
+
+
+class TestConcurrencyAndExplicitCalls:
+    def test_a_decision_and_its_queuing_are_one_step(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Two threads of one user switching at once queue their calls in the order recorded."""
+        from instrumentor._bundle import BundleState
+
+        decided = threading.Event()
+        original = BundleState.due
+
+        def slow_due(self: BundleState, *args: Any, **kwargs: Any) -> Any:
+            bundle = original(self, *args, **kwargs)
+            if threading.current_thread().name == "first":
+                decided.set()
+                time.sleep(0.2)  # the other thread runs now; it must not queue before this one
+            return bundle
+
+        monkeypatch.setattr(BundleState, "due", slow_due)
+        with capture_events() as captured:
+
+            def in_project(project: str) -> None:
+                with bound_context(user_id="u_1", account_id="acc_1", project_id=project):
+                    track(Events.REPORT_CREATED)
+
+            first = threading.Thread(target=in_project, args=("proj_2",), name="first")
+            first.start()
+            assert decided.wait(10)
+            in_project("proj_1")
+            first.join(10)
+            with bound_context(user_id="u_1", account_id="acc_1", project_id="proj_1"):
+                track(Events.REPORT_CREATED)
+        attributed = replay_membership(captured.messages)
+        assert attributed[-1][1]["project"] == "proj_1"
+
+    def test_an_evicted_user_is_relinked_by_a_long_lived_context(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A record evicted from the LRU makes cached verdicts stale: no switch goes unseen."""
+        monkeypatch.setattr("instrumentor._bundle.MAX_USERS", 2)
+        first = contextvars.copy_context()
+
+        def track_in(user: str, project: str) -> None:
+            instrumentor.bind_context(user_id=user, account_id="acc_1", project_id=project)
+            track(Events.REPORT_CREATED)
+
+        with capture_events() as captured:
+            first.run(track_in, "u_1", "proj_1")
+            for other in ("u_2", "u_3"):  # u_1 is evicted
+                contextvars.copy_context().run(track_in, other, "proj_1")
+            contextvars.copy_context().run(track_in, "u_1", "proj_2")
+            first.run(lambda: track(Events.REPORT_CREATED))
+        mine = [m for m in captured.messages if m.user_id == "u_1"]
+        assert replay_membership(mine)[-1][1]["project"] == "proj_1"
+
+    def test_an_explicit_account_group_call_relinks_with_accoil(
+        self, paused_server: FaultServer
+    ) -> None:
+        """With only Accoil, group("account", group_id=...) moves the user; a track moves back."""
+        server = paused_server
+        instrumentor.configure(transports=[AccoilTransport("key", endpoint=server.url)])
+        with bound_context(user_id="u_1", account_id="acc_1"):
+            track(Events.PLAN_UPGRADED)
+            instrumentor.group("account", group_id="acc_2")
+            track(Events.PLAN_UPGRADED)
+        assert instrumentor.flush(10).pending == 0
+        links: dict[str, str] = {}
+        credited = []
+        for request in server.received():
+            body = request.json
+            if request.path in ("/v2/identify", "/v2/group") and body.get("userId") == "u_1":
+                links["account"] = body["groupId"]
+            elif request.path == "/v2/track":
+                credited.append(links.get("account"))
+        assert credited == ["acc_1", "acc_1"]
+
+    def test_instance_level_explicit_calls_link_the_account_user(
+        self, tracked: CapturedEvents
+    ) -> None:
+        """With instance-level tracking the 'user' is the account, for explicit calls too."""
+        instrumentor.configure(instance_level=True)
+        with bound_context(user_id="u_1", account_id="acc_1", project_id="proj_2"):
+            instrumentor.establish_group_hierarchy()
+            instrumentor.group("project")
+        assert {g.user_id for g in tracked.groups} == {"acc_1"}
+
+
+class TestRefusedCallsAreNotRepeated:
+    def test_a_call_too_large_to_send_is_not_sent_again_with_every_track(
+        self, paused_server: FaultServer
+    ) -> None:
+        """A group call refused as too large would be refused again: it is not retried per track."""
+        from instrumentor.transports import SegmentTransport
+
+        server = paused_server
+        instrumentor.configure(transports=[SegmentTransport("wk", endpoint=server.url)])
+        huge = {"notes": "x" * 40_000}
+        with bound_context(user_id="u_1", account_id="acc_1", account_traits=huge):
+            for _ in range(3):
+                track(Events.PLAN_UPGRADED)
+                assert instrumentor.flush(10).pending == 0
+        assert instrumentor.stats()["dropped.too_large"] == 1

@@ -108,7 +108,12 @@ def transport_for(route: str) -> Transport | None:
                     _log.debug("instrumentor: closing an old transport failed: %s", exc)
             owned = []
             if settings.transports is not None:
-                chosen = [_transport_of(t) for t in settings.transports]
+                given = list(settings.transports)
+                if settings.debug:  # print, never send: a worker holds them back too
+                    kept = _wiring.receiving_in_debug(given)
+                    owned = [t for t in kept if not any(t is g for g in given)]
+                    given = kept
+                chosen = [_transport_of(t) for t in given]
             else:
                 chosen = list(_wiring.default_transports(settings))
                 owned = list(chosen)
@@ -117,6 +122,8 @@ def transport_for(route: str) -> Transport | None:
             if doing_io:
                 by_route[DEFAULT_ROUTE] = doing_io[0]
             _transports = (settings, by_route, owned)
+        if settings.debug:  # print, never send: every route prints
+            return by_route.get(DEFAULT_ROUTE)
         return by_route.get(route)
 
 

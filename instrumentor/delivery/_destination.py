@@ -265,7 +265,6 @@ class Destination:
                     messages.extend(emission.messages)
                 except Exception:  # an emission that cannot become messages
                     invalid += 1
-                    forget_undelivered((emission,))
             self._counts.dequeued += taken
             self._counts.in_flight += len(messages)
             self._counts.dropped["invalid"] += invalid
@@ -339,8 +338,9 @@ class Destination:
         """
         if not messages:
             return
-        forget_undelivered(messages)  # identify and group calls given up are due again
-        dropped = drop_reason(reason)
+        dropped = drop_reason(reason)  # too large or invalid: it would be refused again
+        if not dropped:
+            forget_undelivered(messages)  # identify and group calls given up are due again
         with self._lock:
             if in_flight:
                 self._counts.in_flight -= len(messages)

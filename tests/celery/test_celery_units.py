@@ -252,3 +252,14 @@ def test_malformed_context_headers_raise_value_error(header: Any) -> None:
     """Every malformed header is a ValueError."""
     with pytest.raises(ValueError):
         context_from_header(header)
+
+
+def test_a_worker_in_debug_mode_prints_instead_of_sending() -> None:
+    """Debug means print, never send, in a worker too: every route gets the console."""
+    from instrumentor.transports import ConsoleTransport
+
+    with instrumentor.configured(debug=True, transports=(AccoilTransport("k"),)):
+        assert isinstance(transport_for("default"), ConsoleTransport)
+        assert isinstance(transport_for("AccoilTransport"), ConsoleTransport)
+    with instrumentor.configured(debug=False, transports=(AccoilTransport("k"),)):
+        assert isinstance(transport_for("AccoilTransport"), AccoilTransport)
