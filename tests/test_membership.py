@@ -8,6 +8,7 @@ and check that rule after switches, switches back, trait changes and lost calls.
 from __future__ import annotations
 
 import contextvars
+import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 
 import instrumentor
+import instrumentor._emitter
 from instrumentor import bound_context, track
 from instrumentor.delivery import Destination
 from instrumentor.testing import CapturedEvents, capture_events
@@ -299,3 +301,40 @@ class TestRefusedCallsAreNotRepeated:
                 track(Events.PLAN_UPGRADED)
                 assert instrumentor.flush(10).pending == 0
         assert instrumentor.stats()["dropped.too_large"] == 1
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
+def test_a_child_forked_while_the_state_was_locked_still_tracks(tracked: CapturedEvents) -> None:
+    """A real fork while another thread holds the bundle lock: the child's track goes through."""
+    with bound_context(user_id="u_1", account_id="acc_1"):
+        track(Events.PLAN_UPGRADED)  # the state exists now
+        state = instrumentor._emitter.bundle_state()
+        held, release = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            with state.lock:
+                held.set()
+                release.wait(10)
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        assert held.wait(10)
+        pid = os.fork()
+        if pid == 0:  # the child: track (a new user, so the slow path takes the lock) and exit
+            code = 1
+            try:
+                with bound_context(user_id="u_child", account_id="acc_1"):
+                    track(Events.PLAN_UPGRADED)
+                code = 0 if tracked.tracks[-1].user_id == "u_child" else 2
+            finally:
+                os._exit(code)
+        release.set()
+        holder.join(10)
+        deadline = time.monotonic() + 20
+        while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if done[0] == 0:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        assert done[0] == pid, "the forked child hung on the bundle lock"
+        assert os.waitstatus_to_exitcode(done[1]) == 0
