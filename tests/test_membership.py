@@ -294,13 +294,14 @@ class TestRefusedCallsAreNotRepeated:
         from instrumentor.transports import SegmentTransport
 
         server = paused_server
-        instrumentor.configure(transports=[SegmentTransport("wk", endpoint=server.url)])
+        destination = Destination(SegmentTransport("wk", endpoint=server.url))
+        instrumentor.configure(transports=[destination])
         huge = {"notes": "x" * 40_000}
         with bound_context(user_id="u_1", account_id="acc_1", account_traits=huge):
             for _ in range(3):
                 track(Events.PLAN_UPGRADED)
                 assert instrumentor.flush(10).pending == 0
-        assert instrumentor.stats()["dropped.too_large"] == 1
+        assert destination.stats().dropped == {"too_large": 1}
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
