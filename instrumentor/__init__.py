@@ -18,17 +18,16 @@ from instrumentor._context import (
     ContextToken,
     Group,
     bind_context,
-    bound_context,
     clear_context,
     current_context,
     reset_context,
-    with_current_context,
 )
 from instrumentor._decorators import Call, tracks
 from instrumentor._diagnostics import Incident, IncidentKind, reset_stats
 from instrumentor._emitter import track
 from instrumentor._explicit import establish_group_hierarchy, group, identify
 from instrumentor._registry import EventRegistry, event
+from instrumentor._scope import bound_context, with_current_context
 from instrumentor._wiring import (
     Secret,
     Settings,

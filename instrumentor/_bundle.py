@@ -95,14 +95,24 @@ def identify_fingerprint(
         top = Group(top_id)
     if top is not None and user_id == top.id and ctx.user_id != user_id:
         return fingerprint("account", top.name, top.traits, top.id)  # instance-level tracking
-    return fingerprint(ctx.user_traits, top.id if top is not None else None)
+    top_id = top.id if top is not None else None
+    if not ctx.user_traits:  # no traits: no repr to take
+        return hash((None, top_id))
+    return fingerprint(ctx.user_traits, top_id)
 
 
 def group_fingerprint(
     ctx: AnalyticsContext, hierarchy: GroupHierarchy, level: str, group: Group
 ) -> Any:
     """What a group call for ``group`` at ``level`` says: name, traits and parent."""
-    return fingerprint(group.name, group.traits, parent_id(ctx, hierarchy, level))
+    return _group_print(group, parent_id(ctx, hierarchy, level))
+
+
+def _group_print(group: Group, parent: str | None) -> Any:
+    """:func:`group_fingerprint` with the parent known (no repr to take without traits)."""
+    if not group.traits:
+        return hash((group.name, parent))
+    return fingerprint(group.name, group.traits, parent)
 
 
 #: The last verdict in this execution context (thread or task): ``(context serial, runtime
@@ -356,11 +366,13 @@ class BundleState:
         else:
             until = min(until, record[1])  # type: ignore[index]
         levels: list[str] = []
+        parent: str | None = None  # the nearest bound group above, as the loop goes down
         for upper in hierarchy.path_to(level):
             group = group_at(ctx, upper, level, group_id)
             if group is None:
                 continue
-            gfp = group_fingerprint(ctx, hierarchy, upper, group)
+            gfp = _group_print(group, parent)
+            parent = group.id
             if upper == hierarchy.top and self.identify_links_top:
                 # The identify links the user (its fingerprint holds the account id): the
                 # group call is about the account's traits, once for all its users.

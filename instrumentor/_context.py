@@ -20,13 +20,11 @@ traits are snapshotted as JSON data, and input that cannot be used is reported a
 from __future__ import annotations
 
 import contextvars
-import functools
-import inspect
 import itertools
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType, TracebackType
-from typing import Any, ParamSpec, TypeVar
+from types import MappingProxyType
+from typing import Any
 
 from instrumentor._diagnostics import Incident
 from instrumentor._messages import to_json_compatible
@@ -39,16 +37,12 @@ __all__ = [
     "ContextToken",
     "Group",
     "bind_context",
-    "bound_context",
     "clear_context",
     "context_var",
     "current_context",
     "reset_context",
-    "with_current_context",
 ]
 
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 #: A token from :func:`bind_context`, for :func:`reset_context`.
@@ -69,6 +63,8 @@ def _freeze(traits: Mapping[str, Any] | None) -> Mapping[str, Any]:
     """A snapshot of ``traits`` as JSON data: later changes by the caller do not show."""
     if traits is None:
         return _EMPTY
+    if type(traits) is dict:  # the common case, without the abstract-class check
+        return MappingProxyType(to_json_compatible(traits)) if traits else _EMPTY
     if not isinstance(traits, Mapping):
         raise _InvalidContextError(f"traits must be a mapping, got {type(traits).__qualname__}")
     if not traits:
@@ -176,9 +172,6 @@ class AnalyticsContext:
 
 
 _EMPTY_CONTEXT = AnalyticsContext()
-_entered: contextvars.ContextVar[tuple[tuple[int, ContextToken], ...]] = contextvars.ContextVar(
-    "instrumentor_bound_context", default=()
-)
 #: The variable holding the current context. Read it with ``.get()``; bind through
 #: :func:`bind_context` (integrations that replace a whole request's context ``set``/``reset`` it).
 context_var: contextvars.ContextVar[AnalyticsContext] = contextvars.ContextVar(
@@ -186,9 +179,31 @@ context_var: contextvars.ContextVar[AnalyticsContext] = contextvars.ContextVar(
 )
 
 
+#: Groups bound by a plain id (no name, no traits), shared by every context that binds that id:
+#: immutable, so a request binding its account makes no new object (bounded; cleared when full).
+_plain_groups: dict[str, Group] = {}
+_PLAIN_GROUPS_MAX = 10_000
+
+
+def _plain_group(group_id: str) -> Group:
+    """The shared :class:`Group` of a plain, non-empty string id."""
+    group = _plain_groups.get(group_id)
+    if group is None:
+        group = object.__new__(Group)
+        object.__setattr__(group, "id", group_id)
+        object.__setattr__(group, "name", None)
+        object.__setattr__(group, "traits", _EMPTY)
+        if len(_plain_groups) >= _PLAIN_GROUPS_MAX:
+            _plain_groups.clear()
+        _plain_groups[group_id] = group
+    return group
+
+
 def _as_group(
     value: str | int | Group, name: str | None, traits: Mapping[str, Any] | None
 ) -> Group:
+    if type(value) is str and value and name is None and not traits:
+        return _plain_group(value)
     if isinstance(value, Group):
         if name is None and traits is None:
             return value
@@ -223,13 +238,10 @@ def _merged(
     new_user = _as_id(user_id)
     user = new_user if new_user is not None else base.user_id
     traits = _freeze(user_traits) if user_traits is not None else base.user_traits
-    if new_groups == dict(base.groups):
+    if new_groups == base.groups:
         return _sharing_groups(base, user, traits)
-    return AnalyticsContext(
-        user_id=user,
-        user_traits=traits,
-        groups=MappingProxyType(new_groups) if new_groups else _EMPTY,
-    )
+    ids = ReadOnlyDict({level: group.id for level, group in new_groups.items()})
+    return _made(user, traits, MappingProxyType(new_groups) if new_groups else _EMPTY, ids)
 
 
 def _bind_levels(bound: dict[str, Group], groups: Mapping[str, str | int | Group]) -> None:
@@ -278,15 +290,23 @@ def _sharing_groups(
     Both are immutable, so a context bound per request on top of the same groups costs little
     while its events wait in a queue.
     """
+    return _made(user_id, user_traits, base.groups, base.group_ids)
+
+
+def _made(
+    user_id: str | None,
+    user_traits: Mapping[str, Any],
+    groups: Mapping[str, Group],
+    group_ids: Mapping[str, str],
+) -> AnalyticsContext:
+    """A context of fields already checked and frozen (no ``__post_init__`` work)."""
     context: AnalyticsContext = object.__new__(AnalyticsContext)
-    for name, value in (
-        ("user_id", user_id),
-        ("user_traits", user_traits),
-        ("groups", base.groups),
-        ("group_ids", base.group_ids),
-        ("serial", next(_serials)),
-    ):
-        object.__setattr__(context, name, value)
+    setattr_ = object.__setattr__
+    setattr_(context, "user_id", user_id)
+    setattr_(context, "user_traits", user_traits)
+    setattr_(context, "groups", groups)
+    setattr_(context, "group_ids", group_ids if group_ids else _NO_IDS)
+    setattr_(context, "serial", next(_serials))
     return context
 
 
@@ -394,95 +414,3 @@ def clear_context() -> None:
 def current_context() -> AnalyticsContext:
     """The context bound in the current scope (an empty one if nothing is bound)."""
     return context_var.get()
-
-
-class bound_context:  # noqa: N801 - a context manager named like a function, as contextlib does
-    """Bind context for a ``with`` block, or for every call of a decorated function.
-
-    Takes the same keywords as :func:`bind_context`; the previous context is restored on exit,
-    also when the block raises. As a decorator it works on sync and async functions; each call
-    binds afresh, so one decorated function is safe to run concurrently.
-
-    .. code-block:: python
-
-        with bound_context(user_id="u_1", account_id="acc_1"):
-            create_report(data)
-
-        @bound_context(account_id="acc_system")
-        async def nightly_job() -> None: ...
-    """
-
-    def __init__(self, **bindings: Any) -> None:
-        self._bindings = bindings
-
-    def __enter__(self) -> AnalyticsContext:
-        token = bind_context(**self._bindings)
-        # Tokens live in the context that entered, so one instance may be entered from many
-        # threads and tasks at once (e.g. a module-level ``SYSTEM = bound_context(...)``).
-        _entered.set((*_entered.get(), (id(self), token)))
-        return context_var.get()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        stack = _entered.get()
-        for index in range(len(stack) - 1, -1, -1):
-            if stack[index][0] == id(self):
-                _entered.set(stack[:index] + stack[index + 1 :])
-                reset_context(stack[index][1])
-                return
-
-    def __call__(self, func: Callable[_P, _R]) -> Callable[_P, _R]:
-        """Decorate ``func`` so that every call runs with these bindings."""
-        bindings = self._bindings
-        if inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func):
-            raise TrackingUsageError(
-                f"@bound_context cannot decorate the generator function {func.__qualname__}: "
-                "its body runs after the call returns. Use `with bound_context(...)` inside it"
-            )
-        if inspect.iscoroutinefunction(func):
-
-            @functools.wraps(func)
-            async def run_async(*args: Any, **kwargs: Any) -> Any:
-                token = bind_context(**bindings)
-                try:
-                    return await func(*args, **kwargs)
-                finally:
-                    reset_context(token)
-
-            return run_async  # type: ignore[return-value]
-
-        @functools.wraps(func)
-        def run(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-            token = bind_context(**bindings)
-            try:
-                return func(*args, **kwargs)
-            finally:
-                reset_context(token)
-
-        return run
-
-
-def with_current_context(func: Callable[_P, _R]) -> Callable[_P, _R]:
-    """Capture the context now, and run ``func`` inside it wherever it is called.
-
-    Thread pools do not inherit context variables (``asyncio.to_thread`` does, a bare
-    ``executor.submit`` or ``loop.run_in_executor`` does not). Wrap the function when handing
-    it over::
-
-        executor.submit(with_current_context(export_report), report_id)
-
-    Every context variable is carried, not only instrumentor's: the current OpenTelemetry span
-    too, so events tracked in the pool land on the request's trace. Each call runs in its own
-    copy, so one wrapped function may run in several threads at once.
-    """
-    captured = contextvars.copy_context()
-
-    @functools.wraps(func)
-    def run(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-        return captured.copy().run(func, *args, **kwargs)
-
-    return run
