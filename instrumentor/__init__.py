@@ -13,6 +13,8 @@ modules: :mod:`instrumentor.plan` (the hierarchy, specs, naming rules), :mod:`in
 
 from __future__ import annotations
 
+import typing  # as a module, not its names: the package's public namespace is pinned
+
 from instrumentor._context import (
     AnalyticsContext,
     ContextToken,
@@ -37,13 +39,17 @@ from instrumentor._wiring import (
     reset_configuration,
     stats,
 )
-from instrumentor.delivery import aflush, flush, shutdown
 from instrumentor.exceptions import (
     ConfigurationError,
     InstrumentorError,
     MissingContextError,
     TrackingUsageError,
 )
+
+if (
+    typing.TYPE_CHECKING
+):  # loaded on first use (see __getattr__); type checkers and IDEs see them here
+    from instrumentor.delivery import aflush, flush, shutdown
 
 __version__ = "0.1.0"
 
@@ -84,3 +90,29 @@ __all__ = [
     "tracks",
     "with_current_context",
 ]
+
+#: Names of ``__all__`` that live in the delivery stack, loaded on first use (see __getattr__).
+_FROM_DELIVERY = frozenset({"aflush", "flush", "shutdown"})
+
+
+def __getattr__(name: str) -> typing.Any:
+    """``flush``, ``aflush`` and ``shutdown``: imported from :mod:`instrumentor.delivery` when used.
+
+    The delivery stack (worker threads, retries, the SQLite outbox) is not loaded by
+    ``import instrumentor``: a module that only defines events, or a process that never sends,
+    does not pay for it. Once loaded, the name is an ordinary attribute of the package.
+    """
+    if name in _FROM_DELIVERY:
+        # Lazy on purpose: importing the delivery stack is most of what `import instrumentor`
+        # would otherwise cost, and only a process that delivers needs it.
+        from instrumentor import delivery
+
+        value = getattr(delivery, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The package's names, the ones loaded on first use included."""
+    return sorted(set(globals()) | _FROM_DELIVERY)

@@ -14,37 +14,54 @@ OpenTelemetry SDK.
 
 The transport that emits every message as a span or a log record is
 :class:`instrumentor.transports.OTelTransport`.
+
+``import instrumentor`` does not import OpenTelemetry: a tracer provider can only be set through
+``opentelemetry.trace``, so until something else imported that module no SDK is installed and
+there is no span to join. The trace API is taken on the first check after it was imported; the
+context API when a delivery worker first suppresses instrumentation.
 """
 
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Iterator
+from types import ModuleType
 from typing import TYPE_CHECKING
-
-from opentelemetry import context as otel_context
-from opentelemetry import trace as otel_trace
 
 if TYPE_CHECKING:
     from instrumentor._registry import EventRegistry
 
 __all__ = ["sdk_installed", "span_event", "suppress_instrumentation"]
 
-_SUPPRESSION_KEYS = tuple(
-    key
-    for key in (
-        getattr(otel_context, "_SUPPRESS_INSTRUMENTATION_KEY", None),
-        getattr(otel_context, "_SUPPRESS_HTTP_INSTRUMENTATION_KEY", None),
-    )
-    if key is not None
-)
+#: ``opentelemetry.trace`` once this process imported it (``None`` until then).
+_trace_api: ModuleType | None = None
+#: ``opentelemetry.context`` and its suppression keys, once a worker first needed them.
+_context_api: ModuleType | None = None
+_suppression_keys: tuple[object, ...] = ()
 
 
 def sdk_installed() -> bool:
     """Whether an OpenTelemetry tracer provider has been set (a global read: the hot path)."""
+    otel_trace = _trace_api or _take_trace_api()
+    if otel_trace is None:
+        return False  # nothing imported the trace API: no provider can have been set
     # A deliberate read of the API's private global: this gate runs on every track, and the
     # public get_tracer_provider() reads the environment on every call while none is set.
     return otel_trace._TRACER_PROVIDER is not None
+
+
+def _take_trace_api() -> ModuleType | None:
+    """``opentelemetry.trace`` if the application imported it (kept for the next calls)."""
+    global _trace_api
+    if "opentelemetry.trace" not in sys.modules:
+        return None  # one dict lookup per track while the application has no OpenTelemetry
+    # Lazy on purpose: never the first import (the check above); it waits for one in progress
+    # on another thread, so a half-initialised module is never read.
+    from opentelemetry import trace
+
+    _trace_api = trace
+    return trace
 
 
 def span_event(
@@ -56,6 +73,9 @@ def span_event(
     from ``traceparent``, still joins the event to its trace). Never raises: a failing SDK
     costs the span event, not the product event or its ids.
     """
+    otel_trace = _trace_api or _take_trace_api()
+    if otel_trace is None:
+        return None
     try:
         span = otel_trace.get_current_span()
         context = span.get_span_context()
@@ -93,11 +113,31 @@ def _event_attributes(
 @contextlib.contextmanager
 def suppress_instrumentation() -> Iterator[None]:
     """Run the block with OpenTelemetry's instrumentation suppressed (for this thread)."""
-    ctx = otel_context.get_current()
-    for key in _SUPPRESSION_KEYS:
-        ctx = otel_context.set_value(key, True, ctx)
-    token = otel_context.attach(ctx)
+    context = _context_api or _take_context_api()
+    ctx = context.get_current()
+    for key in _suppression_keys:
+        ctx = context.set_value(key, True, ctx)
+    token = context.attach(ctx)
     try:
         yield
     finally:
-        otel_context.detach(token)
+        context.detach(token)
+
+
+def _take_context_api() -> ModuleType:
+    """Import ``opentelemetry.context`` and its suppression keys (on a worker, once)."""
+    global _context_api, _suppression_keys
+    # Lazy on purpose: only delivery suppresses instrumentation, and the delivery stack is not
+    # loaded by `import instrumentor`.
+    from opentelemetry import context
+
+    _suppression_keys = tuple(
+        key
+        for key in (
+            getattr(context, "_SUPPRESS_INSTRUMENTATION_KEY", None),
+            getattr(context, "_SUPPRESS_HTTP_INSTRUMENTATION_KEY", None),
+        )
+        if key is not None
+    )
+    _context_api = context
+    return context

@@ -4,6 +4,10 @@ The only module that assembles the stack. Unconfigured means silent: until ``con
 called or the first event is tracked, nothing is read, connected or started. At the first event
 the environment is read once (:meth:`Settings.from_env`, through the loader registered with
 :mod:`instrumentor._state`). Every setting is declared once, on :class:`Settings`.
+
+The delivery stack (:mod:`instrumentor.delivery`), the transports and the SQLite outbox are
+imported only when a configuration that needs them is built: a process that defines events,
+binds context or configures no transport never loads them (``tests/test_import_cost.py``).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import fields
 from typing import TYPE_CHECKING, Any, cast
@@ -21,12 +26,12 @@ from instrumentor._protocols import Receiver, Transport
 from instrumentor._settings import ENVIRONMENT_VARIABLES, Option, Secret, Settings, SettingsChanges
 from instrumentor._signals import event_emitted
 from instrumentor._state import Runtime
-from instrumentor.delivery import Destination, InlineDestination, OutboxStrategy
-from instrumentor.delivery._lifecycle import counters, retire, set_exit_timeout
 from instrumentor.exceptions import ConfigurationError
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing.Unpack is 3.11+; annotations only
+
+    from instrumentor.delivery import Destination
 
 _log = logging.getLogger("instrumentor")
 
@@ -51,17 +56,36 @@ __all__ = [
 
 def default_transports(settings: Settings) -> tuple[Transport, ...]:
     """The transports ``settings`` choose when none are given: console, Accoil, or none."""
-    # Lazy on purpose: the transports import httpx, which a process that only defines events,
-    # or only prints them, never needs.
-    from instrumentor.transports import AccoilTransport, ConsoleTransport
-
     if settings.debug:
+        # Lazy on purpose: only a process that prints its events loads the console transport.
+        from instrumentor.transports._console import ConsoleTransport
+
         return (ConsoleTransport(),)
     if settings.api_key:
+        # Lazy on purpose: the Accoil transport imports httpx, which a process that only
+        # defines events, or only prints them, never needs.
+        from instrumentor.transports._accoil import AccoilTransport
+
         if settings.endpoint:
             return (AccoilTransport(settings.api_key, endpoint=settings.endpoint),)
         return (AccoilTransport(settings.api_key),)
     return ()
+
+
+def _delivery_loaded() -> bool:
+    """Whether this process imported the delivery stack (until then, no destination exists)."""
+    return "instrumentor.delivery" in sys.modules
+
+
+def _destination_types() -> tuple[type[Any], ...]:
+    """The destination classes, once loaded; until then nothing can be one (an empty tuple)."""
+    if not _delivery_loaded():
+        return ()
+    # Lazy on purpose: the delivery stack is loaded by whatever built a destination; this
+    # import completes one in progress on another thread rather than starting one.
+    from instrumentor.delivery import Destination, InlineDestination
+
+    return (Destination, InlineDestination)
 
 
 def _inline(transport: Any) -> bool:
@@ -70,7 +94,7 @@ def _inline(transport: Any) -> bool:
 
 def _inner(transport: Any) -> Any:
     """The transport a destination given in ``transports`` delivers with (else ``transport``)."""
-    if isinstance(transport, (Destination, InlineDestination)):
+    if isinstance(transport, _destination_types()):
         return transport.transport
     return transport
 
@@ -84,8 +108,10 @@ def _debug_split(transports: Sequence[Any]) -> tuple[list[Any], list[Any]]:
     or destination given is held back, and a console prints in their place (unless one was
     given).
     """
-    # Lazy on purpose: a module of instrumentor.transports imports the package, and with it
-    # httpx, which a process that only defines events, or only prints them, never needs.
+    if not transports:
+        return [], []
+    # Lazy on purpose: a process that only defines events, or configures no transport, never
+    # loads the transports.
     from instrumentor.transports._console import ConsoleTransport
     from instrumentor.transports._memory import MemoryTransport
 
@@ -112,12 +138,18 @@ def _announce_held_back(held: Sequence[Any]) -> None:
 
 
 def _receiver_for(transport: Transport | Receiver, settings: Settings, *, lazy: bool) -> Any:
+    # Lazy on purpose: the delivery stack loads with the first configuration that delivers.
+    from instrumentor.delivery import Destination, InlineDestination
+
     if isinstance(transport, Destination):
         return transport
     transport = cast("Transport", transport)  # not a Destination: a transport (checked)
     if _inline(transport):
         return InlineDestination(transport)
     if settings.outbox is not None:
+        # Lazy on purpose: SQLite and the outbox load only for a configuration with an outbox.
+        from instrumentor.delivery._outbox_strategy import OutboxStrategy
+
         outbox = OutboxStrategy(
             settings.outbox,
             max_rows=settings.outbox_max_rows,
@@ -133,6 +165,11 @@ def _receivers(settings: Settings, *, lazy: bool) -> tuple[tuple[Any, ...], list
     transports = (
         settings.transports if settings.transports is not None else default_transports(settings)
     )
+    if not transports and settings.queue is None:
+        return (), []  # nothing to deliver to: the delivery stack is not even imported
+    # Lazy on purpose: the delivery stack loads with the first configuration that delivers.
+    from instrumentor.delivery import Destination
+
     kept = list(transports)
     if settings.debug:  # print, never send: whatever was given, and the queue, get nothing
         kept = _debug_split(kept)[0]
@@ -173,11 +210,29 @@ def build(settings: Settings, reuse: Runtime | None = None, *, lazy: bool = Fals
                 _announce_held_back(held)
     else:
         runtime_ = Runtime(settings)
-    outboxes = [
+    _check_outboxes(runtime_, reuse)
+    return runtime_
+
+
+def _outboxes(receivers: Sequence[Any]) -> list[tuple[Any, Any]]:
+    """The (destination, outbox strategy) pairs among ``receivers``."""
+    if "instrumentor.delivery._outbox_strategy" not in sys.modules:
+        return []  # the outbox was never loaded: no receiver can have one
+    # Lazy on purpose: completes an import of the outbox in progress on another thread (it is
+    # never the first import of it: the check above).
+    from instrumentor.delivery import Destination
+    from instrumentor.delivery._outbox_strategy import OutboxStrategy
+
+    return [
         (receiver, receiver.strategy)
-        for receiver in runtime_.receivers
+        for receiver in receivers
         if isinstance(receiver, Destination) and isinstance(receiver.strategy, OutboxStrategy)
     ]
+
+
+def _check_outboxes(runtime_: Runtime, reuse: Runtime | None) -> None:
+    """Tell each outbox the channels of this configuration; report those that cannot open."""
+    outboxes = _outboxes(runtime_.receivers)
     served = {outbox.channel for _, outbox in outboxes}
     for receiver, outbox in outboxes:
         outbox.served_channels |= served  # the other channels of this configuration
@@ -192,7 +247,6 @@ def build(settings: Settings, reuse: Runtime | None = None, *, lazy: bool = Fals
                     error=problem,
                 )
             )
-    return runtime_
 
 
 # --- install and retire -----------------------------------------------------------------------
@@ -205,7 +259,11 @@ def _install(runtime_: Runtime | None, *, retire_old: bool = False) -> None:
     # reaches the old or the new receivers, never none.
     for receiver in new_receivers:
         event_emitted.connect(receiver, weak=False)
-    if runtime_ is not None:
+    if runtime_ is not None and _delivery_loaded():  # else no destination exists to flush
+        # Lazy on purpose: loaded by whatever built a destination (the check above); its
+        # module reads the installed setting if it is loaded later.
+        from instrumentor.delivery._lifecycle import set_exit_timeout
+
         set_exit_timeout(runtime_.settings.exit_timeout)
     old = _state.install(runtime_)
     if old is None:
@@ -214,8 +272,11 @@ def _install(runtime_: Runtime | None, *, retire_old: bool = False) -> None:
     for receiver in old.receivers:
         if id(receiver) not in kept:
             event_emitted.disconnect(receiver)
-    if retire_old:
-        gone = [d for d in old.owned if id(d) not in kept]
+    gone = [d for d in old.owned if id(d) not in kept] if retire_old else []
+    if gone:
+        # Lazy on purpose: these destinations were built, so the delivery stack is loaded.
+        from instrumentor.delivery._lifecycle import retire
+
         retire(gone, float(old.settings.exit_timeout) or 2.0)
 
 
@@ -302,7 +363,13 @@ configure.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
 
 def destinations() -> list[Destination]:
     """The queued destinations the installed configuration delivers to."""
-    return [r for r in runtime().receivers if isinstance(r, Destination)]
+    receivers = runtime().receivers
+    if not receivers:
+        return []
+    # Lazy on purpose: receivers exist, so the delivery stack that built them is loaded.
+    from instrumentor.delivery import Destination
+
+    return [r for r in receivers if isinstance(r, Destination)]
 
 
 def current_settings() -> Settings:
@@ -346,6 +413,11 @@ def stats() -> Mapping[str, int]:
         A snapshot such as ``{"missing_group": 3, "enqueued": 120, "delivered": 480}``.
     """
     counts = _diagnostics.snapshot()
+    if not _delivery_loaded():
+        return counts  # no destination was ever built: no delivery counters to add
+    # Lazy on purpose: the delivery stack is loaded (the check above); nothing is imported anew.
+    from instrumentor.delivery._lifecycle import counters
+
     for key, value in counters().items():
         counts[key] = counts.get(key, 0) + value
     return counts

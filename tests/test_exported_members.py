@@ -91,7 +91,7 @@ def test_top_level_is_exactly_the_daily_surface() -> None:
     """The top-level __all__ is the pinned set, and every public name there is in it."""
     public = {
         name
-        for name, value in vars(instrumentor).items()
+        for name, value in ((name, getattr(instrumentor, name)) for name in dir(instrumentor))
         if not name.startswith("_")
         and not inspect.ismodule(value)
         and not isinstance(value, __future__._Feature)

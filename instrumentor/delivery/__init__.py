@@ -9,16 +9,21 @@ backend lives in :mod:`instrumentor.celery`.
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from instrumentor._settings import QueueBackend
 from instrumentor.delivery._destination import Destination
 from instrumentor.delivery._inline import InlineDestination
 from instrumentor.delivery._lifecycle import flush_all, shutdown_all
-from instrumentor.delivery._outbox import OutboxError, OutboxStatus
-from instrumentor.delivery._outbox_admin import drain, outbox_status, purge
-from instrumentor.delivery._outbox_strategy import OutboxDestination, OutboxStrategy
 from instrumentor.delivery._retry import RetryPolicy
 from instrumentor.delivery._stats import DestinationStats, FlushResult
 from instrumentor.delivery._strategy import MemoryStrategy, QueueStrategy, Worker
+
+if TYPE_CHECKING:  # loaded on first use (see __getattr__); type checkers and IDEs see them here
+    from instrumentor.delivery._outbox import OutboxError, OutboxStatus
+    from instrumentor.delivery._outbox_admin import drain, outbox_status, purge
+    from instrumentor.delivery._outbox_strategy import OutboxDestination, OutboxStrategy
 
 __all__ = [
     "Destination",
@@ -69,3 +74,31 @@ def shutdown(timeout: float = 5.0) -> FlushResult:
     interpreter exit, bounded by ``exit_timeout``.
     """
     return shutdown_all(timeout)
+
+
+#: The SQLite outbox's names, each imported from its module on first use: SQLite and the
+#: outbox machinery load only in a process that uses an outbox (or inspects one).
+_LAZY = {
+    "OutboxDestination": "instrumentor.delivery._outbox_strategy",
+    "OutboxError": "instrumentor.delivery._outbox",
+    "OutboxStatus": "instrumentor.delivery._outbox",
+    "OutboxStrategy": "instrumentor.delivery._outbox_strategy",
+    "drain": "instrumentor.delivery._outbox_admin",
+    "outbox_status": "instrumentor.delivery._outbox_admin",
+    "purge": "instrumentor.delivery._outbox_admin",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """An outbox name, imported from its module on first use (then a plain attribute)."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    """The package's names, the outbox's loaded on first use included."""
+    return sorted(set(globals()) | set(_LAZY))

@@ -14,12 +14,20 @@ import threading
 import time
 from collections.abc import Sequence
 
+from instrumentor._state import current
 from instrumentor.delivery._destination import Destination, live_destinations
 from instrumentor.delivery._stats import FlushResult, forget_history, totals
 
 __all__ = ["counters", "flush_all", "retire", "set_exit_timeout", "shutdown_all"]
 
-_exit_timeout = 2.0
+
+def _installed_exit_timeout() -> float:
+    """The installed configuration's exit timeout: this module may load after it was set."""
+    runtime = current()
+    return float(runtime.settings.exit_timeout) if runtime is not None else 2.0
+
+
+_exit_timeout = _installed_exit_timeout()
 
 
 def counters() -> dict[str, int]:

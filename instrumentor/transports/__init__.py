@@ -6,13 +6,18 @@ delivers them; see :class:`Transport` for the contract a custom one must keep.
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from instrumentor._messages import GroupMessage, IdentifyMessage, Message, TrackMessage
 from instrumentor._protocols import Transport
-from instrumentor.transports._accoil import AccoilTransport
-from instrumentor.transports._console import ConsoleTransport
-from instrumentor.transports._memory import MemoryTransport
-from instrumentor.transports._otel import OTelTransport
-from instrumentor.transports._segment import SegmentTransport
+
+if TYPE_CHECKING:  # loaded on first use (see __getattr__); type checkers and IDEs see them here
+    from instrumentor.transports._accoil import AccoilTransport
+    from instrumentor.transports._console import ConsoleTransport
+    from instrumentor.transports._memory import MemoryTransport
+    from instrumentor.transports._otel import OTelTransport
+    from instrumentor.transports._segment import SegmentTransport
 
 __all__ = [
     "AccoilTransport",
@@ -26,3 +31,28 @@ __all__ = [
     "TrackMessage",
     "Transport",
 ]
+
+#: The transports, each imported from its module on first use: the HTTP ones bring httpx,
+#: the OpenTelemetry one the OpenTelemetry API, which a process using neither never needs.
+_LAZY = {
+    "AccoilTransport": "instrumentor.transports._accoil",
+    "ConsoleTransport": "instrumentor.transports._console",
+    "MemoryTransport": "instrumentor.transports._memory",
+    "OTelTransport": "instrumentor.transports._otel",
+    "SegmentTransport": "instrumentor.transports._segment",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """A transport class, imported from its module on first use (then a plain attribute)."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    """The package's names, the transports loaded on first use included."""
+    return sorted(set(globals()) | set(_LAZY))
