@@ -22,13 +22,12 @@ Built on wrapt, so names, signatures, ``inspect.iscoroutinefunction`` and descri
 
 from __future__ import annotations
 
+import functools
 import inspect
 import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar, Union, cast
-
-import wrapt
+from typing import TYPE_CHECKING, Any, TypeVar, Union, cast
 
 from instrumentor._emitter import STRICT_ERRORS, emit_track, internal_error, report_problem
 from instrumentor._registry import EventRegistry
@@ -57,16 +56,47 @@ class Call:
     result: Any
 
 
-class TrackedFunction(wrapt.FunctionWrapper[..., Any]):
-    """What ``@tracks`` returns: a wrapt function wrapper that pickles by reference.
+if TYPE_CHECKING:
+    import wrapt
 
-    Pickling it (``ProcessPoolExecutor.submit``, Celery, multiprocessing) stores its module and
-    qualified name, like a plain function, and unpickles to the same tracked function.
+    class TrackedFunction(wrapt.FunctionWrapper[..., Any]):
+        """What ``@tracks`` returns (see :func:`tracked_function_class`)."""
+
+else:
+
+    def __getattr__(name: str) -> Any:
+        """``TrackedFunction``, made on first use: wrapt loads with the first ``@tracks``."""
+        if name == "TrackedFunction":
+            return tracked_function_class()
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+@functools.cache
+def tracked_function_class() -> type[Any]:
+    """The class of what ``@tracks`` returns: a wrapt function wrapper that pickles by reference.
+
+    Made on first use, so that ``import instrumentor`` does not import wrapt (whose package
+    imports asyncio and importlib.metadata): a module that only defines events never pays
+    for it.
     """
+    # Lazy on purpose: wrapt is most of what ``import instrumentor`` would otherwise cost.
+    import wrapt
 
-    def __reduce_ex__(self, protocol: Any) -> str:
-        name: str = self.__qualname__
-        return name
+    class TrackedFunction(wrapt.FunctionWrapper[..., Any]):
+        """What ``@tracks`` returns: a wrapt function wrapper that pickles by reference.
+
+        Pickling it (``ProcessPoolExecutor.submit``, Celery, multiprocessing) stores its
+        module and qualified name, like a plain function, and unpickles to the same tracked
+        function.
+        """
+
+        __qualname__ = "TrackedFunction"  # as when it was defined at module level
+
+        def __reduce_ex__(self, protocol: Any) -> str:
+            name: str = self.__qualname__
+            return name
+
+    return TrackedFunction
 
 
 GroupIdArg = Union[str, Callable[[Call], Any], None]
@@ -176,7 +206,7 @@ def tracks(
         )
         _spare_self_lookup(raw)
         target: Any = func
-        tracked: Any = TrackedFunction(target, wrapper)
+        tracked: Any = tracked_function_class()(target, wrapper)
         return cast(_F, tracked)
 
     return decorate

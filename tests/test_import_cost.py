@@ -210,3 +210,24 @@ def test_exit_timeout_set_before_the_delivery_stack_loads_still_applies() -> Non
     enabled = run_python(code=code.replace("exit_timeout=0", "exit_timeout=2"))
     assert enabled.returncode == 0, enabled.stderr
     assert "delivered" in enabled.stdout  # the control: the exit flush delivers it
+
+
+def test_wrapt_loads_with_the_first_tracked_function_only() -> None:
+    """``import instrumentor`` and a plan load no wrapt; the first ``@tracks`` does."""
+    plan_only = """
+        import sys
+        import instrumentor
+        from instrumentor import EventRegistry, event
+
+        class AppEvents(EventRegistry):
+            REPORT_CREATED = event("Report_Created", category="core_value")
+
+        print("wrapt" in sys.modules)
+    """
+    result = run_python(code=textwrap.dedent(plan_only))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
+    tracked = textwrap.dedent(EVENTS_MODULE) + "\nimport sys\nprint('wrapt' in sys.modules)\n"
+    result = run_python(code=tracked)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "True"
