@@ -350,19 +350,19 @@ class BundleState:
         """The calls due, whether a record changed value, and until when nothing else is due."""
         member = self._member(user_id, now)
         fresh_until = until = now + self.ttl
-        top_id = group_id if level == hierarchy.top else None
-        fp = identify_fingerprint(ctx, hierarchy, user_id, top_id)
+        top_level, links_top, links = hierarchy.top, self.identify_links_top, member.links
+        fp = identify_fingerprint(ctx, hierarchy, user_id, group_id if level == top_level else None)
         record = member.identified
-        top = group_at(ctx, hierarchy.top, level, group_id)
-        top_link = member.links.get(hierarchy.top) if self.identify_links_top else None
+        top = group_at(ctx, top_level, level, group_id)
+        top_link = links.get(top_level) if links_top else None
         # Linked to another account by a group call made elsewhere: the identify re-links.
         relinked = top is not None and top_link is not None and top_link[0] != top.id
         identify = relinked or record is None or record[0] != fp or record[1] <= now
         changed = relinked or (record is not None and record[0] != fp)
         if identify:
             member.identified = (fp, fresh_until)
-            if self.identify_links_top and top is not None:
-                member.links[hierarchy.top] = (top.id, None, fresh_until)
+            if links_top and top is not None:
+                links[top_level] = (top.id, None, fresh_until)
         else:
             until = min(until, record[1])  # type: ignore[index]
         levels: list[str] = []
@@ -373,7 +373,7 @@ class BundleState:
                 continue
             gfp = _group_print(group, parent)
             parent = group.id
-            if upper == hierarchy.top and self.identify_links_top:
+            if upper == top_level and links_top:
                 # The identify links the user (its fingerprint holds the account id): the
                 # group call is about the account's traits, once for all its users.
                 known = self._tops.get(group.id)
@@ -383,11 +383,11 @@ class BundleState:
                 else:
                     until = min(until, known[1])
                 continue
-            link = member.links.get(upper)
+            link = links.get(upper)
             if link is None or link[0] != group.id or link[1] != gfp or link[2] <= now:
                 levels.append(upper)
                 changed = changed or (link is not None and link[:2] != (group.id, gfp))
-                member.links[upper] = (group.id, gfp, fresh_until)
+                links[upper] = (group.id, gfp, fresh_until)
             else:
                 until = min(until, link[2])
         return (identify, tuple(levels)), changed, until
