@@ -8,6 +8,7 @@ processes (``--jobs``) when there are enough files for that to pay.
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing
 import os
 from collections.abc import Iterable, Iterator, Sequence
@@ -28,6 +29,7 @@ __all__ = [
     "Layout",
     "ScanJob",
     "Task",
+    "content_digest",
     "default_jobs",
     "excluded",
     "relative_path",
@@ -190,11 +192,18 @@ class FileScan:
         path: The path as findings show it.
         scan: Its findings and references (an ``unreadable-file`` finding if it was not read).
         suppressions: Its ignore comments by line; ``None`` when the file could not be read.
+        digest: :func:`content_digest` of the bytes scanned; empty when the file was not read.
     """
 
     path: str
     scan: ModuleScan
     suppressions: dict[int, Suppression] | None
+    digest: str = ""
+
+
+def content_digest(source: bytes) -> str:
+    """What identifies a file's bytes in the lint cache (SHA-256, 128 bits of it in hex)."""
+    return hashlib.sha256(source).hexdigest()[:32]
 
 
 @dataclass(frozen=True)
@@ -206,15 +215,19 @@ class ScanJob:
     project_modules: frozenset[str]
 
     def __call__(self, task: Task) -> FileScan:
-        """Scan the file ``task`` names."""
-        path, shown, in_package, module = task
+        """Read and scan the file ``task`` names."""
         try:
-            with open(path, "rb") as fh:
+            with open(task[0], "rb") as fh:
                 source = fh.read()
         except OSError as exc:
             message = f"cannot read: {exc.strerror or exc}"
-            unread = ModuleScan(findings=[Finding("unreadable-file", message, path=shown)])
-            return FileScan(shown, unread, None)
+            unread = ModuleScan(findings=[Finding("unreadable-file", message, path=task[1])])
+            return FileScan(task[1], unread, None)
+        return self.scan(task, source)
+
+    def scan(self, task: Task, source: bytes) -> FileScan:
+        """Scan ``source``, the bytes read from the file ``task`` names."""
+        _, shown, in_package, module = task
         scan = scan_module(
             source,
             shown,
@@ -224,7 +237,7 @@ class ScanJob:
             module=module,
             project_modules=self.project_modules,
         )
-        return FileScan(shown, scan, read_suppressions(source))
+        return FileScan(shown, scan, read_suppressions(source), content_digest(source))
 
 
 def default_jobs() -> int:

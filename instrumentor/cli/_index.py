@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from instrumentor._naming import normalise_event_name
@@ -39,6 +39,34 @@ class RegistryInfo:
         return f"{self.module}.{self.qualname}"
 
 
+_Trie = dict[int, "_Trie"]
+
+
+def _any_of(words: Iterable[bytes]) -> bytes:
+    """A pattern that finds any of ``words`` in a text, as a trie of their bytes.
+
+    About twice as quick as ``word1|word2|...``, which tries every word at every position. Only
+    *whether* one occurs matters, so a word holding another (``tracks``, ``track``) is left out.
+    """
+    kept: list[bytes] = []
+    for word in sorted(set(words), key=len):
+        if not any(shorter in word for shorter in kept):
+            kept.append(word)
+    trie: _Trie = {}
+    for word in kept:
+        node = trie
+        for byte in word:
+            node = node.setdefault(byte, {})
+    return _pattern(trie)
+
+
+def _pattern(node: _Trie) -> bytes:
+    branches = [re.escape(bytes([byte])) + _pattern(child) for byte, child in sorted(node.items())]
+    if len(branches) <= 1:
+        return b"".join(branches)
+    return b"(?:" + b"|".join(branches) + b")"
+
+
 @dataclass(frozen=True)
 class PlanIndex:
     """The plan as plain data for the scan; empty when no plan is configured."""
@@ -62,8 +90,7 @@ class PlanIndex:
         object.__setattr__(self, "near", {normalise_event_name(n): n for n in labels})
         words = {*SDK_MODULES, *(k[1] for k in SIGNATURES), *FALLBACK_METHODS, *by_class, *labels}
         words.add("instrumentor")  # the package, and suppression comments
-        needles = b"|".join(re.escape(w.encode()) for w in sorted(words, key=len, reverse=True))
-        object.__setattr__(self, "needles", re.compile(needles))
+        object.__setattr__(self, "needles", re.compile(_any_of(w.encode() for w in words)))
 
     def inline_hint(self, name: str) -> str:
         """What to write instead of the literal ``name``."""

@@ -32,19 +32,9 @@ _DYNAMIC_HINT = (
 )
 
 
-_WANTED = frozenset(
-    {
-        ast.Import,
-        ast.ImportFrom,
-        ast.ClassDef,
-        ast.Assign,
-        ast.AnnAssign,
-        ast.Call,
-        ast.Attribute,
-        ast.Subscript,
-        ast.Constant,
-    }
-)
+#: The nodes that bind names (the first pass), and those the second pass checks.
+_BINDING = frozenset({ast.Import, ast.ImportFrom, ast.ClassDef, ast.Assign, ast.AnnAssign})
+_CHECKED = frozenset({ast.Call, ast.Attribute, ast.Subscript, ast.Constant})
 # Fields that never hold a node the scan needs (names, flags, contexts, operators, aliases).
 _SCALAR_FIELDS = frozenset(
     {"ctx", "op", "ops", "id", "attr", "name", "names", "arg", "asname", "module", "level"}
@@ -53,13 +43,14 @@ _SCALAR_FIELDS = frozenset(
 _CHILD_FIELDS: dict[type, tuple[str, ...]] = {ast.Constant: (), ast.Name: ()}
 
 
-def _nodes(tree: ast.AST) -> list[ast.AST]:
-    """The nodes the scan looks at, breadth first (a call before its arguments).
+def _nodes(tree: ast.AST) -> tuple[list[Any], list[Any]]:
+    """The nodes that bind names, and those to check, breadth first (a call before its arguments).
 
     ``ast.walk``, about twice as fast: no generators, and fields that hold no node are skipped.
     """
     queue: list[Any] = [tree]
-    wanted: list[ast.AST] = []
+    binding: list[Any] = []
+    checked: list[Any] = []
     for node in queue:  # grows while iterating
         cls = type(node)
         fields = _CHILD_FIELDS.get(cls)
@@ -68,15 +59,23 @@ def _nodes(tree: ast.AST) -> list[ast.AST]:
                 continue
             fields = tuple(f for f in cls._fields if f not in _SCALAR_FIELDS)
             _CHILD_FIELDS[cls] = fields
-        if cls in _WANTED:
-            wanted.append(node)
+        if cls in _CHECKED:
+            checked.append(node)
+        elif cls in _BINDING:
+            binding.append(node)
         for name in fields:
             value = getattr(node, name, None)
             if type(value) is list:
                 queue.extend(value)
             elif value is not None:
                 queue.append(value)
-    return wanted
+    return binding, checked
+
+
+def _callee(call: ast.Call, sdk: str | None) -> str:
+    """How findings name the called function: ``analytics.track() (segment)``."""
+    shown = f"{ast.unparse(call.func)}()"
+    return shown if sdk in (None, "instrumentor") else f"{shown} ({sdk})"
 
 
 class ModuleWalk:
@@ -109,7 +108,7 @@ class ModuleWalk:
         self.imports: list[tuple[ast.stmt, str]] = []  # (statement, imported module)
         self.skip: set[int] = set()  # ids of nodes inside event definitions
         self.lines: list[bytes] | None = None  # UTF-8 lines, for columns (lazily)
-        self.nodes = _nodes(tree)
+        self.binding, self.checked = _nodes(tree)
 
     def finding(
         self, rule: str, node: ast.AST, message: str, hint: str, severity: Severity = "error"
@@ -141,7 +140,7 @@ class ModuleWalk:
 
     def bind(self) -> None:
         """First pass: what every name of the module refers to."""
-        for node in self.nodes:
+        for node in self.binding:
             if isinstance(node, ast.Import):
                 for alias in node.names:
                     self.imports.append((node, alias.name))
@@ -293,21 +292,18 @@ class ModuleWalk:
     def walk(self) -> None:
         """Second pass: calls, registry references and literal event names."""
         names = self.plan.labels
-        for node in self.nodes:
-            if isinstance(node, ast.Call):
+        for node in self.checked:
+            cls = type(node)  # the parser's classes, never subclasses: quicker than isinstance
+            if cls is ast.Constant:
+                value = node.value
+                if type(value) is str and value in names and id(node) not in self.skip:
+                    self.result.used_names.add(value)
+            elif cls is ast.Call:
                 self.call(node)
-            elif isinstance(node, ast.Attribute):
+            elif cls is ast.Attribute:
                 self.member(node.value, node.attr, node)
-            elif isinstance(node, ast.Subscript):
-                if self.registries(node.value):
-                    self.lookup(node.value, node.slice, node)
-            elif (
-                isinstance(node, ast.Constant)
-                and isinstance(node.value, str)
-                and node.value in names
-                and id(node) not in self.skip
-            ):
-                self.result.used_names.add(node.value)
+            elif self.registries(node.value):  # a subscript
+                self.lookup(node.value, node.slice, node)
 
     def member(self, owner: ast.expr, attr: str, node: ast.expr) -> None:
         candidates = self.registries(owner)
@@ -413,9 +409,6 @@ class ModuleWalk:
     def report_argument(
         self, call: ast.Call, argument: ast.expr, sdk: str | None, *, fallback: bool
     ) -> None:
-        callee = f"{ast.unparse(call.func)}()" + (
-            f" ({sdk})" if sdk not in (None, "instrumentor") else ""
-        )
         text, constant = self.text(argument)
         if text is not None:
             if fallback and not self.plan.event_like(text):
@@ -424,7 +417,7 @@ class ModuleWalk:
             self.finding(
                 "inline-event-name",
                 argument,
-                f"event name {text!r}{origin} written inline in {callee}",
+                f"event name {text!r}{origin} written inline in {_callee(call, sdk)}",
                 self.plan.inline_hint(text),
             )
             return
@@ -433,6 +426,6 @@ class ModuleWalk:
             self.finding(
                 "dynamic-event-name",
                 argument,
-                f"event name built at run time ({kind}) in {callee}",
+                f"event name built at run time ({kind}) in {_callee(call, sdk)}",
                 _DYNAMIC_HINT,
             )

@@ -166,8 +166,8 @@ def test_findings_do_not_depend_on_the_process_count(tmp_path: Path) -> None:
                 Events.REPORT_CREATD{n % 2}
             """
     write_project(tmp_path, files)
-    serial = lint("--format", "json", "--jobs", "1", cwd=tmp_path)
-    parallel = lint("--format", "json", "--jobs", "2", cwd=tmp_path)
+    serial = lint("--format", "json", "--jobs", "1", "--no-cache", cwd=tmp_path)
+    parallel = lint("--format", "json", "--jobs", "2", "--no-cache", cwd=tmp_path)
     assert serial.returncode == parallel.returncode == 1
     assert parallel.stdout == serial.stdout
     assert parallel.stderr == serial.stderr == ""
