@@ -1,27 +1,38 @@
 """The Accoil transport: one request per message, several in flight, each user's order kept.
 
-Accoil documents no batch endpoint, so throughput comes from one pooled keep-alive client with
-up to ``max_in_flight`` requests at once. A batch is split into one sequence per user (a group
-without a user is its own sequence); sequences run concurrently, the messages of one sequence
-one after the other, in batch order. A retryable failure stops its sequence (the rest of it is
-retried later, in order); a permanent refusal drops that message only.
+Accoil documents no batch endpoint, so throughput comes from one pool of keep-alive connections
+with up to ``max_in_flight`` requests at once. A batch is split into one sequence per user (a
+group without a user is its own sequence); sequences run concurrently, the messages of one
+sequence one after the other, in batch order. A retryable failure stops its sequence (the rest of
+it is retried later, in order); a permanent refusal drops that message only.
 
 Each body holds exactly the fields Accoil documents. The message id travels in an
 ``Idempotency-Key`` header instead (the IETF HTTP draft's name for it), the same on every retry
 of that message, for a proxy or a provider that de-duplicates.
+
+One message costs one request, so the work around each request is kept small: bodies are built
+from the message's fields (not from ``to_dict()``), each request is built once and sent through a
+pooled ``httpx.Client`` (``_connections``), and sequences run on a few long-lived sender threads
+(``_senders.SenderThreads``) rather than on new threads for every batch.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import threading
-from collections.abc import Sequence
+import functools
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
 
-from instrumentor._messages import GroupMessage, IdentifyMessage, Message, TrackMessage
+from instrumentor._messages import (
+    GroupMessage,
+    IdentifyMessage,
+    Message,
+    TrackMessage,
+    to_json_compatible,
+)
 from instrumentor._otel import suppress_instrumentation
 from instrumentor.exceptions import (
     ConfigurationError,
@@ -37,13 +48,15 @@ from instrumentor.transports._http import (
     checked_secret,
     encode_json,
     error_for_exception,
-    error_for_response,
+    error_for_status,
     invalid_reason,
     library_version,
 )
+from instrumentor.transports._senders import SenderThreads
 
 if TYPE_CHECKING:
     from instrumentor._settings import Secret
+    from instrumentor.transports._connections import Headers, ThroughHttpx
 
 __all__ = ["AccoilTransport"]
 
@@ -54,6 +67,10 @@ PRODUCTION_ENDPOINT = "https://in.accoil.com"
 STAGING_ENDPOINT = "https://instaging.accoil.com"
 _STAGING_PREFIX = "stg_"
 _MILLISECOND = _dt.timedelta(milliseconds=1)
+_PATHS = {
+    "v2": ("/v2/identify", "/v2/group", "/v2/track"),
+    "v1": ("/v1/users", "/v1/groups", "/v1/events"),
+}
 
 
 def _checked_endpoint(endpoint: str) -> str:
@@ -68,40 +85,79 @@ def _unix_ms(ts: _dt.datetime) -> int:
     return (aware - _EPOCH) // _MILLISECOND
 
 
-def _pick(data: dict[str, Any], keys: Sequence[str]) -> dict[str, Any]:
-    """The ``keys`` of ``data`` that are set (empty traits are left out)."""
-    return {k: data[k] for k in keys if data.get(k) is not None and data[k] != {}}
+def _iso(ts: _dt.datetime) -> str:
+    """The time as ``to_dict()`` gives it: ISO 8601 to the millisecond, UTC as ``Z``."""
+    return ts.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _traits(traits: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The traits as JSON data (as ``to_dict()`` gives them), or ``None`` when there are none.
+
+    Raises:
+        Exception: Whatever reading a mapping that cannot be read raises (the message is then
+            refused alone, as one that cannot be encoded).
+    """
+    data: dict[str, Any] = to_json_compatible(traits if type(traits) is dict else dict(traits))
+    return data or None
+
+
+def _check_readable(message: TrackMessage) -> None:
+    """Read a track's properties and context, which Accoil is not sent, as ``to_dict()`` would.
+
+    A mapping that raises when read marks a broken message: it is refused alone, as by every
+    other transport, rather than delivered half-read.
+    """
+    for mapping in (message.properties, message.context):
+        if type(mapping) is not dict:
+            dict(mapping)
+
+
+def _set(body: dict[str, Any], key: str, value: Any) -> None:
+    if value is not None:
+        body[key] = value
 
 
 def _v2_request(message: Message) -> tuple[str, dict[str, Any]]:
-    """The v2 call: exactly the documented fields (``/v2/track`` takes no properties or context)."""
-    data = message.to_dict()
+    """The v2 call: exactly the documented fields (``/v2/track`` takes no properties or context).
+
+    Unset fields (a missing group or user, no traits) are left out, never sent as null.
+    """
+    body: dict[str, Any] = {}
     if isinstance(message, TrackMessage):
-        return "/v2/track", _pick(data, ("userId", "event", "timestamp"))
+        _check_readable(message)
+        _set(body, "userId", message.user_id)
+        _set(body, "event", message.event)
+        body["timestamp"] = _iso(message.timestamp)
+        return "/v2/track", body
     if isinstance(message, IdentifyMessage):
-        return "/v2/identify", _pick(data, ("userId", "groupId", "traits", "timestamp"))
-    return "/v2/group", _pick(data, ("groupId", "userId", "traits", "timestamp"))
+        path = "/v2/identify"
+        _set(body, "userId", message.user_id)
+        _set(body, "groupId", message.group_id)
+    else:
+        path = "/v2/group"
+        _set(body, "groupId", message.group_id)
+        _set(body, "userId", message.user_id)
+    _set(body, "traits", _traits(message.traits))
+    body["timestamp"] = _iso(message.timestamp)
+    return path, body
 
 
 def _v1_request(message: Message, api_key: str) -> tuple[str, dict[str, Any]]:
     """The legacy v1 call: the key in the body, snake_case, Unix milliseconds."""
     body: dict[str, Any] = {"api_key": api_key, "timestamp": _unix_ms(message.timestamp)}
     if isinstance(message, TrackMessage):
+        _check_readable(message)
         body.update(user_id=message.user_id, event=message.event)
         return "/v1/events", body
     if isinstance(message, IdentifyMessage):
         path = "/v1/users"
         body["user_id"] = message.user_id
-        if message.group_id is not None:
-            body["group_id"] = message.group_id
+        _set(body, "group_id", message.group_id)
     else:
         path = "/v1/groups"
         body["group_id"] = message.group_id
-        if message.user_id is not None:  # links the user to the group, as on v2
-            body["user_id"] = message.user_id
-    traits = message.to_dict().get("traits")
-    if traits:
-        body["traits"] = traits
+        _set(body, "user_id", message.user_id)  # links the user to the group, as on v2
+    _set(body, "traits", _traits(message.traits))
     return path, body
 
 
@@ -138,8 +194,11 @@ class AccoilTransport:
         api_version: ``"v2"`` (``Authorization`` header, ISO times) or ``"v1"`` (key in the
             body, snake_case, Unix milliseconds).
         timeout: Seconds for connecting, each read and write, and waiting for a connection.
-        max_in_flight: The most requests in flight at once (and connections kept alive).
+        max_in_flight: The most requests in flight at once (and connections kept alive). Up to
+            ``max_in_flight - 1`` sender threads are started on first need, kept for the next
+            batches and ended by :meth:`close`; the thread that calls :meth:`deliver` sends too.
         http_transport: An ``httpx`` transport to send through (tests pass a ``MockTransport``).
+            By default a pooled ``httpx.Client`` (which applies the environment's proxies).
 
     Raises:
         ConfigurationError: If the key is empty or unusable, or another argument is invalid.
@@ -182,7 +241,9 @@ class AccoilTransport:
         self._max_in_flight = max_in_flight
         self._http_transport = http_transport
         self._version = library_version()
-        self._holder = ClientHolder(self._new_client)
+        self._holder = ClientHolder(self._new_connections)
+        senders = functools.partial(SenderThreads, max_in_flight - 1, "instrumentor-accoil")
+        self._senders = ClientHolder(senders)
 
     @property
     def timeout(self) -> float:
@@ -200,22 +261,24 @@ class AccoilTransport:
             f"{type(self).__name__}({self._api_version})@{self._endpoint}#{self._key.fingerprint()}"
         )
 
-    def _new_client(self) -> httpx.Client:
-        headers = {
-            "Content-Type": "application/json",
-            "User-Agent": f"instrumentor/{self._version}",
-        }
-        if self._api_version == "v2":
-            headers["Authorization"] = f"Basic {self._key.reveal()}"
-        limits = httpx.Limits(
-            max_connections=self._max_in_flight, max_keepalive_connections=self._max_in_flight
-        )
-        return httpx.Client(
-            headers=headers,
-            timeout=self._timeout,
-            limits=limits,
-            transport=self._http_transport,
-        )
+    def _new_connections(self) -> ThroughHttpx:
+        # Lazy on purpose: the connections load with the first delivery; under the holder's
+        # lock, so a fork waits for the import (see ClientHolder).
+        from instrumentor.transports._connections import connections
+
+        paths = _PATHS[self._api_version]
+        limit, timeout = self._max_in_flight, self._timeout
+        return connections(self._endpoint, paths, limit, timeout, self._http_transport)
+
+    def _headers(self) -> Headers:
+        """The headers every request carries (``Host`` and ``Content-Length`` come on top)."""
+        headers = [
+            (b"User-Agent", f"instrumentor/{self._version}".encode("ascii", "replace")),
+            (b"Content-Type", b"application/json"),
+        ]
+        if self._api_version == "v2":  # a header-safe key (checked_secret): printable ASCII
+            headers.append((b"Authorization", b"Basic " + self._key.reveal().encode("ascii")))
+        return headers
 
     def deliver(self, batch: Sequence[Message]) -> None:
         """Send each message of ``batch``, keeping each user's messages in order.
@@ -230,56 +293,44 @@ class AccoilTransport:
         sequences: dict[tuple[str, str], list[int]] = {}
         for index, message in enumerate(batch):
             sequences.setdefault(_sequence_key(message), []).append(index)
-        client = self._holder.get()
-        work = list(sequences.values())
-        outcomes = self._run_sequences(client, batch, work)
+        # Longest first: the batch ends sooner when the short sequences fill the gaps at the end.
+        work = sorted(sequences.values(), key=len, reverse=True)
+        outcomes = self._run_sequences(self._holder.get(), batch, work)
         self._raise_for(batch, outcomes)
 
     def _run_sequences(
-        self, client: httpx.Client, batch: Sequence[Message], work: list[list[int]]
+        self, sender: ThroughHttpx, batch: Sequence[Message], work: list[list[int]]
     ) -> list[_Outcome]:
-        """Send the users' sequences, up to max_in_flight at once, on short-lived daemon threads.
-
-        Not a ThreadPoolExecutor: its threads are joined (without a timeout) before any atexit
-        hook runs, and it refuses work during interpreter shutdown, which is exactly when the
-        bounded exit flush delivers. Daemon threads end with the process; if none can be
-        started (interpreter shutdown on 3.12+), the sequences run here, one after another.
-        """
+        """Send the users' sequences, up to max_in_flight at once (see :class:`SenderThreads`)."""
         outcomes: list[_Outcome | None] = [None] * len(work)
-        next_index = iter(range(len(work)))
-        take = threading.Lock()
+        headers = self._headers()
 
-        def run() -> None:
-            with suppress_instrumentation():  # a new thread: suppress here too
-                while True:
-                    with take:
-                        index = next(next_index, None)
-                    if index is None:
-                        return
-                    outcomes[index] = self._send_sequence(client, batch, work[index])
+        def run(index: int) -> None:
+            outcomes[index] = self._send_sequence(sender, headers, batch, work[index])
 
-        threads: list[threading.Thread] = []
-        for _ in range(min(self._max_in_flight, len(work)) - 1):
-            thread = threading.Thread(target=run, name="instrumentor-accoil", daemon=True)
-            try:
-                thread.start()
-            except RuntimeError:
-                break
-            threads.append(thread)
-        run()  # this thread works too
-        for thread in threads:
-            thread.join()
+        helpers = min(self._max_in_flight, len(work)) - 1
+        if helpers:
+            tasks = [functools.partial(run, index) for index in range(len(work))]
+            self._senders.get().run(tasks, helpers)
+        else:
+            with suppress_instrumentation():
+                for index in range(len(work)):
+                    run(index)
         return [
             o if o is not None else _Outcome(retry=list(work[i])) for i, o in enumerate(outcomes)
         ]
 
     def _send_sequence(
-        self, client: httpx.Client, batch: Sequence[Message], indexes: list[int]
+        self,
+        sender: ThroughHttpx,
+        headers: Headers,
+        batch: Sequence[Message],
+        indexes: list[int],
     ) -> _Outcome:
         outcome = _Outcome()
         for position, index in enumerate(indexes):
             try:
-                error = self._send(client, batch[index])
+                error = self._send(sender, headers, batch[index])
             except Exception as exc:  # a bug: that message only, refused with the error
                 error = PermanentDeliveryError(f"could not send: {type(exc).__name__}")
             if error is None:
@@ -294,25 +345,28 @@ class AccoilTransport:
             outcome.failed.append((index, reason))
         return outcome
 
-    def _send(self, client: httpx.Client, message: Message) -> DeliveryError | None:
+    def _send(
+        self,
+        sender: ThroughHttpx,
+        headers: Headers,
+        message: Message,
+    ) -> DeliveryError | None:
         try:  # encoded before anything is sent: a message that cannot be is refused alone
             if self._api_version == "v2":
                 path, body = _v2_request(message)
             else:
                 path, body = _v1_request(message, self._key.reveal())
             content = encode_json(body)
+            key = (b"Idempotency-Key", message.message_id.encode("ascii"))  # same on every retry
         except Exception as exc:
             return PermanentDeliveryError(f"message {message.message_id} {invalid_reason(exc)}")
-        what = f"POST {path}"
         try:
-            response = client.post(
-                self._endpoint + path,
-                content=content,
-                headers={"Idempotency-Key": message.message_id},  # the same on every retry
-            )
+            status, retry_after = sender.post(path, [*headers, key], content)
         except Exception as exc:  # refused, reset, timed out, or closed under us: retry later
-            return error_for_exception(exc, what)
-        return error_for_response(response, what)
+            return error_for_exception(exc, f"POST {path}")
+        if 200 <= status < 300:
+            return None
+        return error_for_status(status, retry_after, f"POST {path}")
 
     def _raise_for(self, batch: Sequence[Message], outcomes: list[_Outcome]) -> None:
         retry = sorted(i for o in outcomes for i in o.retry)
@@ -335,7 +389,8 @@ class AccoilTransport:
         )
 
     def close(self) -> None:
-        """Close the connections; a later :meth:`deliver` reopens them."""
+        """Stop the sender threads and close the connections; a later :meth:`deliver` reopens."""
+        self._senders.close()
         self._holder.close()
 
     def __repr__(self) -> str:

@@ -25,6 +25,7 @@ import time
 import weakref
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any, Generic, Protocol, TypeVar
 
 import httpx
 
@@ -48,6 +49,7 @@ __all__ = [
     "encode_json",
     "error_for_exception",
     "error_for_response",
+    "error_for_status",
     "invalid_reason",
     "library_version",
     "parse_retry_after",
@@ -144,15 +146,25 @@ def error_for_response(response: httpx.Response, what: str) -> DeliveryError | N
         response: The provider's answer.
         what: What was being sent, for the message (e.g. ``"POST /v2/track"``).
     """
-    status = response.status_code
+    return error_for_status(response.status_code, response.headers.get("retry-after"), what)
+
+
+def error_for_status(status: int, retry_after: str | None, what: str) -> DeliveryError | None:
+    """The delivery error an answer's status means, or ``None`` for success (2xx).
+
+    Args:
+        status: The status answered.
+        retry_after: The answer's ``Retry-After`` header, if any.
+        what: What was being sent, for the message (e.g. ``"POST /v2/track"``).
+    """
     if 200 <= status < 300:
         return None
     text = f"{what} answered {status}"
     if status == 413:
         return PayloadTooLargeError(text)
     if status in (408, 429) or (500 <= status < 600 and status not in _NOT_RETRYABLE_5XX):
-        retry_after = parse_retry_after(response.headers.get("retry-after"))
-        return RetryableDeliveryError(text, retry_after=retry_after, status=status)
+        wait = parse_retry_after(retry_after)
+        return RetryableDeliveryError(text, retry_after=wait, status=status)
     return PermanentDeliveryError(text, status=status)
 
 
@@ -161,22 +173,31 @@ def error_for_exception(exc: Exception, what: str) -> RetryableDeliveryError:
     return RetryableDeliveryError(f"{what} failed: {type(exc).__name__}: {exc}")
 
 
-class ClientHolder:
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
+_C = TypeVar("_C", bound=_Closable)
+
+
+class ClientHolder(Generic[_C]):
     """One ``httpx.Client`` per process, created on first use and renewed after ``fork()``.
 
     A client (its connection pool and locks) must not cross a fork: the child gets its own.
+    Anything else with a ``close()`` that must not cross a fork can be held the same way (an
+    ``httpx`` transport, a pool of threads, which a child does not inherit).
 
     Args:
         factory: Builds the client.
     """
 
-    def __init__(self, factory: Callable[[], httpx.Client]) -> None:
+    def __init__(self, factory: Callable[[], _C]) -> None:
         self._factory = factory
-        self._client: httpx.Client | None = None
+        self._client: _C | None = None
         self._lock = threading.Lock()
         _holders.add(self)
 
-    def get(self) -> httpx.Client:
+    def get(self) -> _C:
         """The client of this process."""
         client = self._client
         if client is not None:
@@ -221,13 +242,13 @@ class ClientHolder:
         self._client = None
 
 
-_holders: weakref.WeakSet[ClientHolder] = weakref.WeakSet()
+_holders: weakref.WeakSet[ClientHolder[Any]] = weakref.WeakSet()
 
 
 # ``encodings.idna`` is imported above, not lazily by the first getaddrinfo() on a worker
 # thread: a process forked while that import runs would inherit its module lock held, and hang
 # at its own first connection (gunicorn --preload forks while the master's worker delivers).
-_forking: list[ClientHolder] = []
+_forking: list[ClientHolder[Any]] = []
 
 
 def _before_fork() -> None:

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import email.utils
 import json
-import os
 import threading
 import time
-import warnings
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
@@ -464,45 +462,8 @@ class TestSecrets:
 
 
 class TestLifecycle:
-    def test_one_client_is_reused(self, make: Factory) -> None:
-        """Deliveries share one pooled client."""
-        transport = make(Recorder())
-        transport.deliver([track()])
-        client = transport._holder.get()
-        transport.deliver([track("u1"), track("u2")])
-        assert transport._holder.get() is client
-
-    def test_close_then_reuse_opens_a_new_client(self, make: Factory) -> None:
-        """After close() the client is closed; the next delivery opens a new one."""
-        recorder = Recorder()
-        transport = make(recorder)
-        transport.deliver([track("u1"), track("u2")])
-        client = transport._holder.get()
-        transport.close()
-        assert client.is_closed
-        transport.deliver([track("u1"), track("u2")])
-        assert transport._holder.get() is not client
-        assert len(recorder.requests) == 4
-
-    @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork()")
-    def test_child_delivers_through_its_own_client(self, make: Factory) -> None:
-        """After os.fork() the child opens its own client and delivers with several users."""
-        transport = make(Recorder())
-        transport.deliver([track("u1"), track("u2")])
-        parent_client = transport._holder.get()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork with threads
-            pid = os.fork()
-        if pid == 0:  # the child: report by exit status only, never return into pytest
-            status = 1
-            try:
-                transport.deliver([track("u1"), track("u2"), track("u3")])
-                status = 0 if transport._holder.get() is not parent_client else 1
-            finally:
-                os._exit(status)
-        _, wait_status = os.waitpid(pid, 0)
-        assert os.waitstatus_to_exitcode(wait_status) == 0
-        assert transport._holder.get() is parent_client
+    # Connections kept alive, renewed after close() and after a fork, and the sender threads:
+    # test_accoil_senders.py, on real sockets.
 
     def test_sequences_run_inline_when_no_thread_can_start(
         self, make: Factory, monkeypatch: pytest.MonkeyPatch
