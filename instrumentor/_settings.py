@@ -232,8 +232,8 @@ class Settings:
     bundle_ttl: float = _setting(
         3600.0,
         Option(
-            "Seconds an unchanged identify or group call is not re-sent; `0` sends them with "
-            "every track.",
+            "Seconds an unchanged identify or group call is not re-sent (a switch of group, or "
+            "a change of traits, sends it at once); `0` sends them with every track.",
             env="ANALYTICS_BUNDLE_TTL",
             parse=_parse_number,
             values="seconds, >= 0",
