@@ -7,10 +7,11 @@ checks, in order (the cheap ones, and those a cross-site page can trigger, befor
 limit takes a token):
 
 ====== ===================================================================================
+204    a CORS preflight (``OPTIONS``, a foreign ``Origin``) from an allowed origin (else 403)
 405    not ``POST``
 415    not ``Content-Type: application/json``
 413    a ``Content-Length`` over ``max_body`` bytes (400: one that is not a number)
-403    an ``Origin`` the ``allow_origin`` hook refuses
+403    an ``Origin`` that is not the request's own and not allowed by ``allow_origin``
 401    no identity (the resolver returned nothing or raised)
 429    over the identity's rate limit (with ``Retry-After``)
 413    a body that grows over ``max_body`` bytes while it is read
@@ -39,10 +40,13 @@ from instrumentor._diagnostics import Incident, count_quietly
 from instrumentor._emitter import track
 from instrumentor._registry import EventRegistry, find_event
 from instrumentor._state import report as report_incident
+from instrumentor.integrations import _cors
+from instrumentor.integrations._cors import OriginCheck, OriginRule, Verdict
 from instrumentor.integrations._http import (
     CLIENT_CLOSED,
     ClientDisconnected,
     Incoming,
+    MalformedBody,
     Reply,
     json_reply,
 )
@@ -55,8 +59,6 @@ __all__ = ["GroupAuthorizer", "OriginCheck", "Route", "TrackEndpoint"]
 #: ``(identity, request, level, group_id) -> bool``, sync or async: may this identity send
 #: events for this group? Only ``True`` allows.
 GroupAuthorizer = Callable[[Identity, Any, str, str], Union[bool, Awaitable[bool]]]
-#: ``origin -> bool``: whether a request with this ``Origin`` header may track.
-OriginCheck = Callable[[str], bool]
 #: Which of the endpoint's two routes a path is: ``"track"`` or ``"script"``.
 Route = Literal["track", "script"]
 
@@ -126,11 +128,14 @@ class TrackEndpoint:
         authorize_group: ``(identity, request, level, group_id) -> bool`` (sync, or async
             under ASGI): whether a ``group_id`` sent by the browser may be used. Without it,
             a client group id is refused with 403; group ids come from the server's context.
-        allow_origin: ``origin -> bool``, checked when the request carries an ``Origin``
-            header; a refused origin gets 403.
+        allow_origin: Foreign origins (not the request's own) that may post, with CORS:
+            ``origin -> bool`` or the origins, e.g. ``["https://app.example"]``; ``None`` (the
+            default): none. ``Origin: null`` is refused unless allowed here too.
 
     Raises:
-        ValueError: If a limit is not positive, or ``prefix`` does not start with ``/``.
+        ValueError: If a limit is not positive, ``prefix`` does not start with ``/``, or an
+            origin in ``allow_origin`` is not ``scheme://host[:port]``.
+        TypeError: If ``allow_origin`` is neither a callable nor a collection of strings.
     """
 
     def __init__(
@@ -142,7 +147,7 @@ class TrackEndpoint:
         burst: int = 30,
         max_identities: int = 10_000,
         authorize_group: GroupAuthorizer | None = None,
-        allow_origin: OriginCheck | None = None,
+        allow_origin: OriginRule | None = None,
     ) -> None:
         if not prefix.startswith("/"):
             raise ValueError(f"prefix must start with '/', e.g. '/analytics', got {prefix!r}")
@@ -159,6 +164,7 @@ class TrackEndpoint:
         )
         self.authorize_group = authorize_group
         self.allow_origin = allow_origin
+        self._origin_check = _cors.origin_rule(allow_origin)
 
     # -- routes, for adapters -----------------------------------------------------------------
 
@@ -224,7 +230,8 @@ class TrackEndpoint:
                 (e.g. ``lambda limit: read_limited(stream, limit)``); it raises
                 :class:`~instrumentor.integrations.ClientDisconnected` if the client went away.
         """
-        rules = self._rules(incoming, identity)
+        verdict = _cors.origin_verdict(self._origin_check, incoming)
+        rules = self._rules(incoming, identity, verdict)
         try:
             step = next(rules)
             while True:
@@ -236,9 +243,9 @@ class TrackEndpoint:
                     sent = _Refused("authorize_group is async; give a sync one")
                 step = rules.send(sent)
         except StopIteration as done:
-            return self._sized(done.value, incoming)
+            return _cors.answer(done.value, incoming, verdict)
         except Exception as exc:
-            return self._failed(exc, incoming)
+            return _cors.answer(self._failed(exc), incoming, verdict)
 
     async def ahandle(
         self,
@@ -255,7 +262,8 @@ class TrackEndpoint:
                 (e.g. ``lambda limit: aread_limited(chunks, limit)``); it raises
                 :class:`~instrumentor.integrations.ClientDisconnected` if the client went away.
         """
-        rules = self._rules(incoming, identity)
+        verdict = _cors.origin_verdict(self._origin_check, incoming)
+        rules = self._rules(incoming, identity, verdict)
         try:
             step = next(rules)
             while True:
@@ -268,17 +276,17 @@ class TrackEndpoint:
                         sent = _Refused(f"authorize_group raised {exc!r}", exc)
                 step = rules.send(sent)
         except StopIteration as done:
-            return self._sized(done.value, incoming)
+            return _cors.answer(done.value, incoming, verdict)
         except Exception as exc:
-            return self._failed(exc, incoming)
+            return _cors.answer(self._failed(exc), incoming, verdict)
 
     # -- the rules, shared by handle and ahandle ------------------------------------------------
 
     def _rules(
-        self, incoming: Incoming, identity: Identity | None
+        self, incoming: Incoming, identity: Identity | None, origin: Verdict
     ) -> Generator[object, Any, Reply]:
         """The request's rules without I/O: yields for the body (and an async hook's verdict)."""
-        rejected = self._precheck(incoming, identity)
+        rejected = self._precheck(incoming, identity, origin)
         if rejected is not None:
             return rejected
         assert identity is not None  # _precheck answered 401 otherwise
@@ -295,8 +303,13 @@ class TrackEndpoint:
             return self._refuse_group(parsed, "authorize_group refused it")
         return self._finish(identity, parsed)
 
-    def _precheck(self, incoming: Incoming, identity: Identity | None) -> Reply | None:
+    def _precheck(
+        self, incoming: Incoming, identity: Identity | None, origin: Verdict
+    ) -> Reply | None:
         """The checks made before reading the body; ``None`` to go on and read it."""
+        if incoming.method.upper() == "OPTIONS" and origin != "same":  # a CORS preflight
+            allowed = origin == "allowed"
+            return _cors.preflight(incoming) if allowed else self._refuse_origin(incoming)
         if incoming.method.upper() != "POST":
             return self._reject(
                 405,
@@ -321,23 +334,8 @@ class TrackEndpoint:
                 return self._reject(400, "bad_request", "Content-Length is not a number")
             if len(length) > _MAX_LENGTH_DIGITS or int(length) > self.max_body:
                 return self._too_large()
-        if incoming.origin is not None and self.allow_origin is not None:
-            try:
-                allowed = self.allow_origin(incoming.origin) is True
-            except Exception as exc:
-                _report(
-                    "frontend_hook_error",
-                    "allow_origin raised; the origin is refused",
-                    key="allow_origin",
-                    error=exc,
-                )
-                allowed = False
-            if not allowed:
-                return self._reject(
-                    403,
-                    "origin_not_allowed",
-                    f"requests from origin {_preview(incoming.origin)} may not track",
-                )
+        if origin == "refused":  # no CORS headers: the browser hides even the 403
+            return self._refuse_origin(incoming)
         if identity is None or identity.key is None:
             return self._reject(
                 401,
@@ -361,8 +359,9 @@ class TrackEndpoint:
         if body is None or len(body) > self.max_body:
             return self._too_large()
         length = (incoming.content_length or "").strip()
-        if length and len(body) < int(length):  # the server saw the connection end early
-            raise ClientDisconnected(f"{len(body)} of {length} bytes arrived")
+        if length and len(body) < int(length):  # whole, says the reader: a gone client raises
+            detail = f"the body has {len(body)} bytes, fewer than its Content-Length of {length}"
+            return self._reject(400, "bad_request", detail)
         try:
             data = json.loads(body.decode("utf-8"), parse_constant=_no_constants)
         except (UnicodeDecodeError, ValueError, RecursionError):
@@ -432,20 +431,24 @@ class TrackEndpoint:
 
     # -- answers other than 202 ----------------------------------------------------------------
 
-    def _sized(self, reply: Reply, incoming: Incoming) -> Reply:
-        return reply if reply.status == CLIENT_CLOSED else reply.sized(incoming.method)
+    def _refuse_origin(self, incoming: Incoming) -> Reply:
+        detail = f"requests from origin {_preview(incoming.origin or '')} may not track"
+        return self._reject(403, "origin_not_allowed", detail)
 
-    def _failed(self, exc: Exception, incoming: Incoming) -> Reply:
+    def _failed(self, exc: Exception) -> Reply:
         if isinstance(exc, ClientDisconnected):
             count_quietly(
                 "frontend_disconnected", f"the client went away while sending its body ({exc})"
             )
             return _GONE
+        if isinstance(exc, MalformedBody):
+            why = f"the body's framing is broken ({exc}); send a well-formed request"
+            return self._reject(400, "bad_request", why)
         _report(
             "internal_error", "the track endpoint failed; answered 400", key="internal", error=exc
         )
         detail = {"accepted": False, "error": "bad_request", "detail": "not tracked"}
-        return json_reply(400, detail).sized(incoming.method)
+        return json_reply(400, detail)
 
     def _refuse_group(self, parsed: _Parsed, why: str, error: BaseException | None = None) -> Reply:
         if error is not None:

@@ -17,6 +17,7 @@ __all__ = [
     "CLIENT_CLOSED",
     "ClientDisconnected",
     "Incoming",
+    "MalformedBody",
     "Reply",
     "aread_limited",
     "read_limited",
@@ -39,6 +40,14 @@ class ClientDisconnected(Exception):  # noqa: N818 - named like the frameworks' 
 
     The endpoint then answers nothing (a :class:`Reply` with status :data:`CLIENT_CLOSED`) and
     only counts it (``frontend_disconnected`` in :func:`~instrumentor.stats`).
+    """
+
+
+class MalformedBody(ValueError):  # noqa: N818 - named like ClientDisconnected
+    """The body's framing is broken (a chunk size that is wrong or not hex, say).
+
+    Raised by an adapter's body reader for a read error of the server that is not a lost
+    connection. The endpoint answers 400: the client may still be there to read it.
     """
 
 
@@ -96,10 +105,11 @@ class Reply:
     def sized(self, method: str) -> Reply:
         """This reply as sent for ``method``: with ``Content-Length``, and no body for ``HEAD``.
 
-        A 304 carries no ``Content-Length`` (it would describe a body it does not have).
+        A 204 or a 304 carries no ``Content-Length`` (a 304's would describe a body it does not
+        have; a 204 must not send one).
         """
         headers = self.headers
-        if self.status not in (304, CLIENT_CLOSED):
+        if self.status not in (204, 304, CLIENT_CLOSED):
             headers = (*headers, ("content-length", str(len(self.body))))
         body = b"" if method.upper() == "HEAD" else self.body
         return Reply(self.status, body, headers)
@@ -133,10 +143,17 @@ class Incoming:
         method: The HTTP method.
         content_type: The ``Content-Type`` header, or ``None``.
         content_length: The ``Content-Length`` header as sent, or ``None`` (empty counts as
-            absent).
+            absent, and so does one beside a ``Transfer-Encoding``, which overrides it as
+            RFC 9112 says: the server hands on the decoded body).
         origin: The ``Origin`` header, or ``None``.
         request: The framework's own request object, handed to ``authorize_group``.
         if_none_match: The ``If-None-Match`` header, or ``None`` (for the script's 304).
+        own_origin: The request's own origin as the server sees it (``scheme://host[:port]``:
+            the scheme the server was reached by and the ``Host`` header), or ``None`` if
+            unknown. An ``Origin`` equal to it is same-origin and always allowed; without it,
+            only the endpoint's ``allow_origin`` can allow an ``Origin``.
+        request_headers: The ``Access-Control-Request-Headers`` header of a CORS preflight,
+            or ``None``.
     """
 
     method: str
@@ -145,20 +162,30 @@ class Incoming:
     origin: str | None = None
     request: Any = None
     if_none_match: str | None = None
+    own_origin: str | None = None
+    request_headers: str | None = None
 
     @classmethod
-    def from_request(cls, request: _Request) -> Incoming:
+    def from_request(cls, request: _Request, *, own_origin: str | None = None) -> Incoming:
         """Build one from a Flask, Django or Starlette request (``method``, ``headers.get``).
 
         Args:
             request: The request itself (for Flask, the object behind :data:`flask.request`);
                 it is handed to ``authorize_group``.
+            own_origin: The request's own origin, e.g. ``"https://app.example"``.
         """
-        return cls.from_headers(request.method or "GET", request.headers.get, request)
+        return cls.from_headers(
+            request.method or "GET", request.headers.get, request, own_origin=own_origin
+        )
 
     @classmethod
     def from_headers(
-        cls, method: str, header: Callable[[str], str | None], request: Any = None
+        cls,
+        method: str,
+        header: Callable[[str], str | None],
+        request: Any = None,
+        *,
+        own_origin: str | None = None,
     ) -> Incoming:
         """Build one from a case-insensitive header lookup, e.g. ``request.headers.get``.
 
@@ -166,15 +193,33 @@ class Incoming:
             method: The request's method.
             header: ``name -> value or None``, for lower-case names.
             request: The framework's request, for ``authorize_group``.
+            own_origin: The request's own origin, e.g. ``"https://app.example"``.
         """
+        # Transfer-Encoding wins over Content-Length (RFC 9112, 6.3): the length is not the
+        # decoded body's, which is what the server hands on.
+        chunked = header("transfer-encoding") is not None
         return cls(
             method=method,
             content_type=header("content-type"),
-            content_length=header("content-length"),
+            content_length=None if chunked else header("content-length"),
             origin=header("origin"),
             request=request,
             if_none_match=header("if-none-match"),
+            own_origin=own_origin,
+            request_headers=header("access-control-request-headers"),
         )
+
+
+def request_origin(scheme: str | None, host: str | None) -> str | None:
+    """A request's own origin from its scheme and ``Host`` header (``None`` if either is missing).
+
+    Behind a proxy that ends TLS, the scheme is the one the proxy tells the server (configure
+    the framework to trust its ``X-Forwarded-Proto``); otherwise an ``https`` page's own
+    ``Origin`` would look foreign and be refused.
+    """
+    if not scheme or not host:
+        return None
+    return f"{scheme.lower()}://{host.lower()}"
 
 
 def read_limited(stream: _Readable, limit: int) -> bytes | None:

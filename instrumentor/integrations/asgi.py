@@ -34,6 +34,7 @@ from instrumentor.integrations._http import (
     Incoming,
     Reply,
     aread_limited,
+    request_origin,
 )
 from instrumentor.integrations._identity import (
     IdentityResolver,
@@ -80,7 +81,8 @@ class AnalyticsMiddleware:
         endpoint = self.endpoint
         route = endpoint.route(scope["path"]) if endpoint is not None else None
         if endpoint is not None and route is not None:
-            incoming = Incoming.from_request(request)
+            own = request_origin(scope.get("scheme", "http"), request.headers.get("host"))
+            incoming = Incoming.from_request(request, own_origin=own)
             if route == "script":
                 reply = endpoint.script(incoming)
             else:

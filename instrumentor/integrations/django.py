@@ -29,9 +29,10 @@ URLs answer ``POST track`` and ``GET instrumentor.js`` with the rules of
 ================== ==============================================================================
 ``RESOLVER``       required: ``request -> Identity | None`` (sync or async), or its dotted path
 ``AUTHORIZE_GROUP`` ``(identity, request, level, group_id) -> bool`` (sync), or its dotted path
-``ALLOW_ORIGIN``   ``origin -> bool`` or its dotted path, for origins other than the request's
-                   own; default :func:`allowed_origin` (``CSRF_TRUSTED_ORIGINS``, as Django's
-                   CSRF check); ``None`` checks no origin
+``ALLOW_ORIGIN``   ``origin -> bool``, its dotted path, or a list of origins, for origins other
+                   than the request's own; default :func:`allowed_origin`
+                   (``CSRF_TRUSTED_ORIGINS``, as Django's CSRF check); ``None``: the request's
+                   own origin only
 ``CSRF``           ``True`` to require Django's CSRF token on the track view (default ``False``:
                    the JSON content type is the defence, see the docs)
 ``MAX_BODY``, ``RATE``, ``BURST``, ``MAX_IDENTITIES``: as :class:`TrackEndpoint` takes them
@@ -40,7 +41,6 @@ URLs answer ``POST track`` and ``GET instrumentor.js`` with the rules of
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -64,6 +64,7 @@ from instrumentor.integrations._endpoint import DEFAULT_MAX_BODY, TrackEndpoint
 from instrumentor.integrations._http import (
     ClientDisconnected,
     Incoming,
+    MalformedBody,
     Reply,
     framework_response,
     json_reply,
@@ -120,6 +121,8 @@ def _hook(options: dict[str, Any], key: str, default: object = None) -> Any:
             value = import_string(value)
         except ImportError as exc:
             raise ImproperlyConfigured(f"INSTRUMENTOR[{key!r}]: cannot import {value!r}") from exc
+    if key == "ALLOW_ORIGIN" and isinstance(value, (list, tuple, set, frozenset)):
+        return value  # the origins themselves; TrackEndpoint checks them
     if value is not None and not callable(value):
         raise ImproperlyConfigured(f"INSTRUMENTOR[{key!r}] must be a callable or its dotted path")
     return value
@@ -299,21 +302,32 @@ async def _aresolve(request: HttpRequest) -> Identity | None:
 
 
 def _incoming(request: HttpRequest) -> Incoming:
-    incoming = Incoming.from_request(request)
-    if incoming.origin is not None and incoming.origin == _own_origin(request):
-        # The page's own origin: allowed, as Django's CSRF check allows it; ALLOW_ORIGIN is
-        # asked about the others only.
-        return dataclasses.replace(incoming, origin=None)
-    return incoming
+    # The page's own origin is allowed, as Django's CSRF check allows it; ALLOW_ORIGIN is
+    # asked about the others only.
+    return Incoming.from_request(request, own_origin=_own_origin(request))
 
 
 def _read(request: HttpRequest, limit: int) -> bytes | None:
     # request.read() stops at Content-Length under WSGI and never builds request.body, so
     # nothing checks DATA_UPLOAD_MAX_MEMORY_SIZE behind the endpoint's own, smaller limit.
     try:
-        return read_limited(request, limit)
-    except (UnreadablePostError, OSError) as exc:
+        body = read_limited(request, limit)
+    except (UnreadablePostError, ConnectionError, TimeoutError) as exc:
         raise ClientDisconnected from exc
+    except OSError as exc:  # a WSGI server's dechunker: "Invalid chunk header", and the like
+        raise MalformedBody(str(exc)) from exc
+    length = request.META.get("CONTENT_LENGTH") or ""
+    if (
+        body is not None
+        and "wsgi.input" in request.META  # under ASGI Django has the whole body already
+        and "HTTP_TRANSFER_ENCODING" not in request.META
+        and length.isdigit()
+        and len(body) < int(length)
+    ):
+        # Django's WSGI stream stops at Content-Length; short of it, the socket ended: the
+        # server's end-of-input, which werkzeug's own stream calls a disconnect too.
+        raise ClientDisconnected(f"{len(body)} of {length} bytes arrived")
+    return body
 
 
 def _unconfigured(request: HttpRequest, error: ImproperlyConfigured) -> HttpResponse:

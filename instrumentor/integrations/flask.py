@@ -39,9 +39,11 @@ from instrumentor.integrations._endpoint import TrackEndpoint
 from instrumentor.integrations._http import (
     ClientDisconnected,
     Incoming,
+    MalformedBody,
     Reply,
     framework_response,
     read_limited,
+    request_origin,
 )
 from instrumentor.integrations._identity import (
     Identity,
@@ -186,7 +188,10 @@ def _fresh_context(wsgi_app: _WSGIApp) -> _WSGIApp:
 
 
 def _incoming() -> Incoming:
-    return Incoming.from_request(request._get_current_object())  # type: ignore[attr-defined]
+    # The scheme and Host as the WSGI server (or werkzeug's ProxyFix) saw them.
+    own = request_origin(request.scheme, request.headers.get("host"))
+    current = request._get_current_object()  # type: ignore[attr-defined]
+    return Incoming.from_request(current, own_origin=own)
 
 
 def _read_body(limit: int) -> bytes | None:
@@ -202,8 +207,10 @@ def _read_body(limit: int) -> bytes | None:
         return read_limited(request.stream, limit)
     except RequestEntityTooLarge:
         return None
-    except WerkzeugDisconnected as exc:
+    except (WerkzeugDisconnected, ConnectionError, TimeoutError) as exc:
         raise ClientDisconnected from exc
+    except OSError as exc:  # werkzeug's dechunker: "Invalid chunk header", and the like
+        raise MalformedBody(str(exc)) from exc
 
 
 def _response(reply: Reply) -> Response:

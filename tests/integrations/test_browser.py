@@ -18,7 +18,7 @@ import pytest
 
 from instrumentor.testing import CapturedEvents
 from tests.fault_server import FaultServer
-from tests.integrations.servers import App, served
+from tests.integrations.servers import App, serve, served
 from tests.plan import Events
 from tests.support import ROOT
 
@@ -244,3 +244,47 @@ def test_django_csrf_true_works_with_the_documented_page(
         assert refused.value.status == 403
     captured.assert_tracked(Events.SEARCH_PERFORMED, user_id="usr_1", times=1)
     assert errors == []
+
+
+async def _front_page(request: Any) -> Any:
+    from starlette.responses import HTMLResponse
+
+    return HTMLResponse("<!doctype html><title>another origin</title><p>front</p>")
+
+
+_CROSS_ORIGIN_POST = """async (url) => {
+    try {
+        const response = await fetch(url, {
+            method: "POST",
+            credentials: "include",
+            headers: { "Content-Type": "application/json", "X-User": "usr_9" },
+            body: JSON.stringify({ event: "Search_Performed" }),
+        });
+        return response.status;
+    } catch (error) {
+        return String(error);
+    }
+}"""
+
+
+@pytest.mark.parametrize("kind", ["fastapi", "flask"])
+def test_a_page_on_another_origin_tracks_only_when_allowed(
+    page: Any, captured: CapturedEvents, kind: str
+) -> None:
+    """Another loopback port is another origin: allowed, its fetch is tracked; else it fails."""
+    from starlette.applications import Starlette
+    from starlette.routing import Route
+
+    console, errors = _watch(page)
+    with serve(Starlette(routes=[Route("/", _front_page)])) as front:
+        page.goto(f"{front}/")
+        with served(kind, allow_origin=[front]) as server:
+            status = page.evaluate(_CROSS_ORIGIN_POST, f"{server.url}/analytics/track")
+            assert status == 202
+        captured.assert_tracked(Events.SEARCH_PERFORMED, user_id="usr_9", times=1)
+        with served(kind) as server:  # the default: the app's own origin only
+            failed = page.evaluate(_CROSS_ORIGIN_POST, f"{server.url}/analytics/track")
+            assert "Failed to fetch" in str(failed), failed
+        captured.assert_tracked(Events.SEARCH_PERFORMED, times=1)  # nothing more
+    assert errors == []
+    assert any("Access-Control-Allow-Origin" in text for text in console), console
