@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import typing  # as a module, not its names: the package's public namespace is pinned
 
+from instrumentor import _lazy
 from instrumentor._context import (
     AnalyticsContext,
     ContextToken,
@@ -91,28 +92,8 @@ __all__ = [
     "with_current_context",
 ]
 
-#: Names of ``__all__`` that live in the delivery stack, loaded on first use (see __getattr__).
-_FROM_DELIVERY = frozenset({"aflush", "flush", "shutdown"})
-
-
-def __getattr__(name: str) -> typing.Any:
-    """``flush``, ``aflush`` and ``shutdown``: imported from :mod:`instrumentor.delivery` when used.
-
-    The delivery stack (worker threads, retries, the SQLite outbox) is not loaded by
-    ``import instrumentor``: a module that only defines events, or a process that never sends,
-    does not pay for it. Once loaded, the name is an ordinary attribute of the package.
-    """
-    if name in _FROM_DELIVERY:
-        # Lazy on purpose: importing the delivery stack is most of what `import instrumentor`
-        # would otherwise cost, and only a process that delivers needs it.
-        from instrumentor import delivery
-
-        value = getattr(delivery, name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    """The package's names, the ones loaded on first use included."""
-    return sorted(set(globals()) | _FROM_DELIVERY)
+#: Names of ``__all__`` that live in the delivery stack, loaded on first use: importing the
+#: delivery stack (worker threads, retries, the SQLite outbox) is most of what
+#: ``import instrumentor`` would otherwise cost, and only a process that delivers needs it.
+_FROM_DELIVERY = dict.fromkeys(("aflush", "flush", "shutdown"), "instrumentor.delivery")
+__getattr__, __dir__ = _lazy.lazy_names(__name__, _FROM_DELIVERY)

@@ -9,9 +9,9 @@ backend lives in :mod:`instrumentor.celery`.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from instrumentor._lazy import lazy_names
 from instrumentor._settings import QueueBackend
 from instrumentor.delivery._destination import Destination
 from instrumentor.delivery._inline import InlineDestination
@@ -89,16 +89,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    """An outbox name, imported from its module on first use (then a plain attribute)."""
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    """The package's names, the outbox's loaded on first use included."""
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_names(__name__, _LAZY)

@@ -6,9 +6,9 @@ delivers them; see :class:`Transport` for the contract a custom one must keep.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from instrumentor._lazy import lazy_names
 from instrumentor._messages import GroupMessage, IdentifyMessage, Message, TrackMessage
 from instrumentor._protocols import Transport
 
@@ -43,16 +43,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    """A transport class, imported from its module on first use (then a plain attribute)."""
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    """The package's names, the transports loaded on first use included."""
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_names(__name__, _LAZY)
